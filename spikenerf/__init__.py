@@ -1,0 +1,3 @@
+"""spikenerf: spiking neural networks for neural rendering and vision."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,232 @@
+/* Fused multi-step neuron scan (forward and backward over all T) for float32 on the CPU.
+ *
+ * Plain C, no Python or torch headers, so it compiles in about a second with the system C compiler
+ * and is called through ctypes (see ../fused.py).  The math is the same as the reference loop in
+ * ../scan.py and the torch backend there; change all three together.
+ *
+ * Layout: x, s, h are [T, N] row-major (N = all non-time elements).  Lanes (n) are independent;
+ * each thread takes blocks of BLK contiguous lanes and runs them through all T, so the inner loop is
+ * over contiguous memory and vectorizes.
+ *
+ *   charge:  h_t = a v_{t-1} + b x_t + c
+ *   fire:    s_t = F(h_t; vth)        code 0 binary, 1 ternary {-1,0,1}, 2 ternary {0,1,2}, 3 multi-bit
+ *   reset:   hard: v_t = h_t (1 - z_t) + vr z_t   (z_t = "fired": |s| for ternary, H(h - vth) otherwise)
+ *            soft: v_t = h_t - vth s_t
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BLK 256
+#define INL static inline __attribute__((always_inline))
+
+enum { CODE_BINARY = 0, CODE_TERNARY = 1, CODE_TERNARY012 = 2, CODE_MULTIBIT = 3 };
+enum { RESET_HARD = 0, RESET_SOFT = 1 };
+
+INL float step_f(float x) { return x >= 0.0f ? 1.0f : 0.0f; }
+
+/* Surrogate derivative g(x); ids match surrogate.py kernel_id. */
+INL float sg_grad(int sg, float x, float alpha) {
+    switch (sg) {
+    case 0: { float s = 1.0f / (1.0f + expf(-alpha * x)); return alpha * s * (1.0f - s); }
+    case 1: { float u = 1.5707963267948966f * alpha * x; return (alpha * 0.5f) / (1.0f + u * u); }
+    case 2: return fabsf(x) < alpha * 0.5f ? 1.0f / alpha : 0.0f;
+    case 3: { float r = 1.0f - fabsf(x) / alpha; return r > 0.0f ? r / alpha : 0.0f; }
+    case 4: { float t = tanhf(alpha * x); return alpha * 0.5f * (1.0f - t * t); }
+    default: {
+        const float h = 0.15f, sc = 6.0f, inv_sqrt2pi = 0.3989422804014327f;
+        float s0 = alpha, s1 = sc * alpha;
+        float n0 = expf(-(x * x) / (2.0f * s0 * s0)) * inv_sqrt2pi / s0;
+        float np = expf(-((x - alpha) * (x - alpha)) / (2.0f * s1 * s1)) * inv_sqrt2pi / s1;
+        float nm = expf(-((x + alpha) * (x + alpha)) / (2.0f * s1 * s1)) * inv_sqrt2pi / s1;
+        return (1.0f + h) * n0 - h * np - h * nm;
+    }
+    }
+}
+
+INL float fire(int code, float h, float vth, float margin, int levels) {
+    switch (code) {
+    case CODE_BINARY: return step_f(h - vth);
+    case CODE_TERNARY: return step_f(h - vth) - step_f(-h - vth);
+    case CODE_TERNARY012: return step_f(h - vth) + step_f((h - vth) - margin);
+    default: {
+        float s = 0.0f;
+        for (int k = 1; k <= levels; ++k) s += step_f(h - (float)k * vth);
+        return s;
+    }
+    }
+}
+
+/* "fired" indicator for the hard reset */
+INL float fired(int code, float h, float vth, float s) {
+    switch (code) {
+    case CODE_BINARY: return s;
+    case CODE_TERNARY: return step_f(h - vth) + step_f(-h - vth);
+    default: return step_f(h - vth);
+    }
+}
+
+INL float reset_v(int reset, int code, float h, float s, float vth, float vr) {
+    if (reset == RESET_HARD) {
+        float z = fired(code, h, vth, s);
+        return h * (1.0f - z) + vr * z;
+    }
+    return h - vth * s;
+}
+
+/* dF/dh and dF/dvth */
+INL void fire_grads(int code, int sg, float alpha, float h, float vth, float margin, int levels, float *dfdh, float *dfdth) {
+    switch (code) {
+    case CODE_BINARY: { float g = sg_grad(sg, h - vth, alpha); *dfdh = g; *dfdth = -g; break; }
+    case CODE_TERNARY: {
+        float gp = sg_grad(sg, h - vth, alpha), gm = sg_grad(sg, -h - vth, alpha);
+        *dfdh = gp + gm; *dfdth = -gp + gm; break;
+    }
+    case CODE_TERNARY012: {
+        float g = sg_grad(sg, h - vth, alpha) + sg_grad(sg, (h - vth) - margin, alpha);
+        *dfdh = g; *dfdth = -g; break;
+    }
+    default: {
+        float gh = 0.0f, gt = 0.0f;
+        for (int k = 1; k <= levels; ++k) { float g = sg_grad(sg, h - (float)k * vth, alpha); gh += g; gt -= (float)k * g; }
+        *dfdh = gh; *dfdth = gt;
+    }
+    }
+}
+
+/* dZ/dh and dZ/dvth of the hard-reset indicator */
+INL void fired_grads(int code, int sg, float alpha, float h, float vth, float *dzdh, float *dzdth) {
+    if (code == CODE_TERNARY) {
+        float gp = sg_grad(sg, h - vth, alpha), gm = sg_grad(sg, -h - vth, alpha);
+        *dzdh = gp - gm; *dzdth = -gp - gm;
+    } else {
+        float g = sg_grad(sg, h - vth, alpha);
+        *dzdh = g; *dzdth = -g;
+    }
+}
+
+INL void forward_impl(int code, int reset, const float *x, const float *v0, float *s, float *h,
+                      int64_t T, int64_t N, float a, float b, float c, float vth, float vr, float margin,
+                      int levels, int nthreads) {
+    int64_t nblk = (N + BLK - 1) / BLK;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t bi = 0; bi < nblk; ++bi) {
+        int64_t n0 = bi * BLK, len = N - n0 < BLK ? N - n0 : BLK;
+        float v[BLK];
+        for (int64_t j = 0; j < len; ++j) v[j] = v0 ? v0[n0 + j] : 0.0f;
+        for (int64_t t = 0; t < T; ++t) {
+            const float *xt = x + t * N + n0;
+            float *st = s + t * N + n0, *ht = h + t * N + n0;
+            for (int64_t j = 0; j < len; ++j) {
+                float hh = a * v[j] + b * xt[j] + c;
+                float ss = fire(code, hh, vth, margin, levels);
+                ht[j] = hh;
+                st[j] = ss;
+                v[j] = reset_v(reset, code, hh, ss, vth, vr);
+            }
+        }
+    }
+}
+
+INL void backward_impl(int code, int reset, int detach, int sg, const float *x, const float *h, const float *gs,
+                       const float *gh_out, const float *v0, float *gx, float *gv0, double *gparams,
+                       int64_t T, int64_t N, float a, float b, float c, float vth, float vr, float margin,
+                       int levels, float alpha, int nthreads) {
+    int64_t nblk = (N + BLK - 1) / BLK;
+    double ga = 0.0, gb = 0.0, gth = 0.0, gc = 0.0;
+#pragma omp parallel for schedule(static) num_threads(nthreads) reduction(+ : ga, gb, gth, gc)
+    for (int64_t bi = 0; bi < nblk; ++bi) {
+        int64_t n0 = bi * BLK, len = N - n0 < BLK ? N - n0 : BLK;
+        float gv[BLK];
+        double la = 0.0, lb = 0.0, lth = 0.0, lc = 0.0;
+        for (int64_t j = 0; j < len; ++j) gv[j] = 0.0f;
+        for (int64_t t = T - 1; t >= 0; --t) {
+            const float *ht = h + t * N + n0, *xt = x + t * N + n0, *gst = gs + t * N + n0;
+            const float *ghot = gh_out ? gh_out + t * N + n0 : NULL;
+            const float *hp = t > 0 ? h + (t - 1) * N + n0 : NULL;
+            float *gxt = gx + t * N + n0;
+            for (int64_t j = 0; j < len; ++j) {
+                float hh = ht[j];
+                float ss = fire(code, hh, vth, margin, levels);
+                float dfdh, dfdth;
+                fire_grads(code, sg, alpha, hh, vth, margin, levels, &dfdh, &dfdth);
+                float dvdh, dvdth;
+                if (reset == RESET_HARD) {
+                    float z = fired(code, hh, vth, ss);
+                    dvdh = 1.0f - z;
+                    dvdth = 0.0f;
+                    if (!detach) {
+                        float dzdh, dzdth;
+                        fired_grads(code, sg, alpha, hh, vth, &dzdh, &dzdth);
+                        dvdh += (vr - hh) * dzdh;
+                        dvdth = (vr - hh) * dzdth;
+                    }
+                } else {
+                    dvdh = 1.0f;
+                    dvdth = -ss;
+                    if (!detach) {
+                        dvdh -= vth * dfdh;
+                        dvdth -= vth * dfdth;
+                    }
+                }
+                float g = gst[j] * dfdh + gv[j] * dvdh;
+                if (ghot) g += ghot[j];
+                lth += (double)(gst[j] * dfdth + gv[j] * dvdth);
+                float vprev;
+                if (hp) {
+                    float hq = hp[j];
+                    vprev = reset_v(reset, code, hq, fire(code, hq, vth, margin, levels), vth, vr);
+                } else {
+                    vprev = v0 ? v0[n0 + j] : 0.0f;
+                }
+                la += (double)(g * vprev);
+                lb += (double)(g * xt[j]);
+                lc += (double)g;
+                gxt[j] = b * g;
+                gv[j] = a * g;
+            }
+        }
+        if (gv0)
+            for (int64_t j = 0; j < len; ++j) gv0[n0 + j] = gv[j];
+        ga += la;
+        gb += lb;
+        gth += lth;
+        gc += lc;
+    }
+    gparams[0] = ga;
+    gparams[1] = gb;
+    gparams[2] = gth;
+    gparams[3] = gc;
+}
+
+/* Specialize on the small enums so the compiler can hoist the switches out of the inner loops. */
+#define FWD_CASE(CODE, RESET) \
+    if (code == CODE && reset == RESET) { forward_impl(CODE, RESET, x, v0, s, h, T, N, a, b, c, vth, vr, margin, levels, nthreads); return 0; }
+
+int snn_scan_forward(const float *x, const float *v0, float *s, float *h, int64_t T, int64_t N, float a, float b,
+                     float c, float vth, float vr, float margin, int levels, int code, int reset, int nthreads) {
+    FWD_CASE(0, 0) FWD_CASE(0, 1) FWD_CASE(1, 0) FWD_CASE(1, 1)
+    FWD_CASE(2, 0) FWD_CASE(2, 1) FWD_CASE(3, 0) FWD_CASE(3, 1)
+    return -1;
+}
+
+#define BWD_CASE(CODE, RESET, DETACH, SG)                                                                        \
+    if (code == CODE && reset == RESET && detach == DETACH && sg == SG) {                                       \
+        backward_impl(CODE, RESET, DETACH, SG, x, h, gs, gh_out, v0, gx, gv0, gparams, T, N, a, b, c, vth, vr, \
+                      margin, levels, alpha, nthreads);                                                          \
+        return 0;                                                                                                \
+    }
+#define BWD_SG(CODE, RESET, DETACH) \
+    BWD_CASE(CODE, RESET, DETACH, 0) BWD_CASE(CODE, RESET, DETACH, 1) BWD_CASE(CODE, RESET, DETACH, 2) \
+    BWD_CASE(CODE, RESET, DETACH, 3) BWD_CASE(CODE, RESET, DETACH, 4) BWD_CASE(CODE, RESET, DETACH, 5)
+#define BWD_DET(CODE, RESET) BWD_SG(CODE, RESET, 0) BWD_SG(CODE, RESET, 1)
+#define BWD_RES(CODE) BWD_DET(CODE, 0) BWD_DET(CODE, 1)
+
+int snn_scan_backward(const float *x, const float *h, const float *gs, const float *gh_out, const float *v0,
+                      float *gx, float *gv0, double *gparams, int64_t T, int64_t N, float a, float b, float c,
+                      float vth, float vr, float margin, int levels, int code, int reset, int detach, int sg,
+                      float alpha, int nthreads) {
+    BWD_RES(0) BWD_RES(1) BWD_RES(2) BWD_RES(3)
+    return -1;
+}

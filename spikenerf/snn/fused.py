@@ -1,0 +1,216 @@
+"""Fused multi-step scan: forward and backward over all T without a per-step autograd graph.
+
+Why a plain C file through ctypes rather than a torch C++ extension: it has no torch headers, so it
+compiles in about a second with the system C compiler on first use (cached under
+``$SPIKENERF_CACHE`` or ``~/.cache/spikenerf``), and there is no ABI coupling to the torch build.
+Backends:
+
+- ``c``: the C kernel (CPU, float32, OpenMP over lanes). Chosen by ``auto`` when it applies.
+- ``torch``: the same recurrence as a graph-free torch loop (any device and dtype; CUDA uses this).
+- ``reference``: the naive per-step autograd loop (ground truth; also the only path for
+  per-channel thresholds and membrane transforms such as MPBN).
+
+All backends return ``(spikes [T, ...], membrane h [T, ...])`` and agree to float tolerance.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .scan import CODE_IDS, ScanSpec, scan_reference, scan_torch_backward, scan_torch_forward
+
+__all__ = ["multistep_scan", "c_kernel_available", "load_c_kernel"]
+
+_SRC = Path(__file__).with_name("csrc") / "scan.c"
+_LIB: ctypes.CDLL | None = None
+_LIB_ERROR: str | None = None
+_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-fopenmp"]
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("SPIKENERF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "spikenerf")
+    return Path(root)
+
+
+def load_c_kernel() -> ctypes.CDLL | None:
+    """Compile (once, cached by source hash) and load the C scan kernel; ``None`` if no compiler."""
+    global _LIB, _LIB_ERROR
+    if _LIB is not None or _LIB_ERROR is not None:
+        return _LIB
+    if os.environ.get("SPIKENERF_DISABLE_C", "") == "1":
+        _LIB_ERROR = "disabled by SPIKENERF_DISABLE_C=1"
+        return None
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        _LIB_ERROR = "no C compiler found (install gcc, or set CC)"
+        warnings.warn(f"spikenerf: fused C scan unavailable ({_LIB_ERROR}); using the torch backend", stacklevel=2)
+        return None
+    src = _SRC.read_bytes()
+    key = hashlib.sha256(src + " ".join(_FLAGS).encode() + platform.machine().encode()).hexdigest()[:16]
+    out = _cache_dir() / f"scan_{key}.so"
+    try:
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            # compile to a temp name then rename: atomic, so parallel workers never load half a file
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+            os.close(fd)
+            proc = subprocess.run([cc, *_FLAGS, str(_SRC), "-o", tmp, "-lm"], capture_output=True, text=True)
+            if proc.returncode != 0:
+                os.unlink(tmp)
+                raise RuntimeError(proc.stderr.strip()[-2000:])
+            os.replace(tmp, out)
+        lib = ctypes.CDLL(str(out))
+    except (OSError, RuntimeError) as err:
+        _LIB_ERROR = str(err)
+        warnings.warn(f"spikenerf: fused C scan unavailable ({_LIB_ERROR}); using the torch backend", stacklevel=2)
+        return None
+    p, i64, f32, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
+    lib.snn_scan_forward.argtypes = [p, p, p, p, i64, i64, f32, f32, f32, f32, f32, f32, i32, i32, i32, i32]
+    lib.snn_scan_forward.restype = i32
+    lib.snn_scan_backward.argtypes = [p, p, p, p, p, p, p, p, i64, i64, f32, f32, f32, f32, f32, f32, i32, i32, i32,
+                                      i32, i32, f32, i32]
+    lib.snn_scan_backward.restype = i32
+    _LIB = lib
+    return lib
+
+
+def c_kernel_available() -> bool:
+    return load_c_kernel() is not None
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _c_forward(x: Tensor, v0: Tensor | None, a: float, b: float, c: float, vth: float, spec: ScanSpec):
+    lib = load_c_kernel()
+    assert lib is not None
+    T = x.shape[0]
+    N = x[0].numel()
+    s, h = torch.empty_like(x), torch.empty_like(x)
+    rc = lib.snn_scan_forward(
+        _ptr(x), _ptr(v0), _ptr(s), _ptr(h), T, N, a, b, c, vth, spec.v_reset, spec.margin, spec.levels,
+        CODE_IDS[spec.code], 0 if spec.reset == "hard" else 1, torch.get_num_threads(),
+    )
+    if rc != 0:
+        raise RuntimeError(f"snn_scan_forward failed with code {rc}")
+    return s, h
+
+
+def _c_backward(x, h, gs, gh, v0, a, b, c, vth, spec: ScanSpec, need_v0: bool):
+    lib = load_c_kernel()
+    assert lib is not None
+    T, N = x.shape[0], x[0].numel()
+    gx = torch.empty_like(x)
+    gv0 = torch.empty_like(x[0]) if need_v0 else None
+    gparams = torch.zeros(4, dtype=torch.float64)
+    rc = lib.snn_scan_backward(
+        _ptr(x), _ptr(h), _ptr(gs), _ptr(gh), _ptr(v0), _ptr(gx), _ptr(gv0), _ptr(gparams), T, N, a, b, c, vth,
+        spec.v_reset, spec.margin, spec.levels, CODE_IDS[spec.code], 0 if spec.reset == "hard" else 1,
+        int(spec.detach_reset), spec.surrogate.kernel_id, spec.surrogate.alpha, torch.get_num_threads(),
+    )
+    if rc != 0:
+        raise RuntimeError(f"snn_scan_backward failed with code {rc}")
+    return gx, gv0, gparams[0], gparams[1], gparams[2], gparams[3]
+
+
+class _FusedScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, v0, a, b, vth, c, spec: ScanSpec, backend: str):  # type: ignore[override]
+        af, bf, tf, c = float(a), float(b), float(vth), float(c)
+        x = x.contiguous()
+        v0c = None if v0 is None else v0.contiguous()
+        if backend == "c":
+            s, h = _c_forward(x, v0c, af, bf, c, tf, spec)
+        else:
+            s, h = scan_torch_forward(x, v0c, af, bf, c, tf, spec)
+        ctx.save_for_backward(x, h, v0c)
+        ctx.params = (af, bf, c, tf)
+        ctx.spec, ctx.backend = spec, backend
+        ctx.has_v0 = v0 is not None
+        return s, h
+
+    @staticmethod
+    def backward(ctx, gs, gh):  # type: ignore[override]
+        x, h, v0 = ctx.saved_tensors
+        af, bf, c, tf = ctx.params
+        gs = torch.zeros_like(x) if gs is None else gs.contiguous()
+        gh = None if gh is None else gh.contiguous()
+        need_v0 = ctx.has_v0 and ctx.needs_input_grad[1]
+        if ctx.backend == "c":
+            gx, gv0, ga, gb, gth, gc = _c_backward(x, h, gs, gh, v0, af, bf, c, tf, ctx.spec, need_v0)
+        else:
+            gx, gv0, ga, gb, gth, gc = scan_torch_backward(x, h, gs, gh, v0, af, bf, c, tf, ctx.spec)
+        dt = x.dtype
+        return (
+            gx,
+            gv0 if need_v0 else None,
+            ga.to(dt) if ctx.needs_input_grad[2] else None,
+            gb.to(dt) if ctx.needs_input_grad[3] else None,
+            gth.to(dt) if ctx.needs_input_grad[4] else None,
+            gc.to(dt) if ctx.needs_input_grad[5] else None,
+            None,
+            None,
+        )
+
+
+def _as_tensor(v: Tensor | float, like: Tensor) -> Tensor:
+    return v if isinstance(v, Tensor) else torch.tensor(float(v), dtype=like.dtype, device=like.device)
+
+
+def _is_scalar(v: Tensor | float) -> bool:
+    return not isinstance(v, Tensor) or v.numel() == 1
+
+
+def multistep_scan(
+    x_seq: Tensor,
+    spec: ScanSpec,
+    a: Tensor | float = 1.0,
+    b: Tensor | float = 1.0,
+    c: Tensor | float = 0.0,
+    vth: Tensor | float = 1.0,
+    v0: Tensor | None = None,
+    backend: str = "auto",
+    membrane_transform=None,
+) -> tuple[Tensor, Tensor]:
+    """Run the neuron recurrence over ``x_seq`` ``[T, ...]``; returns ``(spikes, membrane h)``, both ``[T, ...]``.
+
+    ``a``, ``b``, ``c``, ``vth`` may be learnable 0-d tensors (gradients are returned for them); ``v0`` is the
+    initial membrane ``[...]`` (zeros if ``None``). ``backend``: ``auto`` | ``c`` | ``torch`` | ``reference``.
+    """
+    if x_seq.dim() < 1 or x_seq.shape[0] == 0:
+        raise ValueError(f"x_seq must be [T, ...] with T >= 1, got shape {tuple(x_seq.shape)}")
+    if v0 is not None and v0.shape != x_seq.shape[1:]:
+        raise ValueError(f"v0 shape {tuple(v0.shape)} must equal one step {tuple(x_seq.shape[1:])}")
+    scalar = all(_is_scalar(p) for p in (a, b, c, vth)) and membrane_transform is None
+    if backend == "auto":
+        if not scalar:
+            backend = "reference"
+        elif x_seq.device.type == "cpu" and x_seq.dtype == torch.float32 and c_kernel_available():
+            backend = "c"
+        else:
+            backend = "torch"
+    if backend == "reference":
+        return scan_reference(x_seq, v0, a, b, c, vth, spec, membrane_transform)
+    if not scalar:
+        raise ValueError("the fused backends need scalar a, b, c, vth and no membrane_transform; use backend='reference'")
+    if backend == "c":
+        if x_seq.device.type != "cpu" or x_seq.dtype != torch.float32:
+            raise ValueError("backend 'c' needs a float32 CPU tensor")
+        if not c_kernel_available():
+            raise RuntimeError("backend 'c' requested but the C kernel could not be built")
+    elif backend != "torch":
+        raise ValueError(f"unknown backend {backend!r}; choose auto, c, torch or reference")
+    at, bt, tt, ct = (_as_tensor(v, x_seq).reshape(()) for v in (a, b, vth, c))
+    return _FusedScan.apply(x_seq, v0, at, bt, tt, ct, spec, backend)

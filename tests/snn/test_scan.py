@@ -1,0 +1,116 @@
+"""The fused scan (C kernel and graph-free torch loop) against the naive per-step autograd reference."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from spikenerf.snn import ScanSpec, c_kernel_available, get_surrogate, multistep_scan
+from spikenerf.snn.surrogate import _REGISTRY
+
+CODES = ["binary", "ternary", "ternary012", "multibit"]
+SURROGATES = sorted(_REGISTRY)
+BACKENDS = ["torch"] + (["c"] if c_kernel_available() else [])
+
+
+def _run(backend, spec, x, v0, a, b, c, vth, gs, gh):
+    x = x.clone().requires_grad_(True)
+    v0 = v0.clone().requires_grad_(True)
+    a, b, c, vth = (torch.tensor(p, requires_grad=True) for p in (a, b, c, vth))
+    s, h = multistep_scan(x, spec, a=a, b=b, c=c, vth=vth, v0=v0, backend=backend)
+    ((s * gs).sum() + (h * gh).sum()).backward()
+    return s.detach(), h.detach(), [t.grad for t in (x, v0, a, b, c, vth)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("code", CODES)
+@pytest.mark.parametrize("reset,detach", [("hard", False), ("hard", True), ("soft", False), ("soft", True)])
+@pytest.mark.parametrize("surrogate", SURROGATES)
+def test_fused_matches_reference(backend, code, reset, detach, surrogate):
+    g = torch.Generator().manual_seed(hash((code, reset, detach, surrogate)) % 2**31)
+    T, shape = 7, (3, 37)  # 111 lanes: not a multiple of the kernel's block, exercises the tail
+    x = torch.randn(T, *shape, generator=g) * 1.5
+    v0 = torch.rand(*shape, generator=g) * 0.5
+    gs, gh = torch.randn(T, *shape, generator=g), torch.randn(T, *shape, generator=g) * 0.1
+    spec = ScanSpec(code=code, reset=reset, v_reset=-0.1 if reset == "hard" else 0.0, detach_reset=detach,
+                    surrogate=get_surrogate(surrogate), margin=0.6, levels=3)
+    params = (0.7, 0.8, 0.05, 0.45)
+    ref = _run("reference", spec, x, v0, *params, gs, gh)
+    out = _run(backend, spec, x, v0, *params, gs, gh)
+    torch.testing.assert_close(out[0], ref[0], atol=0, rtol=0)  # spikes are exact
+    torch.testing.assert_close(out[1], ref[1], atol=1e-5, rtol=1e-5)
+    for name, go, gr in zip(["x", "v0", "a", "b", "c", "vth"], out[2], ref[2]):
+        torch.testing.assert_close(go, gr, atol=1e-5, rtol=1e-5, msg=lambda m: f"grad {name}: {m}")
+
+
+def test_reference_equals_hand_written_lif():
+    """The reference loop itself, against the LIF equations written out by hand (binary, hard reset)."""
+    torch.manual_seed(0)
+    x = torch.randn(20, 5) * 2
+    tau, vth = 2.0, 1.0
+    spec = ScanSpec(code="binary", reset="hard", v_reset=0.0)
+    s, h = multistep_scan(x, spec, a=1 - 1 / tau, b=1 / tau, c=0.0, vth=vth, backend="reference")
+    v = torch.zeros(5)
+    for t in range(20):
+        hh = v + (x[t] - v) / tau
+        ss = (hh >= vth).float()
+        torch.testing.assert_close(h[t], hh)
+        torch.testing.assert_close(s[t], ss)
+        v = hh * (1 - ss)
+
+
+def test_codes_take_their_values():
+    x = torch.linspace(-4, 4, 801).reshape(1, -1)
+    for code, expect in [("binary", {0, 1}), ("ternary", {-1, 0, 1}), ("ternary012", {0, 1, 2}),
+                         ("multibit", {0, 1, 2, 3})]:
+        s, _ = multistep_scan(x, ScanSpec(code=code, levels=3, margin=1.0), vth=0.5)
+        assert set(s.unique().tolist()) == expect, code
+    s, _ = multistep_scan(torch.tensor([[0.49, 0.5, 1.49, 1.5]]), ScanSpec(code="ternary012", margin=1.0), vth=0.5)
+    assert s.tolist() == [[0.0, 1.0, 1.0, 2.0]]
+
+
+def test_per_channel_threshold_falls_back_to_reference():
+    x = torch.randn(4, 2, 3)
+    vth = torch.tensor([0.1, 0.5, 2.0])
+    s, _ = multistep_scan(x, ScanSpec(), vth=vth)
+    s_ref, _ = multistep_scan(x, ScanSpec(), vth=vth, backend="reference")
+    assert torch.equal(s, s_ref)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradcheck_like_finite_difference_on_params(backend):
+    """The parameter grads of the fused op agree with the reference at a second random point, large T."""
+    torch.manual_seed(3)
+    spec = ScanSpec(code="binary", reset="soft", surrogate=get_surrogate("sigmoid"))
+    x = torch.randn(64, 300)
+    gs = torch.randn(64, 300)
+    ref = _run("reference", spec, x, torch.zeros(300), 0.9, 1.0, 0.0, 0.8, gs, torch.zeros_like(gs))
+    out = _run(backend, spec, x, torch.zeros(300), 0.9, 1.0, 0.0, 0.8, gs, torch.zeros_like(gs))
+    for go, gr in zip(out[2], ref[2]):
+        torch.testing.assert_close(go, gr, atol=2e-4, rtol=1e-4)
+
+
+def test_bad_input_errors():
+    with pytest.raises(ValueError, match="T >= 1"):
+        multistep_scan(torch.zeros(0, 3), ScanSpec())
+    with pytest.raises(ValueError, match="v0 shape"):
+        multistep_scan(torch.zeros(2, 3), ScanSpec(), v0=torch.zeros(4))
+    with pytest.raises(ValueError, match="unknown spike code"):
+        ScanSpec(code="quaternary")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown backend"):
+        multistep_scan(torch.zeros(2, 3), ScanSpec(), backend="cuda-magic")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA path: needs a GPU")
+def test_cuda_matches_cpu():
+    spec = ScanSpec(code="ternary", reset="soft")
+    x = torch.randn(9, 4, 50)
+    s_cpu, h_cpu = multistep_scan(x, spec, a=0.5, vth=0.7)
+    s_gpu, h_gpu = multistep_scan(x.cuda(), spec, a=0.5, vth=0.7)
+    assert torch.equal(s_gpu.cpu(), s_cpu)
+    torch.testing.assert_close(h_gpu.cpu(), h_cpu)
+
+
+del itertools
