@@ -18,7 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BLK 256
+#ifndef BLK
+#define BLK 1024
+#endif
 #define INL static inline __attribute__((always_inline))
 
 enum { CODE_BINARY = 0, CODE_TERNARY = 1, CODE_TERNARY012 = 2, CODE_MULTIBIT = 3 };
@@ -106,117 +108,116 @@ INL void fired_grads(int code, int sg, float alpha, float h, float vth, float *d
     }
 }
 
-INL void forward_impl(int code, int reset, const float *x, const float *v0, float *s, float *h,
-                      int64_t T, int64_t N, float a, float b, float c, float vth, float vr, float margin,
-                      int levels, int nthreads) {
+INL void forward_block(int code, int reset, const float *x, const float *v0, float *s, float *h,
+                       int64_t T, int64_t N, int64_t n0, int64_t len, float a, float b, float c, float vth,
+                       float vr, float margin, int levels) {
+    float v[BLK];
+    for (int64_t j = 0; j < len; ++j) v[j] = v0 ? v0[n0 + j] : 0.0f;
+    for (int64_t t = 0; t < T; ++t) {
+        const float *xt = x + t * N + n0;
+        float *st = s + t * N + n0, *ht = h + t * N + n0;
+        for (int64_t j = 0; j < len; ++j) {
+            float hh = a * v[j] + b * xt[j] + c;
+            float ss = fire(code, hh, vth, margin, levels);
+            ht[j] = hh;
+            st[j] = ss;
+            v[j] = reset_v(reset, code, hh, ss, vth, vr);
+        }
+    }
+}
+
+static const float ZEROS[BLK];
+
+INL void backward_block(int code, int reset, int detach, int sg, const float *x, const float *h,
+                        const float *gs, const float *gh_out, const float *v0, float *gx, float *gv0,
+                        double *acc, int64_t T, int64_t N, int64_t n0, int64_t len, float a, float b,
+                        float vth, float vr, float margin, int levels, float alpha) {
+    /* Per-lane float accumulators keep the inner loop free of cross-lane reductions (so it vectorizes);
+     * lanes are summed in double at the end. */
+    float gv[BLK], vprev[BLK], la[BLK], lb[BLK], lth[BLK], lc[BLK];
+    for (int64_t j = 0; j < len; ++j) gv[j] = la[j] = lb[j] = lth[j] = lc[j] = 0.0f;
+    for (int64_t t = T - 1; t >= 0; --t) {
+        const float *ht = h + t * N + n0, *xt = x + t * N + n0, *gst = gs + t * N + n0;
+        const float *ghot = gh_out ? gh_out + t * N + n0 : ZEROS;
+        float *gxt = gx + t * N + n0;
+        if (t > 0) {
+            const float *hp = h + (t - 1) * N + n0;
+            for (int64_t j = 0; j < len; ++j) {
+                float hq = hp[j];
+                vprev[j] = reset_v(reset, code, hq, fire(code, hq, vth, margin, levels), vth, vr);
+            }
+        } else {
+            for (int64_t j = 0; j < len; ++j) vprev[j] = v0 ? v0[n0 + j] : 0.0f;
+        }
+        for (int64_t j = 0; j < len; ++j) {
+            float hh = ht[j];
+            float ss = fire(code, hh, vth, margin, levels);
+            float dfdh, dfdth;
+            fire_grads(code, sg, alpha, hh, vth, margin, levels, &dfdh, &dfdth);
+            float dvdh, dvdth;
+            if (reset == RESET_HARD) {
+                float z = fired(code, hh, vth, ss);
+                dvdh = 1.0f - z;
+                dvdth = 0.0f;
+                if (!detach) {
+                    float dzdh, dzdth;
+                    fired_grads(code, sg, alpha, hh, vth, &dzdh, &dzdth);
+                    dvdh += (vr - hh) * dzdh;
+                    dvdth = (vr - hh) * dzdth;
+                }
+            } else {
+                dvdh = 1.0f;
+                dvdth = -ss;
+                if (!detach) {
+                    dvdh -= vth * dfdh;
+                    dvdth -= vth * dfdth;
+                }
+            }
+            float g = gst[j] * dfdh + gv[j] * dvdh + ghot[j];
+            lth[j] += gst[j] * dfdth + gv[j] * dvdth;
+            la[j] += g * vprev[j];
+            lb[j] += g * xt[j];
+            lc[j] += g;
+            gxt[j] = b * g;
+            gv[j] = a * g;
+        }
+    }
+    if (gv0)
+        for (int64_t j = 0; j < len; ++j) gv0[n0 + j] = gv[j];
+    for (int64_t j = 0; j < len; ++j) {
+        acc[0] += la[j];
+        acc[1] += lb[j];
+        acc[2] += lth[j];
+        acc[3] += lc[j];
+    }
+}
+
+/* The OpenMP loop lives in the entry points and the switch sits inside it, once per block: each case
+ * inlines the block function with literal enum values, so the compiler specializes the inner loop
+ * (a switch inside an outlined OpenMP body would otherwise be re-evaluated per element). */
+#define FWD_CASE(CODE, RESET) \
+    case CODE * 2 + RESET: forward_block(CODE, RESET, x, v0, s, h, T, N, n0, len, a, b, c, vth, vr, margin, levels); break;
+
+int snn_scan_forward(const float *x, const float *v0, float *s, float *h, int64_t T, int64_t N, float a, float b,
+                     float c, float vth, float vr, float margin, int levels, int code, int reset, int nthreads) {
+    if (code < 0 || code > 3 || reset < 0 || reset > 1) return -1;
     int64_t nblk = (N + BLK - 1) / BLK;
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int64_t bi = 0; bi < nblk; ++bi) {
         int64_t n0 = bi * BLK, len = N - n0 < BLK ? N - n0 : BLK;
-        float v[BLK];
-        for (int64_t j = 0; j < len; ++j) v[j] = v0 ? v0[n0 + j] : 0.0f;
-        for (int64_t t = 0; t < T; ++t) {
-            const float *xt = x + t * N + n0;
-            float *st = s + t * N + n0, *ht = h + t * N + n0;
-            for (int64_t j = 0; j < len; ++j) {
-                float hh = a * v[j] + b * xt[j] + c;
-                float ss = fire(code, hh, vth, margin, levels);
-                ht[j] = hh;
-                st[j] = ss;
-                v[j] = reset_v(reset, code, hh, ss, vth, vr);
-            }
+        switch (code * 2 + reset) {
+            FWD_CASE(0, 0) FWD_CASE(0, 1) FWD_CASE(1, 0) FWD_CASE(1, 1)
+            FWD_CASE(2, 0) FWD_CASE(2, 1) FWD_CASE(3, 0) FWD_CASE(3, 1)
         }
     }
+    return 0;
 }
 
-INL void backward_impl(int code, int reset, int detach, int sg, const float *x, const float *h, const float *gs,
-                       const float *gh_out, const float *v0, float *gx, float *gv0, double *gparams,
-                       int64_t T, int64_t N, float a, float b, float c, float vth, float vr, float margin,
-                       int levels, float alpha, int nthreads) {
-    int64_t nblk = (N + BLK - 1) / BLK;
-    double ga = 0.0, gb = 0.0, gth = 0.0, gc = 0.0;
-#pragma omp parallel for schedule(static) num_threads(nthreads) reduction(+ : ga, gb, gth, gc)
-    for (int64_t bi = 0; bi < nblk; ++bi) {
-        int64_t n0 = bi * BLK, len = N - n0 < BLK ? N - n0 : BLK;
-        float gv[BLK];
-        double la = 0.0, lb = 0.0, lth = 0.0, lc = 0.0;
-        for (int64_t j = 0; j < len; ++j) gv[j] = 0.0f;
-        for (int64_t t = T - 1; t >= 0; --t) {
-            const float *ht = h + t * N + n0, *xt = x + t * N + n0, *gst = gs + t * N + n0;
-            const float *ghot = gh_out ? gh_out + t * N + n0 : NULL;
-            const float *hp = t > 0 ? h + (t - 1) * N + n0 : NULL;
-            float *gxt = gx + t * N + n0;
-            for (int64_t j = 0; j < len; ++j) {
-                float hh = ht[j];
-                float ss = fire(code, hh, vth, margin, levels);
-                float dfdh, dfdth;
-                fire_grads(code, sg, alpha, hh, vth, margin, levels, &dfdh, &dfdth);
-                float dvdh, dvdth;
-                if (reset == RESET_HARD) {
-                    float z = fired(code, hh, vth, ss);
-                    dvdh = 1.0f - z;
-                    dvdth = 0.0f;
-                    if (!detach) {
-                        float dzdh, dzdth;
-                        fired_grads(code, sg, alpha, hh, vth, &dzdh, &dzdth);
-                        dvdh += (vr - hh) * dzdh;
-                        dvdth = (vr - hh) * dzdth;
-                    }
-                } else {
-                    dvdh = 1.0f;
-                    dvdth = -ss;
-                    if (!detach) {
-                        dvdh -= vth * dfdh;
-                        dvdth -= vth * dfdth;
-                    }
-                }
-                float g = gst[j] * dfdh + gv[j] * dvdh;
-                if (ghot) g += ghot[j];
-                lth += (double)(gst[j] * dfdth + gv[j] * dvdth);
-                float vprev;
-                if (hp) {
-                    float hq = hp[j];
-                    vprev = reset_v(reset, code, hq, fire(code, hq, vth, margin, levels), vth, vr);
-                } else {
-                    vprev = v0 ? v0[n0 + j] : 0.0f;
-                }
-                la += (double)(g * vprev);
-                lb += (double)(g * xt[j]);
-                lc += (double)g;
-                gxt[j] = b * g;
-                gv[j] = a * g;
-            }
-        }
-        if (gv0)
-            for (int64_t j = 0; j < len; ++j) gv0[n0 + j] = gv[j];
-        ga += la;
-        gb += lb;
-        gth += lth;
-        gc += lc;
-    }
-    gparams[0] = ga;
-    gparams[1] = gb;
-    gparams[2] = gth;
-    gparams[3] = gc;
-}
-
-/* Specialize on the small enums so the compiler can hoist the switches out of the inner loops. */
-#define FWD_CASE(CODE, RESET) \
-    if (code == CODE && reset == RESET) { forward_impl(CODE, RESET, x, v0, s, h, T, N, a, b, c, vth, vr, margin, levels, nthreads); return 0; }
-
-int snn_scan_forward(const float *x, const float *v0, float *s, float *h, int64_t T, int64_t N, float a, float b,
-                     float c, float vth, float vr, float margin, int levels, int code, int reset, int nthreads) {
-    FWD_CASE(0, 0) FWD_CASE(0, 1) FWD_CASE(1, 0) FWD_CASE(1, 1)
-    FWD_CASE(2, 0) FWD_CASE(2, 1) FWD_CASE(3, 0) FWD_CASE(3, 1)
-    return -1;
-}
-
-#define BWD_CASE(CODE, RESET, DETACH, SG)                                                                        \
-    if (code == CODE && reset == RESET && detach == DETACH && sg == SG) {                                       \
-        backward_impl(CODE, RESET, DETACH, SG, x, h, gs, gh_out, v0, gx, gv0, gparams, T, N, a, b, c, vth, vr, \
-                      margin, levels, alpha, nthreads);                                                          \
-        return 0;                                                                                                \
-    }
+#define BWD_CASE(CODE, RESET, DETACH, SG)                                                                          \
+    case ((CODE * 2 + RESET) * 2 + DETACH) * 6 + SG:                                                              \
+        backward_block(CODE, RESET, DETACH, SG, x, h, gs, gh_out, v0, gx, gv0, acc, T, N, n0, len, a, b, vth, vr, \
+                       margin, levels, alpha);                                                                     \
+        break;
 #define BWD_SG(CODE, RESET, DETACH) \
     BWD_CASE(CODE, RESET, DETACH, 0) BWD_CASE(CODE, RESET, DETACH, 1) BWD_CASE(CODE, RESET, DETACH, 2) \
     BWD_CASE(CODE, RESET, DETACH, 3) BWD_CASE(CODE, RESET, DETACH, 4) BWD_CASE(CODE, RESET, DETACH, 5)
@@ -227,6 +228,26 @@ int snn_scan_backward(const float *x, const float *h, const float *gs, const flo
                       float *gx, float *gv0, double *gparams, int64_t T, int64_t N, float a, float b, float c,
                       float vth, float vr, float margin, int levels, int code, int reset, int detach, int sg,
                       float alpha, int nthreads) {
-    BWD_RES(0) BWD_RES(1) BWD_RES(2) BWD_RES(3)
-    return -1;
+    (void)c; /* c enters only additively: its gradient is the sum of g, accumulated below */
+    if (code < 0 || code > 3 || reset < 0 || reset > 1 || detach < 0 || detach > 1 || sg < 0 || sg > 5) return -1;
+    int64_t nblk = (N + BLK - 1) / BLK;
+    int key = ((code * 2 + reset) * 2 + detach) * 6 + sg;
+    double ga = 0.0, gb = 0.0, gth = 0.0, gc = 0.0;
+#pragma omp parallel for schedule(static) num_threads(nthreads) reduction(+ : ga, gb, gth, gc)
+    for (int64_t bi = 0; bi < nblk; ++bi) {
+        int64_t n0 = bi * BLK, len = N - n0 < BLK ? N - n0 : BLK;
+        double acc[4] = {0.0, 0.0, 0.0, 0.0};
+        switch (key) {
+            BWD_RES(0) BWD_RES(1) BWD_RES(2) BWD_RES(3)
+        }
+        ga += acc[0];
+        gb += acc[1];
+        gth += acc[2];
+        gc += acc[3];
+    }
+    gparams[0] = ga;
+    gparams[1] = gb;
+    gparams[2] = gth;
+    gparams[3] = gc;
+    return 0;
 }
