@@ -147,7 +147,7 @@ def _c_backward(x, h, gs, gh, v0, a, b, c, vth, spec: ScanSpec, need_v0: bool):
 class _FusedScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, v0, a, b, vth, c, spec: ScanSpec, backend: str):  # type: ignore[override]
-        af, bf, tf, c = float(a), float(b), float(vth), float(c)
+        af, bf, tf, c = (float(p.detach()) for p in (a, b, vth, c))
         x = x.contiguous()
         v0c = None if v0 is None else v0.contiguous()
         if backend == "c":

@@ -23,7 +23,7 @@ class PLIFNode(BaseNode):
 
     @property
     def tau(self) -> float:
-        return float(1.0 / torch.sigmoid(self.w))
+        return float(1.0 / torch.sigmoid(self.w.detach()))
 
     def charge_coefficients(self):
         k = torch.sigmoid(self.w)
