@@ -99,23 +99,31 @@ def ours(backend: str):
     return make
 
 
-def time_one(linear: torch.nn.Linear, make, x: torch.Tensor, reps: int) -> tuple[float, float]:
-    fwd, bwd = [], []
-    for rep in range(reps + 1):  # first run warms caches and compiles
-        layer = make() if make is not None else None
-        linear.zero_grad(set_to_none=True)
-        t0 = time.perf_counter()
-        y = linear(x)
-        if layer is not None:
-            y = layer(y)
-        t1 = time.perf_counter()
-        y.sum().backward()
-        t2 = time.perf_counter()
-        if rep > 0:
-            fwd.append(t1 - t0)
-            bwd.append(t2 - t1)
-        del y
-    return statistics.median(fwd), statistics.median(bwd)
+def time_once(linear: torch.nn.Linear, make, x: torch.Tensor) -> tuple[float, float]:
+    layer = make() if make is not None else None
+    linear.zero_grad(set_to_none=True)
+    t0 = time.perf_counter()
+    y = linear(x)
+    if layer is not None:
+        y = layer(y)
+    t1 = time.perf_counter()
+    y.sum().backward()
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t1
+
+
+def time_interleaved(linear, candidates: dict, x: torch.Tensor, reps: int) -> dict[str, tuple[float, float]]:
+    """Round-robin over the candidates, ``reps`` rounds after a warm-up round; medians per candidate.
+
+    Interleaving matters on a shared machine: load that comes and goes hits every column alike.
+    """
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in candidates}
+    for rnd in range(reps + 1):
+        for name, make in candidates.items():
+            f, b = time_once(linear, make, x)
+            if rnd > 0:
+                times[name].append((f, b))
+    return {k: (statistics.median(t[0] for t in v), statistics.median(t[1] for t in v)) for k, v in times.items()}
 
 
 def main() -> None:
@@ -143,11 +151,8 @@ def main() -> None:
             candidates["spikenerf (torch loop)"] = ours("torch")
             candidates["naive loop"] = ours("reference")
             candidates.update(peer_layers(n))
-        results = {}
-        for name, make in candidates.items():
-            reps = args.reps if n <= 512 else max(1, args.reps - 1)
-            f, b = time_one(linear, make, x, reps)
-            results[name] = (f, b)
+        results = time_interleaved(linear, candidates, x, args.reps)
+        for name, (f, b) in results.items():
             print(f"n={n:6d} {name:24s} fwd {f:8.3f}s bwd {b:8.3f}s total {f + b:8.3f}s", flush=True)
         rows.append((n, results))
 
