@@ -30,7 +30,7 @@ from torch import Tensor
 
 from .scan import CODE_IDS, ScanSpec, scan_reference, scan_torch_backward, scan_torch_forward
 
-__all__ = ["multistep_scan", "c_kernel_available", "load_c_kernel"]
+__all__ = ["multistep_scan", "c_kernel_available", "load_c_kernel", "build_c_library"]
 
 _SRC = Path(__file__).with_name("csrc") / "scan.c"
 _LIB: ctypes.CDLL | None = None
@@ -57,42 +57,53 @@ def _cache_dir() -> Path:
     return Path(root)
 
 
+def build_c_library(src_path: Path, prefix: str) -> ctypes.CDLL:
+    """Compile a plain C source (once, cached by source hash, flags and CPU) and load it.
+
+    Shared by every C kernel of the package (this scan, ``spikenerf.nerf.grid``). Raises ``RuntimeError``
+    when ``SPIKENERF_DISABLE_C=1``, when there is no compiler, or when compiling fails.
+    """
+    if os.environ.get("SPIKENERF_DISABLE_C", "") == "1":
+        raise RuntimeError("disabled by SPIKENERF_DISABLE_C=1")
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        raise RuntimeError("no C compiler found (install gcc, or set CC)")
+    src = Path(src_path).read_bytes()
+    key = hashlib.sha256(src + " ".join(_FLAGS + _NATIVE).encode() + platform.machine().encode()
+                         + _cpu_id().encode()).hexdigest()[:16]
+    out = _cache_dir() / f"{prefix}_{key}.so"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # compile to a temp name then rename: atomic, so parallel workers never load half a file
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+        os.close(fd)
+        for extra in (_NATIVE, []):
+            proc = subprocess.run([cc, *_FLAGS, *extra, str(src_path), "-o", tmp, "-lm"], capture_output=True,
+                                  text=True)
+            if proc.returncode == 0:
+                break
+        if proc.returncode != 0:
+            os.unlink(tmp)
+            raise RuntimeError(proc.stderr.strip()[-2000:])
+        os.replace(tmp, out)
+    try:
+        return ctypes.CDLL(str(out))
+    except OSError as err:
+        raise RuntimeError(str(err)) from err
+
+
 def load_c_kernel() -> ctypes.CDLL | None:
     """Compile (once, cached by source hash) and load the C scan kernel; ``None`` if no compiler."""
     global _LIB, _LIB_ERROR
     if _LIB is not None or _LIB_ERROR is not None:
         return _LIB
-    if os.environ.get("SPIKENERF_DISABLE_C", "") == "1":
-        _LIB_ERROR = "disabled by SPIKENERF_DISABLE_C=1"
-        return None
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        _LIB_ERROR = "no C compiler found (install gcc, or set CC)"
-        warnings.warn(f"spikenerf: fused C scan unavailable ({_LIB_ERROR}); using the torch backend", stacklevel=2)
-        return None
-    src = _SRC.read_bytes()
-    key = hashlib.sha256(src + " ".join(_FLAGS + _NATIVE).encode() + platform.machine().encode()
-                         + _cpu_id().encode()).hexdigest()[:16]
-    out = _cache_dir() / f"scan_{key}.so"
     try:
-        if not out.exists():
-            out.parent.mkdir(parents=True, exist_ok=True)
-            # compile to a temp name then rename: atomic, so parallel workers never load half a file
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-            os.close(fd)
-            for extra in (_NATIVE, []):
-                proc = subprocess.run([cc, *_FLAGS, *extra, str(_SRC), "-o", tmp, "-lm"], capture_output=True,
-                                      text=True)
-                if proc.returncode == 0:
-                    break
-            if proc.returncode != 0:
-                os.unlink(tmp)
-                raise RuntimeError(proc.stderr.strip()[-2000:])
-            os.replace(tmp, out)
-        lib = ctypes.CDLL(str(out))
-    except (OSError, RuntimeError) as err:
+        lib = build_c_library(_SRC, "scan")
+    except RuntimeError as err:
         _LIB_ERROR = str(err)
-        warnings.warn(f"spikenerf: fused C scan unavailable ({_LIB_ERROR}); using the torch backend", stacklevel=2)
+        if not _LIB_ERROR.startswith("disabled"):
+            warnings.warn(f"spikenerf: fused C scan unavailable ({_LIB_ERROR}); using the torch backend",
+                          stacklevel=2)
         return None
     p, i64, f32, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
     lib.snn_scan_forward.argtypes = [p, p, p, p, i64, i64, f32, f32, f32, f32, f32, f32, i32, i32, i32, i32]
