@@ -1,0 +1,163 @@
+/* Trilinear look-up in a dense channels-last voxel grid, forward and backward, float32 on the CPU.
+ *
+ * Plain C called through ctypes (see ../grid.py), built by spikenerf.snn.fused.build_c_library.
+ * Why not F.grid_sample: its CPU backward scatters with atomics over a channels-first grid and takes
+ * seconds per million points on a 13-channel 160^3 grid; here a point's 8 corners are C contiguous floats
+ * each (channels last), and the backward needs no atomics (see grid_backward).
+ *
+ * Convention (same as grid_sample with align_corners=True, zeros padding): grid [X, Y, Z, C] holds values
+ * at the vertices of the box [lo, hi]; a point's continuous index is u = (p - lo) * scale with
+ * scale = (R - 1) / (hi - lo); points outside [0, R - 1] on any axis (or NaN) read 0 and get no gradient.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define INL static inline __attribute__((always_inline))
+
+/* Lower corner (i, j, k) and fractions of a point; 0 when it lies outside the grid. Needs X, Y, Z >= 2. */
+INL int locate(const float *p, const float *lo, const float *sc, int X, int Y, int Z, int *ijk, float *f) {
+    const int R[3] = {X, Y, Z};
+    for (int d = 0; d < 3; ++d) {
+        float u = (p[d] - lo[d]) * sc[d];
+        if (!(u >= 0.0f && u <= (float)(R[d] - 1))) return 0;
+        int i = (int)u;
+        if (i > R[d] - 2) i = R[d] - 2;
+        ijk[d] = i;
+        f[d] = u - (float)i;
+    }
+    return 1;
+}
+
+/* Vertex offsets (in vertices) and weights of the 8 corners, in (dx, dy, dz) bit order. */
+INL void corners(const int *ijk, const float *f, int Y, int Z, int64_t *o, float *w) {
+    const int64_t sx = (int64_t)Y * Z, sy = Z;
+    const int64_t base = (int64_t)ijk[0] * sx + (int64_t)ijk[1] * sy + ijk[2];
+    for (int c = 0; c < 8; ++c) {
+        const int dx = (c >> 2) & 1, dy = (c >> 1) & 1, dz = c & 1;
+        o[c] = base + dx * sx + dy * sy + dz;
+        w[c] = (dx ? f[0] : 1.0f - f[0]) * (dy ? f[1] : 1.0f - f[1]) * (dz ? f[2] : 1.0f - f[2]);
+    }
+}
+
+/* out[n, :] = sum_c w_c grid[o_c, :]   (out [N, C]). */
+int grid_forward(const float *grid, const float *xyz, float *out, int64_t N, int X, int Y, int Z, int C,
+                 const float *lo, const float *sc, int threads) {
+    if (X < 2 || Y < 2 || Z < 2 || C < 1) return 1;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t n = 0; n < N; ++n) {
+        float *y = out + n * C;
+        int ijk[3];
+        float f[3];
+        if (!locate(xyz + 3 * n, lo, sc, X, Y, Z, ijk, f)) {
+            for (int ch = 0; ch < C; ++ch) y[ch] = 0.0f;
+            continue;
+        }
+        int64_t o[8];
+        float w[8];
+        corners(ijk, f, Y, Z, o, w);
+        for (int ch = 0; ch < C; ++ch) y[ch] = 0.0f;
+        for (int c = 0; c < 8; ++c) {
+            const float *g = grid + o[c] * C;
+            const float wc = w[c];
+            for (int ch = 0; ch < C; ++ch) y[ch] += wc * g[ch];
+        }
+    }
+    return 0;
+}
+
+/* ggrid[o_c, :] += w_c gout[n, :]   (ggrid [X, Y, Z, C], accumulated into).
+ *
+ * No atomics: thread t owns the x-slab [x0, x1) of the grid and writes only corners inside it, reading
+ * every point (the point loop is cheap next to the scattered writes). Deterministic for a fixed thread
+ * count, and each vertex's sum runs in point order.
+ */
+int grid_backward(const float *gout, const float *xyz, float *ggrid, int64_t N, int X, int Y, int Z, int C,
+                  const float *lo, const float *sc, int threads) {
+    if (X < 2 || Y < 2 || Z < 2 || C < 1) return 1;
+#pragma omp parallel num_threads(threads)
+    {
+        int t = 0, nt = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        const int x0 = (int)((int64_t)X * t / nt), x1 = (int)((int64_t)X * (t + 1) / nt);
+        for (int64_t n = 0; n < N; ++n) {
+            int ijk[3];
+            float f[3];
+            if (!locate(xyz + 3 * n, lo, sc, X, Y, Z, ijk, f)) continue;
+            if (ijk[0] + 1 < x0 || ijk[0] >= x1) continue;
+            int64_t o[8];
+            float w[8];
+            corners(ijk, f, Y, Z, o, w);
+            const float *g = gout + n * C;
+            for (int c = 0; c < 8; ++c) {
+                const int xi = ijk[0] + ((c >> 2) & 1);
+                if (xi < x0 || xi >= x1) continue;
+                float *d = ggrid + o[c] * C;
+                const float wc = w[c];
+                for (int ch = 0; ch < C; ++ch) d[ch] += wc * g[ch];
+            }
+        }
+    }
+    return 0;
+}
+
+/* Ray marching through the scene box with an optional occupancy cache, keeping only the samples that
+ * can matter: for ray r the uniform samples t_s = near_r + step * s (s = 0 .. S-1) with t_s < far_r, whose
+ * nearest occupancy vertex is set. The arithmetic (float32, same operation order) is that of the torch
+ * path in ../model.py, so both keep exactly the same samples.
+ *
+ * counts[r] = number of kept samples. When t_out is not NULL, also writes each ray's kept samples packed
+ * from column 0 of a [R, Smax] layout: t_out (distance), s_out (original sample index s), valid_out (1);
+ * columns past counts[r] are left untouched (the caller zero-fills them).
+ */
+int march(const float *o, const float *d, int64_t R, const float *lo, const float *hi, float step, float near_plane,
+          int S, const uint8_t *occ, int X, int Y, int Z, int32_t *counts, int Smax, float *t_out, int32_t *s_out,
+          uint8_t *valid_out, int threads) {
+    const float ext[3] = {hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]};
+    const int res[3] = {X, Y, Z};
+#pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
+    for (int64_t r = 0; r < R; ++r) {
+        const float *orr = o + 3 * r, *dr = d + 3 * r;
+        float near = -INFINITY, far = INFINITY;
+        for (int a = 0; a < 3; ++a) {
+            const float dd = fabsf(dr[a]) < 1e-9f ? 1e-9f : dr[a];
+            const float inv = 1.0f / dd;
+            const float t0 = (lo[a] - orr[a]) * inv, t1 = (hi[a] - orr[a]) * inv;
+            const float tmin = t0 < t1 ? t0 : t1, tmax = t0 > t1 ? t0 : t1;
+            if (tmin > near) near = tmin;
+            if (tmax < far) far = tmax;
+        }
+        if (near < near_plane) near = near_plane;
+        int32_t n = 0;
+        if (far > near) {
+            for (int s = 0; s < S; ++s) {
+                const float t = near + step * (float)s;
+                if (!(t < far)) break;
+                if (occ != NULL) {
+                    int64_t idx = 0;
+                    for (int a = 0; a < 3; ++a) {
+                        const float x = orr[a] + dr[a] * t;
+                        float u = nearbyintf((x - lo[a]) / ext[a] * (float)(res[a] - 1));
+                        int i = u < 0.0f ? 0 : (u > (float)(res[a] - 1) ? res[a] - 1 : (int)u);
+                        idx = idx * res[a] + i;
+                    }
+                    if (!occ[idx]) continue;
+                }
+                if (t_out != NULL && n < Smax) {
+                    t_out[r * Smax + n] = t;
+                    s_out[r * Smax + n] = s;
+                    valid_out[r * Smax + n] = 1;
+                }
+                ++n;
+            }
+        }
+        counts[r] = n;
+    }
+    return 0;
+}

@@ -1,0 +1,227 @@
+"""Dense voxel grid with a fast CPU trilinear look-up (``csrc/grid.c``), channels last.
+
+``DenseGrid`` stores ``[X, Y, Z, C]`` vertex values over a box and reads them by trilinear interpolation
+(``F.grid_sample`` with ``align_corners=True`` and zeros padding, same numbers). On the CPU in float32 the
+look-up and its backward run in C: a point's 8 corners are 8 contiguous ``C``-float reads, and the
+backward writes the grid gradient without atomics. Elsewhere (CUDA, float64, no C compiler) it falls back
+to ``F.grid_sample`` on a channels-first view, so every device works with the same parameters.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import warnings
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["DenseGrid", "trilinear", "trilinear_reference", "c_grid_available", "march", "march_reference",
+           "Marched"]
+
+_SRC = Path(__file__).with_name("csrc") / "grid.c"
+_LIB: ctypes.CDLL | None = None
+_LIB_ERROR: str | None = None
+
+
+def _load() -> ctypes.CDLL | None:
+    global _LIB, _LIB_ERROR
+    if _LIB is not None or _LIB_ERROR is not None:
+        return _LIB
+    from spikenerf.snn.fused import build_c_library
+
+    try:
+        lib = build_c_library(_SRC, "grid")
+    except RuntimeError as err:
+        _LIB_ERROR = str(err)
+        if not _LIB_ERROR.startswith("disabled"):
+            warnings.warn(f"spikenerf: C grid kernels unavailable ({_LIB_ERROR}); using grid_sample / torch "
+                          "marching (slower)", stacklevel=2)
+        return None
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    for fn in (lib.grid_forward, lib.grid_backward):
+        fn.argtypes = [p, p, p, i64, i32, i32, i32, i32, p, p, i32]
+        fn.restype = i32
+    f32 = ctypes.c_float
+    lib.march.argtypes = [p, p, i64, p, p, f32, f32, i32, p, i32, i32, i32, p, i32, p, p, p, i32]
+    lib.march.restype = i32
+    _LIB = lib
+    return lib
+
+
+def c_grid_available() -> bool:
+    """Whether the C look-up kernel compiled and loaded here."""
+    return _load() is not None
+
+
+def _box(aabb: Tensor, res: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
+    lo = aabb[0].detach().float().cpu().contiguous()
+    sc = ((torch.tensor(res, dtype=torch.float32) - 1) / (aabb[1] - aabb[0]).detach().float().cpu()).contiguous()
+    return lo, sc
+
+
+class _TrilinearC(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, grid: Tensor, xyz: Tensor, aabb: Tensor) -> Tensor:  # type: ignore[override]
+        lib = _load()
+        assert lib is not None
+        X, Y, Z, C = grid.shape
+        g, p = grid.contiguous(), xyz.contiguous()
+        lo, sc = _box(aabb, (X, Y, Z))
+        out = torch.empty(p.shape[0], C, dtype=grid.dtype)
+        rc = lib.grid_forward(g.data_ptr(), p.data_ptr(), out.data_ptr(), p.shape[0], X, Y, Z, C, lo.data_ptr(),
+                              sc.data_ptr(), torch.get_num_threads())
+        if rc != 0:
+            raise RuntimeError(f"grid_forward failed with code {rc}")
+        ctx.save_for_backward(p, lo, sc)
+        ctx.shape = (X, Y, Z, C)
+        return out
+
+    @staticmethod
+    def backward(ctx, gout: Tensor):  # type: ignore[override]
+        p, lo, sc = ctx.saved_tensors
+        X, Y, Z, C = ctx.shape
+        lib = _load()
+        ggrid = torch.zeros(X, Y, Z, C, dtype=gout.dtype)
+        go = gout.contiguous()
+        rc = lib.grid_backward(go.data_ptr(), p.data_ptr(), ggrid.data_ptr(), p.shape[0], X, Y, Z, C,  # type: ignore[union-attr]
+                               lo.data_ptr(), sc.data_ptr(), torch.get_num_threads())
+        if rc != 0:
+            raise RuntimeError(f"grid_backward failed with code {rc}")
+        return ggrid, None, None
+
+
+def trilinear_reference(grid: Tensor, xyz: Tensor, aabb: Tensor) -> Tensor:
+    """``F.grid_sample`` look-up of a channels-last grid ``[X, Y, Z, C]`` at ``xyz`` ``[N, 3]`` -> ``[N, C]``."""
+    C = grid.shape[-1]
+    u = (xyz - aabb[0]) / (aabb[1] - aabb[0]) * 2.0 - 1.0
+    g = u.flip(-1).reshape(1, 1, 1, -1, 3).to(grid.dtype)  # grid_sample wants (z, y, x) order
+    out = F.grid_sample(grid.permute(3, 0, 1, 2)[None], g, mode="bilinear", align_corners=True,
+                        padding_mode="zeros")
+    out = out.reshape(C, -1).t()
+    inside = ((u >= -1) & (u <= 1)).all(-1, keepdim=True)
+    return out * inside
+
+
+def trilinear(grid: Tensor, xyz: Tensor, aabb: Tensor) -> Tensor:
+    """Trilinear look-up ``[X, Y, Z, C]`` x ``[N, 3]`` -> ``[N, C]``; C kernel on CPU float32, else grid_sample."""
+    if (grid.device.type == "cpu" and grid.dtype == torch.float32 and xyz.dtype == torch.float32
+            and not xyz.requires_grad and min(grid.shape[:3]) >= 2 and _load() is not None):
+        return _TrilinearC.apply(grid, xyz, aabb)
+    return trilinear_reference(grid, xyz, aabb)
+
+
+class DenseGrid(nn.Module):
+    """Dense trilinear voxel grid.
+
+    Args:
+        channels: C.
+        resolution: ``(X, Y, Z)`` vertices per axis over ``aabb`` (vertex-aligned, like ``align_corners``).
+        aabb: ``[2, 3]`` min / max corner.
+    """
+
+    def __init__(self, channels: int, resolution: tuple[int, int, int], aabb: Tensor) -> None:
+        super().__init__()
+        self.channels = int(channels)
+        self.register_buffer("aabb", aabb.detach().clone().float())
+        self.grid = nn.Parameter(torch.zeros(*[int(r) for r in resolution], self.channels))
+
+    @property
+    def resolution(self) -> tuple[int, int, int]:
+        return tuple(int(r) for r in self.grid.shape[:3])  # type: ignore[return-value]
+
+    def forward(self, xyz: Tensor) -> Tensor:
+        """``xyz`` ``[N, 3]`` -> ``[N, C]`` (zero outside the box)."""
+        return trilinear(self.grid, xyz, self.aabb)
+
+    def scale_to(self, resolution: tuple[int, int, int]) -> None:
+        """Trilinear re-sampling of the values to a new resolution (a new Parameter, as DVGO does)."""
+        g = self.grid.detach().permute(3, 0, 1, 2)[None]
+        new = F.interpolate(g, size=tuple(int(r) for r in resolution), mode="trilinear", align_corners=True)
+        self.grid = nn.Parameter(new[0].permute(1, 2, 3, 0).contiguous())
+
+    def total_variation(self) -> Tensor:
+        g = self.grid
+        return ((g[1:] - g[:-1]).pow(2).mean() + (g[:, 1:] - g[:, :-1]).pow(2).mean()
+                + (g[:, :, 1:] - g[:, :, :-1]).pow(2).mean()) / 3.0
+
+
+# ----------------------------------------------------------------------------- ray marching
+class Marched(NamedTuple):
+    """Kept samples of each ray, packed from column 0: ``[R, Smax]`` each (``Smax`` >= 1)."""
+
+    t: Tensor  # distance along the ray (0 in unused columns)
+    index: Tensor  # int64, the sample's index s on the full uniform lattice t = near + step * s
+    valid: Tensor  # bool, False in unused columns
+
+
+def _ray_box(origins: Tensor, dirs: Tensor, aabb: Tensor, near_plane: float) -> tuple[Tensor, Tensor]:
+    inv = 1.0 / torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
+    t0 = (aabb[0] - origins) * inv
+    t1 = (aabb[1] - origins) * inv
+    near = torch.minimum(t0, t1).amax(-1).clamp_min(near_plane)  # [R]
+    far = torch.maximum(t0, t1).amin(-1)
+    return near, far
+
+
+def occupied(occupancy: Tensor, xyz: Tensor, aabb: Tensor) -> Tensor:
+    """``[N, 3]`` -> ``[N]`` bool: nearest-vertex look-up in a boolean ``[X, Y, Z]`` occupancy cache."""
+    res = torch.tensor(occupancy.shape, device=xyz.device, dtype=xyz.dtype)
+    idx = ((xyz - aabb[0]) / (aabb[1] - aabb[0]) * (res - 1)).round().long()
+    idx = torch.minimum(idx.clamp_min(0), (res - 1).long())
+    return occupancy[idx[:, 0], idx[:, 1], idx[:, 2]]
+
+
+def march_reference(origins: Tensor, dirs: Tensor, aabb: Tensor, step: float, num_steps: int, near_plane: float,
+                    occupancy: Optional[Tensor] = None) -> Marched:
+    """Torch version of :func:`march` (any device): every lattice sample, then the kept ones packed left."""
+    near, far = _ray_box(origins, dirs, aabb, near_plane)
+    t = near[:, None] + step * torch.arange(num_steps, device=origins.device, dtype=origins.dtype)  # [R, S]
+    keep = (t < far[:, None]) & (far > near)[:, None]
+    if occupancy is not None:
+        xyz = origins[:, None] + dirs[:, None] * t[..., None]
+        occ = torch.zeros_like(keep)
+        occ[keep] = occupied(occupancy, xyz[keep], aabb)
+        keep = keep & occ
+    counts = keep.sum(1)
+    smax = max(1, int(counts.max())) if counts.numel() else 1
+    r, s = keep.nonzero(as_tuple=True)
+    col = (torch.cumsum(keep.long(), 1) - 1)[r, s]
+    R = origins.shape[0]
+    t_out = t.new_zeros(R, smax)
+    idx = torch.zeros(R, smax, dtype=torch.long, device=t.device)
+    valid = torch.zeros(R, smax, dtype=torch.bool, device=t.device)
+    t_out[r, col], idx[r, col], valid[r, col] = t[r, s], s, True
+    return Marched(t_out, idx, valid)
+
+
+def march(origins: Tensor, dirs: Tensor, aabb: Tensor, step: float, num_steps: int, near_plane: float,
+          occupancy: Optional[Tensor] = None) -> Marched:
+    """Uniform samples ``t = near + step * s`` (``s < num_steps``) inside the box and, when given, the
+    occupancy cache; only those are returned, packed per ray (C kernel on the CPU, else the torch version).
+
+    Empty space never becomes a ``[R, S]`` tensor: at DVGO's 160^3 grid ``S`` is ~550 per ray, of which a
+    trained occupancy cache keeps a few tens.
+    """
+    lib = _load() if origins.device.type == "cpu" and origins.dtype == torch.float32 else None
+    if lib is None:
+        return march_reference(origins, dirs, aabb, step, num_steps, near_plane, occupancy)
+    o, d = origins.contiguous(), dirs.contiguous()
+    lo = aabb[0].detach().float().cpu().contiguous()
+    hi = aabb[1].detach().float().cpu().contiguous()
+    R = o.shape[0]
+    occ = occupancy.to(torch.uint8).contiguous() if occupancy is not None else None
+    X, Y, Z = (tuple(occ.shape) if occ is not None else (1, 1, 1))
+    counts = torch.empty(R, dtype=torch.int32)
+    args = (o.data_ptr(), d.data_ptr(), R, lo.data_ptr(), hi.data_ptr(), float(step), float(near_plane),
+            int(num_steps), occ.data_ptr() if occ is not None else None, X, Y, Z, counts.data_ptr())
+    threads = torch.get_num_threads()
+    lib.march(*args, 0, None, None, None, threads)
+    smax = max(1, int(counts.max())) if R else 1
+    t = torch.zeros(R, smax)
+    idx = torch.zeros(R, smax, dtype=torch.int32)
+    valid = torch.zeros(R, smax, dtype=torch.uint8)
+    lib.march(*args, smax, t.data_ptr(), idx.data_ptr(), valid.data_ptr(), threads)
+    return Marched(t, idx.long(), valid.bool())
