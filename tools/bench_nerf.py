@@ -4,6 +4,7 @@ Trains each variant with ``ns-train`` (same iterations / seed), then renders a f
 in-process and prints PSNR / SSIM, training it/s, render time per image, energy and firing rate.
 
     .venv/bin/python tools/bench_nerf.py --data ../shared/data/nerf-synthetic-lego-400 --iterations 600 --views 4
+    .venv/bin/python tools/bench_nerf.py --preset full --views 4     # the ~30-minute CPU schedule
 """
 
 from __future__ import annotations
@@ -24,14 +25,19 @@ VARIANTS = {
     "ann": ("spikingnerf-ann", []),
 }
 ENV_METHODS = ("spikingnerf=spikenerf.nerf.method_configs:spikingnerf,"
-               "spikingnerf-ann=spikenerf.nerf.method_configs:spikingnerf_ann")
+               "spikingnerf-ann=spikenerf.nerf.method_configs:spikingnerf_ann,"
+               "spikingnerf-full=spikenerf.nerf.method_configs:spikingnerf_full,"
+               "spikingnerf-ann-full=spikenerf.nerf.method_configs:spikingnerf_ann_full")
 
 
 def train(name: str, method: str, extra: list[str], args: argparse.Namespace) -> tuple[Path, float]:
     out = args.output_dir / name
+    if args.preset == "full":
+        method += "-full"
+    iters = ["--max-num-iterations", str(args.iterations)] if args.iterations else []
     cmd = [str(Path(sys.executable).with_name("ns-train")), method, "--output-dir", str(out),
-           "--machine.device-type", args.device, "--vis", "tensorboard", "--max-num-iterations",
-           str(args.iterations), "--steps-per-eval-image", "1000000", "--steps-per-eval-batch", "1000000",
+           "--machine.device-type", args.device, "--vis", "tensorboard", *iters,
+           "--steps-per-eval-image", "1000000", "--steps-per-eval-batch", "1000000",
            *extra, *args.model_args, "blender-data", "--data", str(args.data)]
     env = dict(os.environ)
     env.setdefault("NERFSTUDIO_METHOD_CONFIGS", ENV_METHODS)
@@ -40,7 +46,9 @@ def train(name: str, method: str, extra: list[str], args: argparse.Namespace) ->
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     dt = time.time() - t0
     configs = sorted(out.rglob("config.yml"), key=lambda p: p.stat().st_mtime)
-    return configs[-1], args.iterations / dt
+    done = torch.load(next((configs[-1].parent / "nerfstudio_models").glob("*.ckpt")), map_location="cpu",
+                      weights_only=True)["step"] + 1
+    return configs[-1], done / dt
 
 
 def train_scalars(run_dir: Path, tags: tuple[str, ...], last: int = 10, fine_from: int = 200) -> dict[str, float]:
@@ -66,12 +74,34 @@ def train_scalars(run_dir: Path, tags: tuple[str, ...], last: int = 10, fine_fro
     return out
 
 
-def evaluate(config: Path, views: int) -> dict[str, float]:
+def _rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MB (Linux)."""
+    import resource
+
+    cur = 0.0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                cur = float(line.split()[1]) / 1024
+    return cur, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def evaluate(config: Path, views: int, big: int = 0) -> dict[str, float]:
     from nerfstudio.utils.eval_utils import eval_setup
 
     _, pipeline, _, _ = eval_setup(config, test_mode="test")
     model = pipeline.model
     ds = pipeline.datamanager.eval_dataset
+    extra: dict[str, float] = {}
+    if big:  # first, so that the process's peak RSS so far is the loading, not another render
+        cam = ds.cameras[0:1].to(model.device)
+        cam.rescale_output_resolution(big / int(cam.height[0, 0]))
+        before, _ = _rss_mb()
+        t0 = time.time()
+        out = model.get_outputs_for_camera(cam)
+        extra = {f"render{big}_s": time.time() - t0, f"render{big}_peak_growth_mb": _rss_mb()[1] - before}
+        assert out["rgb"].shape[:2] == (big, big)
+        del out
     idx = torch.linspace(0, len(ds) - 1, min(views, len(ds))).round().long().tolist()  # fixed subset
     rows = []
     for i in idx:
@@ -84,19 +114,25 @@ def evaluate(config: Path, views: int) -> dict[str, float]:
         m["render_s"] = dt
         rows.append(m)
     keys = rows[0].keys()
-    return {k: float(sum(r.get(k, float("nan")) for r in rows) / len(rows)) for k in keys}
+    res = {k: float(sum(r.get(k, float("nan")) for r in rows) / len(rows)) for k in keys}
+    res.update(extra)
+    return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data"
                     / "nerf-synthetic-lego-400")
-    ap.add_argument("--iterations", type=int, default=600)
+    ap.add_argument("--preset", choices=["mini", "full"], default="mini",
+                    help="method schedule: mini = spikingnerf / spikingnerf-ann, full = the *-full methods")
+    ap.add_argument("--iterations", type=int, default=None, help="override the preset's step count")
     ap.add_argument("--views", type=int, default=4, help="test views (evenly spaced, fixed)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--output-dir", type=Path, default=Path("outputs/bench_nerf"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--big-render", type=int, default=0, metavar="N",
+                    help="also render test view 0 at N x N (time and peak-RSS growth), e.g. 800")
     ap.add_argument("--reuse", action="store_true",
                     help="evaluate an existing finished run under --output-dir/<variant> instead of training")
     ap.add_argument("--model-args", nargs=argparse.REMAINDER, default=[],
@@ -116,9 +152,12 @@ def main() -> None:
             print(f"reusing {config}", flush=True)
         else:
             config, its = train(name, method, extra, args)
-        res = evaluate(config, args.views)
+        res = evaluate(config, args.views, args.big_render)
         res["train_it_s"] = its
-        res.update(train_scalars(config.parent, ("tensor_density", "color_samples_per_ray", "psnr")))
+        from spikenerf.nerf.method_configs import FULL, MINI
+
+        fine_from = (FULL if args.preset == "full" else MINI).coarse_steps
+        res.update(train_scalars(config.parent, ("tensor_density", "color_samples_per_ray", "psnr"), fine_from=fine_from))
         print(name, json.dumps(res), flush=True)
         results[name] = res
     cols = [("psnr", "PSNR"), ("ssim", "SSIM"), ("train_it_s", "it/s"), ("render_s", "render s/img"),

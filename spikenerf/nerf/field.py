@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -18,75 +19,20 @@ from torch import Tensor, nn
 
 from spikenerf.snn import LIFNode
 
-from .packing import pack, tensor_density, unpack
+from .grid import DenseGrid
+from .packing import TimeBuckets, pack_index, tensor_density, time_buckets
 
-try:  # the fast CPU grid written alongside this module; fall back to grid_sample until it exists
-    from .grid import DenseGrid  # type: ignore[attr-defined]
-except Exception:  # pragma: no cover - depends on the other module's presence
-    DenseGrid = None  # type: ignore[assignment]
-
-__all__ = ["SpikingNeRFField", "TorchDenseGrid", "make_grid", "positional_encoding", "ColorStats"]
+__all__ = ["SpikingNeRFField", "DenseGrid", "make_grid", "positional_encoding", "ColorStats"]
 
 
-class TorchDenseGrid(nn.Module):
-    """Fallback dense trilinear grid on ``F.grid_sample`` (same interface as ``grid.DenseGrid``).
-
-    Args:
-        channels: C.
-        resolution: ``(X, Y, Z)`` vertices per axis (``align_corners=True`` over ``aabb``).
-        aabb: ``[2, 3]`` min / max corner.
-    """
-
-    def __init__(self, channels: int, resolution: tuple[int, int, int], aabb: Tensor) -> None:
-        super().__init__()
-        self.channels = int(channels)
-        self.register_buffer("aabb", aabb.detach().clone().float())
-        self.grid = nn.Parameter(torch.zeros(1, self.channels, *[int(r) for r in resolution]))
-
-    @property
-    def resolution(self) -> tuple[int, int, int]:
-        return tuple(self.grid.shape[2:])  # type: ignore[return-value]
-
-    def forward(self, xyz: Tensor) -> Tensor:
-        """``xyz`` ``[N, 3]`` -> ``[N, C]`` (zero outside the box)."""
-        u = (xyz - self.aabb[0]) / (self.aabb[1] - self.aabb[0]) * 2.0 - 1.0
-        # grid is [1, C, X, Y, Z]; grid_sample wants (z, y, x) -> (W, H, D) order in the last dim
-        g = u.flip(-1).reshape(1, 1, 1, -1, 3)
-        out = F.grid_sample(self.grid, g, mode="bilinear", align_corners=True, padding_mode="zeros")
-        out = out.reshape(self.channels, -1).t()
-        inside = ((u >= -1) & (u <= 1)).all(-1, keepdim=True)
-        return out * inside
-
-    def scale_to(self, resolution: tuple[int, int, int]) -> None:
-        """Trilinear re-sampling of the grid values to a new resolution (a new Parameter)."""
-        new = F.interpolate(self.grid.detach(), size=tuple(int(r) for r in resolution), mode="trilinear",
-                            align_corners=True)
-        self.grid = nn.Parameter(new)
-
-    def total_variation(self) -> Tensor:
-        g = self.grid
-        return ((g[:, :, 1:] - g[:, :, :-1]).pow(2).mean() + (g[:, :, :, 1:] - g[:, :, :, :-1]).pow(2).mean()
-                + (g[..., 1:] - g[..., :-1]).pow(2).mean()) / 3.0
-
-
-def make_grid(channels: int, resolution: tuple[int, int, int], aabb: Tensor) -> nn.Module:
-    """``grid.DenseGrid`` when available (and complete), else :class:`TorchDenseGrid`."""
-    if DenseGrid is not None and all(hasattr(DenseGrid, a) for a in ("scale_to", "total_variation")):
-        return DenseGrid(channels, tuple(int(r) for r in resolution), aabb)
-    return TorchDenseGrid(channels, resolution, aabb)
+def make_grid(channels: int, resolution: tuple[int, int, int], aabb: Tensor) -> DenseGrid:
+    """A dense trilinear grid (C look-up on the CPU, ``grid_sample`` elsewhere; see ``spikenerf.nerf.grid``)."""
+    return DenseGrid(channels, tuple(int(r) for r in resolution), aabb)  # type: ignore[arg-type]
 
 
 def grid_resolution(grid: nn.Module) -> tuple[int, int, int]:
-    """Vertex counts of a dense grid module, whichever implementation."""
-    res = getattr(grid, "resolution", None)
-    if res is not None:
-        return tuple(int(r) for r in res)  # type: ignore[return-value]
-    p = next(grid.parameters())
-    shape = tuple(int(r) for r in p.shape)
-    ch = int(getattr(grid, "channels", -1))
-    if len(shape) >= 4 and shape[-1] == ch and shape[-4] != ch:  # channels-last layout [.., X, Y, Z, C]
-        return shape[-4:-1]  # type: ignore[return-value]
-    return shape[-3:]  # type: ignore[return-value]
+    """Vertex counts ``(X, Y, Z)`` of a dense grid module."""
+    return tuple(int(r) for r in grid.resolution)  # type: ignore[return-value]
 
 
 def positional_encoding(x: Tensor, num_freqs: int) -> Tensor:
@@ -190,79 +136,85 @@ class SpikingNeRFField(nn.Module):
         return self.in_dim * self.hidden_dim + self.hidden_dim * self.hidden_dim + self.hidden_dim * 3
 
     # -- colour ----------------------------------------------------------------------------------
-    def _spiking_net(self, seq: Tensor, pm: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``[T, B, in]`` + valid mask ``[T, B, 1]`` -> read-out logits ``[T, B, 3]``, LIF1 / LIF2 outputs."""
-        x1 = self.fc1(seq) * pm
-        s1_ = self.lif1(x1) * pm
-        x2 = self.fc2(s1_) * pm  # re-zero the holes: fc2's bias must not drive them
-        s2_ = self.lif2(x2) * pm
-        return self.fc3(s2_), s1_, s2_
+    def _spiking_net(self, x1v: Tensor, layout: TimeBuckets) -> tuple[Tensor, Tensor]:
+        """First-layer currents of the valid samples ``[N, H]`` -> LIF1 / LIF2 spikes ``[N, H]``.
 
-    def _events(self, s: Tensor, pm: Tensor) -> Tensor:
-        """Spike events counted for SOPs from a LIF output (binary: the spikes; subclasses override)."""
+        The LIF layers run along each ray's packed time axis (``layout``, holes of the padding layout are
+        zero input), the linear layers per sample: computing fc2 only on valid samples and feeding LIF2 zero
+        at the holes is exactly ``fc2(s1) * mask`` on the packed sequence.
+        """
+        s1 = layout.apply(partial(self._lif, self.lif1), x1v)
+        s2 = layout.apply(partial(self._lif, self.lif2), self._consumer(self.fc2, self.lif1)(s1))
+        return s1, s2
+
+    def _lif(self, node: nn.Module, x: Tensor) -> Tensor:
+        """A LIF layer on a ``[T, B, H]`` block (subclasses send a re-parameterized code)."""
+        return node(x)
+
+    def _consumer(self, layer: nn.Module, node: nn.Module) -> nn.Module:
+        """The layer that reads ``node``'s spikes (subclasses return a re-parameterized copy)."""
+        return layer
+
+    def _readout(self) -> nn.Module:
+        """The read-out layer on LIF2's spikes."""
+        return self._consumer(self.fc3, self.lif2)
+
+    def _events(self, s: Tensor) -> Tensor:
+        """Spike events counted for SOPs from LIF outputs of valid samples (binary: the spikes)."""
         return s
 
-    def color(self, xyz: Tensor, dirs: Tensor, mask: Tensor) -> tuple[Tensor, ColorStats]:
+    def color(self, xyz: Tensor, dirs: Tensor, mask: Tensor,
+              time_index: Tensor | None = None) -> tuple[Tensor, ColorStats]:
         """Colour of the masked samples.
 
         Args:
             xyz: ``[R, S, 3]`` sample positions.
             dirs: ``[R, 3]`` unit view directions.
             mask: ``[R, S]`` bool, samples that reach the colour network.
+            time_index: ``[R, S]`` sample index of each entry on the ray's full lattice, when the columns
+                are not consecutive samples (empty space already dropped); only padding uses it, so that
+                every skipped sample is still a hole. ``None``: the column index.
 
         Returns:
             ``rgb`` ``[R, S, 3]`` (zero where masked out) and :class:`ColorStats`.
         """
         R, S = mask.shape
-        n = int(mask.sum())
-        feat = self.feature_grid(xyz[mask])  # [N, C] only the surviving samples are looked up
-        d_enc = positional_encoding(dirs, self.dir_freqs)  # [R, Dd]
-        r_of = mask.nonzero(as_tuple=True)[0]
-        h_in = torch.cat([feat, d_enc[r_of]], -1)  # [N, in_dim]
+        r_of, s_of = mask.nonzero(as_tuple=True)  # row-major: the order of every [N, ...] tensor below
+        n = int(r_of.numel())
+        feat = self.feature_grid(xyz[r_of, s_of])  # [N, C] only the surviving samples are looked up
+        h_in = torch.cat([feat, positional_encoding(dirs, self.dir_freqs)[r_of]], -1)  # [N, in_dim]
+        x1v = self.fc1(h_in)  # [N, H]; computed once per valid sample, holes never reach a layer
         zeros_r = torch.zeros(R, device=mask.device)
+        rgb = xyz.new_zeros(R, S, 3)
         if not self.spiking:
-            h = F.relu(self.fc1(h_in))
-            h = F.relu(self.fc2(h))
-            rgb_v = torch.sigmoid(self.fc3(h))
-            rgb = xyz.new_zeros(R, S, 3)
-            rgb[mask] = rgb_v
+            h = F.relu(self.fc2(F.relu(x1v)))
+            rgb[r_of, s_of] = torch.sigmoid(self.fc3(h))
             macs = float(n * self.ann_macs_per_sample())
             stats = ColorStats(n, [], [], macs, 0.0, macs, 1.0, zeros_r, zeros_r, zeros_r, [])
             return rgb, stats
         # ---- SNN: rays are the batch, samples the time steps -------------------------------------
-        dense = xyz.new_zeros(R, S, self.in_dim)
-        dense[mask] = h_in
-        rows = mask.any(1).nonzero(as_tuple=True)[0]
-        if rows.numel() == 0:
-            rgb = xyz.new_zeros(R, S, 3)
+        if n == 0:
             return rgb, ColorStats(0, [0.0, 0.0], [0.0, 0.0], 0.0, 0.0, 0.0, 0.0, zeros_r, zeros_r, zeros_r,
                                    [zeros_r, zeros_r])
-        sub_mask = mask[rows]
+        rows = mask.any(1).nonzero(as_tuple=True)[0]
+        sub_mask = mask[rows]  # same valid samples in the same row-major order, so [N, ...] tensors line up
+        sub_time = None
         if self.pack_mode == "padding":
             # drop steps no ray uses at the start/end: exact, a zero-input LIF from rest stays at rest
-            cols = sub_mask.any(0).nonzero(as_tuple=True)[0]
-            s0, s1 = int(cols.min()), int(cols.max()) + 1
-            seq, info = pack(dense[rows, s0:s1], sub_mask[:, s0:s1], "padding", self.flip)
-        else:
-            s0, s1 = 0, S
-            seq, info = pack(dense[rows], sub_mask, "condensing", self.flip)
-        pm = info.packed_mask[..., None].to(seq.dtype)  # [T, B, 1] valid entries
-        logits, s1_, s2_ = self._spiking_net(seq, pm)
-        out = torch.sigmoid(logits)  # [T, B, 3] non-spiking read-out per time step
-        rgb_sub = unpack(out, info)  # [R_sub, S_sub, 3]
-        rgb = xyz.new_zeros(R, S, 3)
-        full_rows = torch.zeros(rows.numel(), S, 3, dtype=rgb.dtype, device=rgb.device)
-        full_rows[:, s0:s1] = rgb_sub
-        rgb[rows] = full_rows
-        rgb = rgb * mask[..., None]
+            if time_index is None:
+                time_index = torch.arange(S, device=mask.device).expand(R, S)
+            sub_time = time_index[rows] - time_index[mask].min()
+        info = pack_index(sub_mask, self.pack_mode, self.flip, sub_time)
+        # fc1 has no bias: its per-sample output is what the zero-padded sequence would give at valid steps
+        s1_, s2_ = self._spiking_net(x1v, time_buckets(info))
+        rgb[r_of, s_of] = torch.sigmoid(self._readout()(s2_))  # non-spiking read-out, per sample
         # ---- op accounting: spikes drive accumulates (SOPs), the real-valued input layer is MACs -----
         with torch.no_grad():
-            sp1 = self._events(s1_, pm).sum((0, 2))  # [B] spikes per sequence
-            sp2 = self._events(s2_, pm).sum((0, 2))
+            sp1 = self._events(s1_).sum(-1)  # [N] spikes per sample
+            sp2 = self._events(s2_).sum(-1)
             n_spk1, n_spk2 = float(sp1.sum()), float(sp2.sum())
-            seq_rays = rows[info.ray_idx]
-            ray_sp1 = zeros_r.index_add(0, seq_rays, sp1.to(zeros_r.dtype))
-            ray_sp2 = zeros_r.index_add(0, seq_rays, sp2.to(zeros_r.dtype))
+            ray_sp1 = zeros_r.index_add(0, r_of, sp1.to(zeros_r.dtype))
+            ray_sp2 = zeros_r.index_add(0, r_of, sp2.to(zeros_r.dtype))
             ray_spikes = ray_sp1 + ray_sp2
             ray_neurons = mask.sum(1).to(zeros_r.dtype) * (2 * self.hidden_dim)
         stats = ColorStats(

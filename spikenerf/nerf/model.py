@@ -26,6 +26,7 @@ from nerfstudio.utils import colormaps
 
 from .energy import E_MAC_PJ, energy_pj
 from .field import SpikingNeRFField, grid_resolution, make_grid, density_shift
+from .grid import Marched, march
 from .video import ensure_ffmpeg_on_path
 
 ensure_ffmpeg_on_path()  # ns-render videos without a system ffmpeg (imageio-ffmpeg's binary)
@@ -59,8 +60,10 @@ class SpikingNeRFModelConfig(ModelConfig):
     """LIF colour network (SpikingNeRF) or the ReLU twin."""
     tau: float = 2.0
     v_threshold: float = 1.0
-    pack_mode: Literal["padding", "condensing"] = "padding"
-    """Ray-aligned time layout of the SNN input (see spikenerf.nerf.packing)."""
+    pack_mode: Literal["padding", "condensing"] = "condensing"
+    """Ray-aligned time layout of the SNN input (see spikenerf.nerf.packing). Condensing is the default: on
+    the same samples it runs on a far denser tensor (padding computes every hole between a ray's first and
+    last valid sample, 6x slower per step in docs/benchmarks.md)."""
     flip: bool = False
     """Run time far -> near along each ray."""
     alpha_init_coarse: float = 1e-6
@@ -71,6 +74,10 @@ class SpikingNeRFModelConfig(ModelConfig):
     """Samples with a smaller alpha are dropped before compositing/colour."""
     weight_threshold: float = 1e-4
     """Samples with a smaller compositing weight never reach the colour network."""
+    coarse_threshold: float = 1e-7
+    """Alpha and weight threshold of the coarse stage (DVGO's coarse ``fast_color_thres``). It must sit below
+    the coarse grid's initial alpha (``alpha_init_coarse`` x step / voxel = 5e-7): with the fine stage's 1e-4
+    every coarse sample would be dropped and the coarse grids would never receive a gradient."""
     background_color: Literal["white", "black"] = "white"
     loss_coefficients: Dict[str, float] = to_immutable_dict(
         {"rgb_loss": 1.0, "entropy_loss": 0.01, "rgbper_loss": 0.01, "tv_loss": 0.0}
@@ -173,6 +180,9 @@ class SpikingNeRFModel(Model):
         self.register_buffer("occupancy_ready", torch.tensor(False))
         self.step = 0  # plain int; set by the training callback / update_to_step
         self.lpips = _build_lpips()
+        # the parameters a DDP wrapper registers (nerfstudio wraps the model right after this); grids that
+        # progressive up-scaling creates later are averaged across processes by _average_new_grads
+        self._ddp_param_ids = {id(p) for p in self.parameters()}
 
     # -- schedule ---------------------------------------------------------------------------------
     @property
@@ -224,6 +234,28 @@ class SpikingNeRFModel(Model):
                 cur[i] = q
 
     @torch.no_grad()
+    def _average_new_grads(self) -> None:
+        """Multi-process training: average the gradients of grids created after DDP wrapped the model.
+
+        DDP all-reduces only the parameters it saw at construction, and progressive up-scaling replaces the
+        fine grids with new Parameters; without this their gradients would stay per-process and the
+        replicas would drift apart. Runs right before the grid optimiser steps (after backward, when DDP's
+        own all-reduce is done), on every process in the same order; a missing gradient counts as zero.
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return
+        world = dist.get_world_size()
+        for p in self.get_param_groups()["grids"]:
+            if id(p) in self._ddp_param_ids:
+                continue
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)
+
+    @torch.no_grad()
     def build_occupancy(self) -> None:
         """Binary occupancy cache from the coarse density (alpha > threshold), dilated by one voxel."""
         X, Y, Z = self.coarse_res
@@ -238,13 +270,6 @@ class SpikingNeRFModel(Model):
             occ = torch.ones_like(occ)
         self.occupancy.copy_(occ)
         self.occupancy_ready.fill_(True)
-
-    def _occupied(self, xyz: Tensor) -> Tensor:
-        """``[N, 3]`` -> ``[N]`` bool, nearest-vertex lookup in the occupancy cache."""
-        res = torch.tensor(self.coarse_res, device=xyz.device, dtype=xyz.dtype)
-        idx = ((xyz - self.aabb[0]) / (self.aabb[1] - self.aabb[0]) * (res - 1)).round().long()
-        idx = torch.minimum(idx.clamp_min(0), (res - 1).long())
-        return self.occupancy[idx[:, 0], idx[:, 1], idx[:, 2]]
 
     def _set_step(self, step: int, optimizers: Any = None) -> None:
         cfg = self.config
@@ -263,6 +288,10 @@ class SpikingNeRFModel(Model):
     ) -> List[TrainingCallback]:
         def set_step(step: int) -> None:
             self._set_step(step, training_callback_attributes.optimizers)
+
+        opts = getattr(training_callback_attributes.optimizers, "optimizers", {})
+        if "grids" in opts:
+            opts["grids"].register_step_pre_hook(lambda *_: self._average_new_grads())
 
         return [
             TrainingCallback(
@@ -284,20 +313,14 @@ class SpikingNeRFModel(Model):
         v = 1.0 if self.config.background_color == "white" else 0.0
         return torch.full((3,), v, dtype=ref.dtype, device=ref.device)
 
-    def _samples(self, origins: Tensor, dirs: Tensor, voxel: float) -> tuple[Tensor, Tensor, Tensor, float]:
-        """Uniform samples inside the box: ``t`` ``[R, S]``, ``xyz`` ``[R, S, 3]``, ``valid`` ``[R, S]``."""
+    def _march(self, origins: Tensor, dirs: Tensor, voxel: float, fine: bool) -> tuple[Marched, float]:
+        """Uniform samples every ``step_ratio`` voxels inside the box (ray/box intersection) and, in the
+        fine stage, the occupancy cache; only the kept ones come back, packed per ray (``spikenerf.nerf.grid``)."""
         step = self.config.step_ratio * voxel
-        inv = 1.0 / torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
-        t0 = (self.aabb[0] - origins) * inv
-        t1 = (self.aabb[1] - origins) * inv
-        near = torch.minimum(t0, t1).amax(-1).clamp_min(self.config.near_plane)  # [R]
-        far = torch.maximum(t0, t1).amin(-1)
         diag = float((self.aabb[1] - self.aabb[0]).norm())
-        S = max(1, int(math.ceil(diag / step)) + 1)
-        t = near[:, None] + step * torch.arange(S, device=origins.device, dtype=origins.dtype)  # [R, S]
-        valid = (t < far[:, None]) & (far > near)[:, None]
-        xyz = origins[:, None] + dirs[:, None] * t[..., None]
-        return t, xyz, valid, step
+        num_steps = max(1, int(math.ceil(diag / step)) + 1)
+        occ = self.occupancy if (fine and bool(self.occupancy_ready)) else None
+        return march(origins, dirs, self.aabb, step, num_steps, self.config.near_plane, occ), step
 
     @staticmethod
     def _weights(alpha: Tensor) -> tuple[Tensor, Tensor]:
@@ -315,11 +338,9 @@ class SpikingNeRFModel(Model):
         fine = self.in_fine_stage
         voxel = (float((self.aabb[1] - self.aabb[0]).max()) / (max(grid_resolution(self.field.density_grid)) - 1)
                  if fine else self.coarse_voxel)
-        t, xyz, valid, step = self._samples(origins, dirs, voxel)
-        if fine and bool(self.occupancy_ready):
-            occ = torch.zeros_like(valid)
-            occ[valid] = self._occupied(xyz[valid])
-            valid = valid & occ
+        marched, step = self._march(origins, dirs, voxel, fine)
+        t, valid = marched.t, marched.valid  # [R, S'] the kept samples of each ray, near -> far
+        xyz = origins[:, None] + dirs[:, None] * t[..., None]
         # density: looked up only where valid; never spikes
         alpha = xyz.new_zeros(valid.shape)
         if fine:
@@ -328,13 +349,14 @@ class SpikingNeRFModel(Model):
         else:
             raw = self.coarse_density(xyz[valid])[..., 0]
             alpha[valid] = 1.0 - torch.exp(-F.softplus(raw + self.coarse_shift) * (step / self.coarse_voxel))
-        keep = valid & (alpha > self.config.alpha_threshold)
+        cfg = self.config
+        keep = valid & (alpha > (cfg.alpha_threshold if fine else cfg.coarse_threshold))
         weights, _ = self._weights(alpha * keep)
-        keep = keep & (weights > self.config.weight_threshold)
+        keep = keep & (weights > (cfg.weight_threshold if fine else cfg.coarse_threshold))
         weights = weights * keep
         zeros = xyz.new_zeros(R, 1)
         if fine:
-            rgb_s, stats = self.field.color(xyz, dirs, keep)
+            rgb_s, stats = self.field.color(xyz, dirs, keep, time_index=marched.index)
             ray_rate = (stats.ray_spikes / stats.ray_neurons.clamp_min(1.0))[:, None]
         else:
             rgb_s = xyz.new_zeros(R, valid.shape[1], 3)

@@ -38,6 +38,7 @@ from spikenerf.snn import LIFNode, multistep_scan
 from spikenerf.snn.reparam import fold_input_affine
 
 from .field import ColorStats, SpikingNeRFField, positional_encoding
+from .packing import pack_index, time_buckets
 from .distill import TeacherMixin
 from .model import SpikingNeRFModel, SpikingNeRFModelConfig
 
@@ -106,7 +107,7 @@ def fold_consumer(layer: nn.Linear, node: LIFNode) -> nn.Linear:
     return fold_input_affine(layer, scale, shift)
 
 
-def count_events(code: str, s: Tensor, valid: Tensor, deployed: bool) -> Tensor:
+def count_events(code: str, s: Tensor, valid: Tensor | None, deployed: bool) -> Tensor:
     """0/1 tensor of spike *events* (non-zero entries of the deployed code), ``valid`` entries only.
 
     The deployed code of ``ternary012`` is ``s - 1``: a silent neuron (training value 0) sends -1 and is an
@@ -117,7 +118,7 @@ def count_events(code: str, s: Tensor, valid: Tensor, deployed: bool) -> Tensor:
         ev = s != 0
     else:
         ev = s != 1
-    return (ev & valid).to(s.dtype)
+    return (ev if valid is None else ev & valid).to(s.dtype)
 
 
 # ----------------------------------------------------------------------------- voxel-grid field
@@ -152,25 +153,19 @@ class SpikNeRFField(SpikingNeRFField):
         """Eval mode with re-parameterization on: neurons send the deployed code, next layers are folded."""
         return self.spiking and self.reparam and not self.training
 
-    def _act(self, node: LIFNode, x: Tensor) -> Tensor:
+    def _lif(self, node: nn.Module, x: Tensor) -> Tensor:
         return deployed_spikes(node, x) if self.deployed else node(x)
 
-    def _spiking_net(self, seq: Tensor, pm: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        dep = self.deployed
-        x1 = self.fc1(seq) * pm
-        s1 = self._act(self.lif1, x1) * pm
-        fc2 = fold_consumer(self.fc2, self.lif1) if dep else self.fc2
-        x2 = fc2(s1) * pm
-        s2 = self._act(self.lif2, x2) * pm
-        fc3 = fold_consumer(self.fc3, self.lif2) if dep else self.fc3
-        return fc3(s2), s1, s2
+    def _consumer(self, layer: nn.Module, node: nn.Module) -> nn.Module:
+        return fold_consumer(layer, node) if self.deployed else layer
 
-    def _events(self, s: Tensor, pm: Tensor) -> Tensor:
-        return count_events(self.spike_code, s, (pm > 0).expand_as(s), self.deployed)
+    def _events(self, s: Tensor) -> Tensor:
+        return count_events(self.spike_code, s, None, self.deployed)
 
-    def color(self, xyz: Tensor, dirs: Tensor, mask: Tensor) -> tuple[Tensor, ColorStats]:
+    def color(self, xyz: Tensor, dirs: Tensor, mask: Tensor,
+              time_index: Tensor | None = None) -> tuple[Tensor, ColorStats]:
         if not self.spiking or self.time_mode == "ray":
-            return super().color(xyz, dirs, mask)
+            return super().color(xyz, dirs, mask, time_index)
         # ---- T time steps per sample: samples are the batch, each input repeated T times -------------
         R, S = mask.shape
         T = self.time_steps
@@ -182,13 +177,14 @@ class SpikNeRFField(SpikingNeRFField):
                                    [zeros_r, zeros_r])
         r_of = mask.nonzero(as_tuple=True)[0]
         h_in = torch.cat([self.feature_grid(xyz[mask]), positional_encoding(dirs, self.dir_freqs)[r_of]], -1)
-        seq = h_in.unsqueeze(0).expand(T, n, self.in_dim)
-        pm = h_in.new_ones(T, n, 1)
-        logits, s1, s2 = self._spiking_net(seq, pm)
-        rgb[mask] = torch.sigmoid(logits.mean(0))  # read-out averaged over the T steps
+        # each sample is a sequence of T steps with the same input current: an all-valid [n, T] layout
+        layout = time_buckets(pack_index(torch.ones(n, T, dtype=torch.bool, device=mask.device), "condensing"), 1)
+        x1 = self.fc1(h_in).repeat_interleave(T, 0)  # [n T, H], sample-major like the layout's valid entries
+        s1, s2 = self._spiking_net(x1, layout)
+        rgb[mask] = torch.sigmoid(self._readout()(s2).reshape(n, T, 3).mean(1))  # read-out averaged over T
         with torch.no_grad():
-            sp1 = self._events(s1, pm).sum((0, 2))  # [n] events per sample
-            sp2 = self._events(s2, pm).sum((0, 2))
+            sp1 = self._events(s1).reshape(n, T, -1).sum((1, 2))  # [n] events per sample
+            sp2 = self._events(s2).reshape(n, T, -1).sum((1, 2))
             ray_sp1 = zeros_r.index_add(0, r_of, sp1.to(zeros_r.dtype))
             ray_sp2 = zeros_r.index_add(0, r_of, sp2.to(zeros_r.dtype))
             n1, n2 = float(sp1.sum()), float(sp2.sum())

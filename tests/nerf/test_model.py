@@ -107,6 +107,20 @@ def test_coarse_stage_and_occupancy():
     assert m.occupancy.dtype == torch.bool and m.occupancy.any()
 
 
+def test_coarse_stage_learns_from_its_initial_alpha():
+    """With the default thresholds the untrained coarse grids (alpha ~5e-7 per sample) still get samples
+    and a gradient; a fine-stage threshold there would drop every sample and the coarse stage would be dead."""
+    m = _model(coarse_steps=3)
+    m.train()
+    m._set_step(0)
+    out = m(_rays())
+    assert float(out["num_color_samples"].sum()) > 0 and float(out["accumulation"].sum()) > 0
+    loss = sum(m.get_loss_dict(out, {"image": torch.zeros(32, 3)}).values())
+    loss.backward()
+    for grid in (m.coarse_density, m.coarse_color):
+        assert float(grid.grid.grad.abs().sum()) > 0
+
+
 def test_all_masked_batch_returns_background():
     m = _model()
     m.train()
@@ -228,13 +242,14 @@ def test_upscaling_with_in_place_grid(monkeypatch):
     """A grid whose ``scale_to`` resizes ``.data`` in place (same leaf) is re-wrapped so backward works."""
     import torch.nn.functional as F
 
-    from spikenerf.nerf.field import TorchDenseGrid
+    from spikenerf.nerf.grid import DenseGrid
 
     def scale_in_place(self, resolution):
-        self.grid.data = F.interpolate(self.grid.data, size=tuple(resolution), mode="trilinear",
-                                       align_corners=True)
+        g = self.grid.data.permute(3, 0, 1, 2)[None]
+        g = F.interpolate(g, size=tuple(resolution), mode="trilinear", align_corners=True)
+        self.grid.data = g[0].permute(1, 2, 3, 0).contiguous()
 
-    monkeypatch.setattr(TorchDenseGrid, "scale_to", scale_in_place)
+    monkeypatch.setattr(DenseGrid, "scale_to", scale_in_place)
     m = _model()
     m.train()
     batch = {"image": torch.rand(32, 3)}

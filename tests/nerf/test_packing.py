@@ -102,3 +102,52 @@ def test_bad_input():
         pack(x, mask.float())
     with pytest.raises(ValueError):
         pack(x, mask, mode="zigzag")
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_padding_from_compacted_columns_keeps_every_hole(flip):
+    """Rays whose empty space was dropped (columns packed left + each entry's sample index) pad exactly like
+    the full lattice: the skipped samples are holes again."""
+    from spikenerf.nerf.packing import pack_index, scatter_valid
+
+    gen = torch.Generator().manual_seed(21)
+    R, S, C = 9, 17, 4
+    mask = torch.rand(R, S, generator=gen) < 0.3
+    mask[0, S - 1] = True  # so the last step exists in both layouts
+    x = torch.randn(R, S, C, generator=gen)
+    full, _ = pack_padding(x, mask, flip)
+    counts = mask.sum(1)
+    smax = int(counts.max())
+    mask_c = torch.arange(smax)[None] < counts[:, None]
+    index_c = torch.zeros(R, smax, dtype=torch.long)
+    index_c[mask_c] = mask.nonzero(as_tuple=True)[1]
+    info = pack_index(mask_c, "padding", flip, time_index=index_c)
+    torch.testing.assert_close(scatter_valid(x[mask], info), full, rtol=0, atol=0)
+    assert torch.equal(info.packed_mask, full.abs().sum(-1) > 0)
+
+
+@pytest.mark.parametrize("mode", ["padding", "condensing"])
+@pytest.mark.parametrize("groups", [1, 4, 200])
+def test_time_buckets_equal_the_full_recurrence_on_valid_samples(mode, groups):
+    """A LIF layer run per length group on the valid samples equals it on the whole packed layout."""
+    from spikenerf.nerf.packing import pack_index, scatter_valid, time_buckets
+    from spikenerf.snn import LIFNode
+
+    gen = torch.Generator().manual_seed(31)
+    R, S, H = 70, 23, 5
+    mask = torch.rand(R, S, generator=gen) < torch.rand(R, 1, generator=gen)  # very different ray lengths
+    mask[3] = False
+    info = pack_index(mask, mode)
+    xv = (2.0 * torch.randn(int(mask.sum()), H, generator=gen)).requires_grad_(True)
+    lif = LIFNode(tau=2.0, v_threshold=0.5)
+    full = lif(scatter_valid(xv, info))[info.t_idx, info.b_idx]  # [N, H] the reference
+    layout = time_buckets(info, groups)
+    out = layout.apply(lif, xv)
+    torch.testing.assert_close(out, full, rtol=0, atol=0)
+    assert bool(full.detach().abs().sum() > 0)
+    area = sum(s * w for s, w in zip(layout.steps, layout.widths))
+    assert area <= info.packed_mask.numel() and (groups == 1 or area < info.packed_mask.numel())
+    g = torch.randn_like(full)
+    (ga,) = torch.autograd.grad((full * g).sum(), xv)
+    (gb,) = torch.autograd.grad((out * g).sum(), xv)
+    torch.testing.assert_close(gb, ga, rtol=1e-6, atol=1e-6)

@@ -144,12 +144,16 @@ def test_reparameterization_sends_shifted_spikes():
     m.update_to_step(10)
     _randomize(m)
     torch.manual_seed(0)
-    seq = torch.randn(2, 30, m.field.in_dim) * 2
-    pm = torch.ones(2, 30, 1)
+    from spikenerf.nerf.packing import pack_index, time_buckets
+
+    x1 = m.field.fc1(torch.randn(60, m.field.in_dim) * 2)  # 30 sequences of 2 steps, valid samples only
+    layout = time_buckets(pack_index(torch.ones(30, 2, dtype=torch.bool), "condensing"))
     m.eval()
-    logits_d, s1_d, _ = m.field._spiking_net(seq, pm)
+    s1_d, s2_d = m.field._spiking_net(x1, layout)
+    logits_d = m.field._readout()(s2_d)
     m.train()
-    logits_t, s1_t, _ = m.field._spiking_net(seq, pm)
+    s1_t, s2_t = m.field._spiking_net(x1, layout)
+    logits_t = m.field._readout()(s2_t)
     assert set(s1_d.unique().tolist()) == {-1.0, 0.0, 1.0}
     torch.testing.assert_close(s1_d, s1_t - 1)
     torch.testing.assert_close(logits_d, logits_t, rtol=1e-5, atol=1e-5)
