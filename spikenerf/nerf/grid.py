@@ -10,7 +10,6 @@ to ``F.grid_sample`` on a channels-first view, so every device works with the sa
 from __future__ import annotations
 
 import ctypes
-import warnings
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -18,37 +17,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from spikenerf.snn.fused import CKernel
+
 __all__ = ["DenseGrid", "trilinear", "trilinear_reference", "c_grid_available", "march", "march_reference",
            "Marched"]
 
 _SRC = Path(__file__).with_name("csrc") / "grid.c"
-_LIB: ctypes.CDLL | None = None
-_LIB_ERROR: str | None = None
 
 
-def _load() -> ctypes.CDLL | None:
-    global _LIB, _LIB_ERROR
-    if _LIB is not None or _LIB_ERROR is not None:
-        return _LIB
-    from spikenerf.snn.fused import build_c_library
-
-    try:
-        lib = build_c_library(_SRC, "grid")
-    except RuntimeError as err:
-        _LIB_ERROR = str(err)
-        if not _LIB_ERROR.startswith("disabled"):
-            warnings.warn(f"spikenerf: C grid kernels unavailable ({_LIB_ERROR}); using grid_sample / torch "
-                          "marching (slower)", stacklevel=2)
-        return None
-    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
     for fn in (lib.grid_forward, lib.grid_backward):
         fn.argtypes = [p, p, p, i64, i32, i32, i32, i32, p, p, i32]
         fn.restype = i32
-    f32 = ctypes.c_float
     lib.march.argtypes = [p, p, i64, p, p, f32, f32, i32, p, i32, i32, i32, p, i32, p, p, p, i32]
     lib.march.restype = i32
-    _LIB = lib
-    return lib
+
+
+_KERNEL = CKernel(_SRC, "grid", "grid_sample / torch marching (slower)", _declare)
+_load = _KERNEL.load
 
 
 def c_grid_available() -> bool:

@@ -46,9 +46,9 @@ MINI = Schedule(coarse_steps=200, fine_steps=400, coarse_resolution=40, fine_res
                 rays_per_batch=512, hidden_dim=64)
 """``spikingnerf``: the bundled 100x100 scene in a few minutes on a CPU."""
 
-FULL = Schedule(coarse_steps=500, fine_steps=2000, coarse_resolution=64, fine_resolution=128,
-                pg_scale_steps=(250, 500, 750, 1000), rays_per_batch=2048, hidden_dim=128)
-"""``spikingnerf-full``: a full-size Blender scene (128^3 final grid, DVGO's width-128 colour net) in about
+FULL = Schedule(coarse_steps=500, fine_steps=4000, coarse_resolution=64, fine_resolution=160,
+                pg_scale_steps=(500, 1000, 1500, 2000), rays_per_batch=2048, hidden_dim=128)
+"""``spikingnerf-full``: a full-size Blender scene (DVGO's 160^3 final grid and width-128 colour net) in about
 30 minutes on a 2-core CPU."""
 
 
@@ -113,7 +113,7 @@ spikingnerf_ann = MethodSpecification(
 
 spikingnerf_full = MethodSpecification(
     config=make_trainer_config("spikingnerf-full", spiking=True, schedule=FULL),
-    description="SpikingNeRF sized for a full Blender scene (128^3 grid, 2500 steps, ~30 min on a 2-core CPU).",
+    description="SpikingNeRF sized for a full Blender scene (160^3 grid, 4500 steps, ~30 min on a 2-core CPU).",
 )
 
 spikingnerf_ann_full = MethodSpecification(

@@ -30,11 +30,9 @@ from torch import Tensor
 
 from .scan import CODE_IDS, ScanSpec, scan_reference, scan_torch_backward, scan_torch_forward
 
-__all__ = ["multistep_scan", "c_kernel_available", "load_c_kernel", "build_c_library"]
+__all__ = ["multistep_scan", "c_kernel_available", "load_c_kernel", "build_c_library", "CKernel"]
 
 _SRC = Path(__file__).with_name("csrc") / "scan.c"
-_LIB: ctypes.CDLL | None = None
-_LIB_ERROR: str | None = None
 _FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-fopenmp"]
 # -march=native roughly doubles throughput (AVX2 lanes); the cache key includes the CPU model so a
 # shared home directory never loads a binary built for another CPU. Retried without it on failure.
@@ -92,27 +90,52 @@ def build_c_library(src_path: Path, prefix: str) -> ctypes.CDLL:
         raise RuntimeError(str(err)) from err
 
 
-def load_c_kernel() -> ctypes.CDLL | None:
-    """Compile (once, cached by source hash) and load the C scan kernel; ``None`` if no compiler."""
-    global _LIB, _LIB_ERROR
-    if _LIB is not None or _LIB_ERROR is not None:
-        return _LIB
-    try:
-        lib = build_c_library(_SRC, "scan")
-    except RuntimeError as err:
-        _LIB_ERROR = str(err)
-        if not _LIB_ERROR.startswith("disabled"):
-            warnings.warn(f"spikenerf: fused C scan unavailable ({_LIB_ERROR}); using the torch backend",
-                          stacklevel=2)
-        return None
+class CKernel:
+    """A C source compiled and loaded on first use; ``load()`` is ``None`` (after one warning) when it cannot be.
+
+    Args:
+        src: the ``.c`` file.
+        prefix: name of the cached shared object.
+        fallback: what runs instead (for the warning).
+        declare: sets ``argtypes`` / ``restype`` of the loaded library's functions.
+    """
+
+    def __init__(self, src: Path, prefix: str, fallback: str, declare) -> None:
+        self.src, self.prefix, self.fallback, self.declare = src, prefix, fallback, declare
+        self.lib: ctypes.CDLL | None = None
+        self.error: str | None = None
+
+    def load(self) -> ctypes.CDLL | None:
+        if self.lib is not None or self.error is not None:
+            return self.lib
+        try:
+            lib = build_c_library(self.src, self.prefix)
+        except RuntimeError as err:
+            self.error = str(err)
+            if not self.error.startswith("disabled"):
+                warnings.warn(f"spikenerf: C kernel {self.src.name} unavailable ({self.error}); using "
+                              f"{self.fallback}", stacklevel=3)
+            return None
+        self.declare(lib)
+        self.lib = lib
+        return lib
+
+
+def _declare_scan(lib: ctypes.CDLL) -> None:
     p, i64, f32, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
     lib.snn_scan_forward.argtypes = [p, p, p, p, i64, i64, f32, f32, f32, f32, f32, f32, i32, i32, i32, i32]
     lib.snn_scan_forward.restype = i32
     lib.snn_scan_backward.argtypes = [p, p, p, p, p, p, p, p, i64, i64, f32, f32, f32, f32, f32, f32, i32, i32, i32,
                                       i32, i32, f32, i32]
     lib.snn_scan_backward.restype = i32
-    _LIB = lib
-    return lib
+
+
+_SCAN = CKernel(_SRC, "scan", "the torch backend", _declare_scan)
+
+
+def load_c_kernel() -> ctypes.CDLL | None:
+    """Compile (once, cached by source hash) and load the C scan kernel; ``None`` if no compiler."""
+    return _SCAN.load()
 
 
 def c_kernel_available() -> bool:
