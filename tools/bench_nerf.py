@@ -4,7 +4,7 @@ Trains each variant with ``ns-train`` (same iterations / seed), then renders a f
 in-process and prints PSNR / SSIM, training it/s, render time per image, energy and firing rate.
 
     .venv/bin/python tools/bench_nerf.py --data ../shared/data/nerf-synthetic-lego-400 --iterations 600 --views 4
-    .venv/bin/python tools/bench_nerf.py --preset full --views 4     # the ~30-minute CPU schedule
+    .venv/bin/python tools/bench_nerf.py --preset full --views 4     # the ~20-minute CPU schedule on lego-400
 """
 
 from __future__ import annotations

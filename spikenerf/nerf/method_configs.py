@@ -48,8 +48,8 @@ MINI = Schedule(coarse_steps=200, fine_steps=400, coarse_resolution=40, fine_res
 
 FULL = Schedule(coarse_steps=500, fine_steps=4000, coarse_resolution=64, fine_resolution=160,
                 pg_scale_steps=(500, 1000, 1500, 2000), rays_per_batch=2048, hidden_dim=128)
-"""``spikingnerf-full``: a full-size Blender scene (DVGO's 160^3 final grid and width-128 colour net) in about
-30 minutes on a 2-core CPU."""
+"""``spikingnerf-full``: a full-size Blender scene (DVGO's 160^3 final grid and width-128 colour net); lego-400
+trains in 20 minutes on a 2-core CPU to 28.65 dB (docs/benchmarks.md)."""
 
 
 def make_trainer_config(method_name: str, spiking: bool, schedule: Schedule = MINI) -> TrainerConfig:
@@ -113,7 +113,7 @@ spikingnerf_ann = MethodSpecification(
 
 spikingnerf_full = MethodSpecification(
     config=make_trainer_config("spikingnerf-full", spiking=True, schedule=FULL),
-    description="SpikingNeRF sized for a full Blender scene (160^3 grid, 4500 steps, ~30 min on a 2-core CPU).",
+    description="SpikingNeRF sized for a full Blender scene (160^3 grid, 4500 steps, ~20 min on a 2-core CPU).",
 )
 
 spikingnerf_ann_full = MethodSpecification(
