@@ -136,16 +136,21 @@ class SpikingNeRFField(nn.Module):
         return self.in_dim * self.hidden_dim + self.hidden_dim * self.hidden_dim + self.hidden_dim * 3
 
     # -- colour ----------------------------------------------------------------------------------
-    def _spiking_net(self, x1v: Tensor, layout: TimeBuckets) -> tuple[Tensor, Tensor]:
-        """First-layer currents of the valid samples ``[N, H]`` -> LIF1 / LIF2 spikes ``[N, H]``.
+    def _spiking_net(self, x1: Tensor, layout: TimeBuckets | None = None) -> tuple[Tensor, Tensor]:
+        """First-layer currents -> LIF1 / LIF2 spikes, the same shape.
 
-        The LIF layers run along each ray's packed time axis (``layout``, holes of the padding layout are
-        zero input), the linear layers per sample: computing fc2 only on valid samples and feeding LIF2 zero
-        at the holes is exactly ``fc2(s1) * mask`` on the packed sequence.
+        With ``layout``, ``x1`` holds the valid samples ``[N, H]``: the LIF layers run along each ray's
+        packed time axis (holes of the padding layout are zero input), the linear layers per sample, so fc2
+        on valid samples with zero LIF2 input at the holes is exactly ``fc2(s1) * mask`` on the packed
+        sequence. Without it, ``x1`` is already a ``[T, B, H]`` block with no holes.
         """
-        s1 = layout.apply(partial(self._lif, self.lif1), x1v)
-        s2 = layout.apply(partial(self._lif, self.lif2), self._consumer(self.fc2, self.lif1)(s1))
+        s1 = self._over_time(self.lif1, x1, layout)
+        s2 = self._over_time(self.lif2, self._consumer(self.fc2, self.lif1)(s1), layout)
         return s1, s2
+
+    def _over_time(self, node: nn.Module, x: Tensor, layout: TimeBuckets | None) -> Tensor:
+        fn = partial(self._lif, node)
+        return fn(x) if layout is None else layout.apply(fn, x)
 
     def _lif(self, node: nn.Module, x: Tensor) -> Tensor:
         """A LIF layer on a ``[T, B, H]`` block (subclasses send a re-parameterized code)."""

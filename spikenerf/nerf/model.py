@@ -62,8 +62,8 @@ class SpikingNeRFModelConfig(ModelConfig):
     v_threshold: float = 1.0
     pack_mode: Literal["padding", "condensing"] = "condensing"
     """Ray-aligned time layout of the SNN input (see spikenerf.nerf.packing). Condensing is the default: on
-    the same samples it runs on a far denser tensor (padding computes every hole between a ray's first and
-    last valid sample, 6x slower per step in docs/benchmarks.md)."""
+    the same samples its tensor is denser (padding also runs every hole between a ray's first and last valid
+    sample) and a training step is 1.3x faster (docs/benchmarks.md)."""
     flip: bool = False
     """Run time far -> near along each ray."""
     alpha_init_coarse: float = 1e-6

@@ -38,7 +38,6 @@ from spikenerf.snn import LIFNode, multistep_scan
 from spikenerf.snn.reparam import fold_input_affine
 
 from .field import ColorStats, SpikingNeRFField, positional_encoding
-from .packing import pack_index, time_buckets
 from .distill import TeacherMixin
 from .model import SpikingNeRFModel, SpikingNeRFModelConfig
 
@@ -177,14 +176,13 @@ class SpikNeRFField(SpikingNeRFField):
                                    [zeros_r, zeros_r])
         r_of = mask.nonzero(as_tuple=True)[0]
         h_in = torch.cat([self.feature_grid(xyz[mask]), positional_encoding(dirs, self.dir_freqs)[r_of]], -1)
-        # each sample is a sequence of T steps with the same input current: an all-valid [n, T] layout
-        layout = time_buckets(pack_index(torch.ones(n, T, dtype=torch.bool, device=mask.device), "condensing"), 1)
-        x1 = self.fc1(h_in).repeat_interleave(T, 0)  # [n T, H], sample-major like the layout's valid entries
-        s1, s2 = self._spiking_net(x1, layout)
-        rgb[mask] = torch.sigmoid(self._readout()(s2).reshape(n, T, 3).mean(1))  # read-out averaged over T
+        # each sample is a sequence of T steps with the same input current: a [T, n, H] block, no holes
+        x1 = self.fc1(h_in).unsqueeze(0).expand(T, n, self.hidden_dim)
+        s1, s2 = self._spiking_net(x1)
+        rgb[mask] = torch.sigmoid(self._readout()(s2).mean(0))  # read-out averaged over the T steps
         with torch.no_grad():
-            sp1 = self._events(s1).reshape(n, T, -1).sum((1, 2))  # [n] events per sample
-            sp2 = self._events(s2).reshape(n, T, -1).sum((1, 2))
+            sp1 = self._events(s1).sum((0, 2))  # [n] events per sample
+            sp2 = self._events(s2).sum((0, 2))
             ray_sp1 = zeros_r.index_add(0, r_of, sp1.to(zeros_r.dtype))
             ray_sp2 = zeros_r.index_add(0, r_of, sp2.to(zeros_r.dtype))
             n1, n2 = float(sp1.sum()), float(sp2.sum())
