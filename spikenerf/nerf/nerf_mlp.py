@@ -36,6 +36,8 @@ from nerfstudio.model_components.ray_samplers import PDFSampler, UniformSampler
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
 
+from spikenerf.snn.deploy import count_events, deployed_spikes, fold_consumer
+
 from .energy import E_MAC_PJ, energy_pj
 from .field import positional_encoding
 from .distill import TeacherMixin
@@ -79,22 +81,16 @@ class SpikingNeRFMLP(nn.Module):
         return self.spiking and self.reparam and not self.training
 
     def _act(self, node: Optional[nn.Module], x: Tensor) -> Tensor:
-        from .spiknerf import deployed_spikes
-
         if node is None:
             return F.relu(x)
         return deployed_spikes(node, x) if self.deployed else node(x)
 
     def _next(self, layer: nn.Linear, node: Optional[nn.Module]) -> nn.Linear:
-        from .spiknerf import fold_consumer
-
         return fold_consumer(layer, node) if (node is not None and self.deployed) else layer
 
     def forward(self, pe: Tensor, de: Tensor) -> tuple[Tensor, Tensor, List[Tensor]]:
         """``pe`` ``[T, B, pos_dim]``, ``de`` ``[T, B, dir_dim]`` -> density logit ``[T, B]``, rgb logits
         ``[T, B, 3]`` and, per spiking layer, its events per batch element ``[B]`` (empty for the ANN)."""
-        from .spiknerf import count_events
-
         acts = list(self.acts) if self.spiking else [None] * self.num_layers
         cact = self.color_act if self.spiking else None
         events: List[Tensor] = []

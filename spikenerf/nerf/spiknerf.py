@@ -10,7 +10,7 @@ What Spik-NeRF adds to the spiking colour network of SpikingNeRF:
   ternary code ``{-1, 0, 1}`` with a trainable layer-wise amplitude, and binary spikes (``spike_code``).
 - **re-parameterization at inference**: ``W s + b = W (s - 1) + (b + W 1)``: the neuron sends the shifted
   code ``s - 1`` in ``{-1, 0, 1}`` and the constant goes into the next layer's bias
-  (:func:`spikenerf.snn.reparam.fold_input_affine`); the signed ternary amplitude ``alpha`` is folded into the
+  (:mod:`spikenerf.snn.deploy`); the signed ternary amplitude ``alpha`` is folded into the
   next layer's weights the same way. The rendered image is unchanged (tested).
 - **time**: the paper's ``T`` time steps per sample (``time_mode="repeat"``: each sample's input is repeated
   T times through the LIF scan with samples as the batch, outputs averaged over T), or SpikingNeRF's
@@ -34,8 +34,8 @@ from torch import Tensor, nn
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.plugins.types import MethodSpecification
 
-from spikenerf.snn import LIFNode, multistep_scan
-from spikenerf.snn.reparam import fold_input_affine
+from spikenerf.snn import LIFNode
+from spikenerf.snn.deploy import count_events, deployed_spikes, fold_consumer
 
 from .field import ColorStats, SpikingNeRFField, positional_encoding
 from .distill import TeacherMixin
@@ -44,10 +44,6 @@ from .model import SpikingNeRFModel, SpikingNeRFModelConfig
 __all__ = [
     "SpikeCodeName",
     "make_neuron",
-    "deploy_affine",
-    "deployed_spikes",
-    "fold_consumer",
-    "count_events",
     "SpikNeRFField",
     "SpikNeRFModelConfig",
     "SpikNeRFModel",
@@ -78,46 +74,6 @@ def make_neuron(code: str, tau: float = 4.0, v_threshold: float = 0.5, margin: f
         kw["amplitude"] = "learnable"
     return LIFNode(**kw)
 
-
-def deploy_affine(node: LIFNode) -> Tuple[Tensor | float, float]:
-    """``(scale, shift)`` with ``training output == scale * deployed code + shift``.
-
-    ``ternary012``: ``s = (s - 1) + 1`` -> ``(1, 1)``; ``ternary``: ``alpha * s`` -> ``(alpha, 0)``;
-    ``binary``: ``(1, 0)``.
-    """
-    code = node.spec.code
-    if code == "ternary012":
-        return 1.0, 1.0
-    scale = node.output_scale()
-    return (scale.detach() if scale is not None else 1.0), 0.0
-
-
-def deployed_spikes(node: LIFNode, x_seq: Tensor) -> Tensor:
-    """What the neuron sends at inference: the raw code (no amplitude), shifted to {-1, 0, 1} for ternary012."""
-    a, b, c = node.charge_coefficients()
-    s, _ = multistep_scan(x_seq, node.spec, a=a, b=b, c=c, vth=node.v_threshold, v0=None, backend=node.backend,
-                          membrane_transform=node.membrane_transform)
-    return s - 1.0 if node.spec.code == "ternary012" else s
-
-
-def fold_consumer(layer: nn.Linear, node: LIFNode) -> nn.Linear:
-    """The next layer with the neuron's (scale, shift) folded in: ``L'(deployed) == layer(training output)``."""
-    scale, shift = deploy_affine(node)
-    return fold_input_affine(layer, scale, shift)
-
-
-def count_events(code: str, s: Tensor, valid: Tensor | None, deployed: bool) -> Tensor:
-    """0/1 tensor of spike *events* (non-zero entries of the deployed code), ``valid`` entries only.
-
-    The deployed code of ``ternary012`` is ``s - 1``: a silent neuron (training value 0) sends -1 and is an
-    event, a neuron at 1 sends 0 and is not. Training outputs are mapped to the deployed code first, so the
-    count (and the energy) is the same before and after the re-parameterization.
-    """
-    if deployed or code != "ternary012":
-        ev = s != 0
-    else:
-        ev = s != 1
-    return (ev if valid is None else ev & valid).to(s.dtype)
 
 
 # ----------------------------------------------------------------------------- voxel-grid field

@@ -3,6 +3,8 @@
 Tensors are multi-step ``[T, B, ...]``; neurons keep no state between calls.
 """
 
+from .affine import BiasMapConv, fold_input_affine, fold_input_affine_conv, fold_input_affine_layer
+from .deploy import DEPLOY_OFFSET, count_events, deploy_affine, deployed_spikes, fold_consumer
 from .energy import E_AC_PJ, E_MAC_PJ, EnergyModel, LayerCount, OpCounter, bit_budget, energy_pj, s_ace
 from .fused import c_kernel_available, multistep_scan
 from .layers import MultiStep, SeqToANNContainer, seq_to_ann
@@ -10,15 +12,7 @@ from .mpbn import MPBN, fold_mpbn, mpbn_threshold
 from .mpr import MPR, ShiftedNode, mpr_phi, mpr_phi_inverse, remove_mpr
 from .neurons import BaseNode, DecayLIFNode, IFNode, LIFNode, PLIFNode
 from .real_spike import RealSpike, UnsharedConv2d, fold_real_spike
-from .reparam import (
-    BiasMapConv,
-    fold_amplitude,
-    fold_bn,
-    fold_input_affine,
-    fold_input_affine_conv,
-    fold_input_affine_layer,
-    fold_ternary012_shift,
-)
+from .reparam import fold_amplitude, fold_bn, fold_ternary012_shift
 from .scan import ScanSpec, scan_reference
 from .surrogate import (
     ATan,
@@ -77,6 +71,12 @@ __all__ = [
     "fold_amplitude",
     "fold_ternary012_shift",
     "BiasMapConv",
+    # deployed spike codes
+    "DEPLOY_OFFSET",
+    "deploy_affine",
+    "deployed_spikes",
+    "fold_consumer",
+    "count_events",
     # energy
     "E_MAC_PJ",
     "E_AC_PJ",

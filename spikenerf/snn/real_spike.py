@@ -25,7 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-__all__ = ["RealSpike", "UnsharedConv2d", "fold_real_spike", "scale_conv_input"]
+from .affine import fold_input_affine, scale_conv_input
+
+__all__ = ["RealSpike", "UnsharedConv2d", "fold_real_spike"]
 
 
 class RealSpike(nn.Module):
@@ -129,28 +131,6 @@ class UnsharedConv2d(nn.Module):
                 f"padding={self.padding}, input_size={self.input_size}, output_size={self.output_size}")
 
 
-def _channel_vector(v: Tensor | float, n: int, like: Tensor) -> Tensor:
-    v = torch.as_tensor(v, dtype=like.dtype, device=like.device).reshape(-1)
-    if v.numel() == 1:
-        return v.expand(n)
-    if v.numel() != n:
-        raise ValueError(f"scale has {v.numel()} entries, the layer has {n} input channels")
-    return v
-
-
-@torch.no_grad()
-def scale_conv_input(conv: nn.modules.conv._ConvNd, scale: Tensor | float) -> nn.modules.conv._ConvNd:
-    """A copy of ``conv`` with ``conv'(s) == conv(scale_c * s)`` (scalar or per-input-channel scale; any groups)."""
-    k = _channel_vector(scale, conv.in_channels, conv.weight)
-    out = copy.deepcopy(conv)
-    g = conv.groups
-    w = conv.weight  # [out, in/g, ...]
-    spatial = [1] * (w.dim() - 2)
-    wg = w.view(g, w.shape[0] // g, w.shape[1], *w.shape[2:])
-    out.weight.copy_((wg * k.view(g, 1, -1, *spatial)).view_as(w))
-    return out
-
-
 @torch.no_grad()
 def fold_real_spike(layer: nn.Module, scale: Tensor | float, input_size: tuple[int, ...] | None = None) -> nn.Module:
     """The layer ``L'`` with ``L'(s) == layer(a * s)`` for the Real Spike scale ``a`` feeding ``layer``.
@@ -164,8 +144,6 @@ def fold_real_spike(layer: nn.Module, scale: Tensor | float, input_size: tuple[i
     w = getattr(layer, "weight", None)
     scale = torch.as_tensor(scale, dtype=None if w is None else w.dtype, device=None if w is None else w.device)
     if isinstance(layer, nn.Linear):
-        from .reparam import fold_input_affine
-
         return fold_input_affine(layer, scale.reshape(-1) if scale.dim() > 0 else scale)
     if not isinstance(layer, nn.modules.conv._ConvNd) or isinstance(layer, nn.modules.conv._ConvTransposeNd):
         raise TypeError(f"fold_real_spike expects nn.Linear or nn.ConvNd, got {type(layer).__name__}")

@@ -19,8 +19,9 @@ from nerfstudio.data.scene_box import SceneBox
 
 from spikenerf.nerf.field import positional_encoding
 from spikenerf.nerf.nerf_mlp import NeRFMLPModelConfig
-from spikenerf.nerf.spiknerf import (SpikNeRFModelConfig, count_events, deployed_spikes, make_neuron, spiknerf,
-                                     spiknerf_ann, spiknerf_mlp, spiknerf_mlp_ann)
+from spikenerf.nerf.spiknerf import (SpikNeRFModelConfig, make_neuron, spiknerf, spiknerf_ann, spiknerf_mlp,
+                                     spiknerf_mlp_ann)
+from spikenerf.snn.deploy import count_events, deployed_spikes, fold_consumer
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "data" / "lego-mini"
@@ -157,7 +158,6 @@ def test_reparameterization_sends_shifted_spikes():
     assert set(s1_d.unique().tolist()) == {-1.0, 0.0, 1.0}
     torch.testing.assert_close(s1_d, s1_t - 1)
     torch.testing.assert_close(logits_d, logits_t, rtol=1e-5, atol=1e-5)
-    from spikenerf.nerf.spiknerf import fold_consumer
 
     folded = fold_consumer(m.field.fc2, m.field.lif1)
     torch.testing.assert_close(folded.bias, m.field.fc2.bias + m.field.fc2.weight.sum(1))
