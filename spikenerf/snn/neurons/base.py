@@ -45,6 +45,18 @@ class BaseNode(nn.Module):
             every training forward; zeros in eval so inference is deterministic.
         membrane_transform: optional module applied to ``h_t`` before firing only (MPBN, MPR).
         backend: ``auto`` | ``c`` | ``torch`` | ``reference`` (see :mod:`spikenerf.snn.fused`).
+
+    Example (a subclass only supplies ``charge_coefficients``; :class:`~spikenerf.snn.LIFNode` is one)::
+
+        >>> import torch
+        >>> from spikenerf.snn import LIFNode
+        >>> lif = LIFNode(tau=2.0, v_threshold=1.0, reset="hard")
+        >>> x = torch.full((4, 2, 3), 1.5)              # [T, B, C]: T = 4 steps
+        >>> s, h = lif(x, return_membrane=True)         # both [T, B, C]
+        >>> s.shape, h.shape
+        (torch.Size([4, 2, 3]), torch.Size([4, 2, 3]))
+        >>> s[:, 0, 0].tolist()                         # h = 0.75, 1.125 (fire, reset to 0), 0.75, 1.125
+        [0.0, 1.0, 0.0, 1.0]
     """
 
     def __init__(
