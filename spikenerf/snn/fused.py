@@ -6,7 +6,11 @@ compiles in about a second with the system C compiler on first use (cached under
 Backends:
 
 - ``c``: the C kernel (CPU, float32, OpenMP over lanes). Chosen by ``auto`` when it applies.
-- ``torch``: the same recurrence as a graph-free torch loop (any device and dtype; CUDA uses this).
+- ``triton``: the Triton kernels of :mod:`spikenerf.snn.triton_scan` (CUDA; float32, bfloat16, float16 with
+  fp32 state; one launch per direction). Chosen by ``auto`` for CUDA tensors when ``triton`` imports.
+  CPU tensors run it only under ``TRITON_INTERPRET=1`` (the tests).
+- ``torch``: the same recurrence as a graph-free torch loop (any device and dtype; CUDA without triton,
+  float64, surrogates outside ``surrogate.py``).
 - ``reference``: the naive per-step autograd loop (ground truth; also the only path for
   per-channel thresholds and membrane transforms such as MPBN).
 
@@ -29,6 +33,7 @@ import torch
 from torch import Tensor
 
 from .scan import CODE_IDS, ScanSpec, scan_reference, scan_torch_backward, scan_torch_forward
+from .triton_scan import triton_scan_backward, triton_scan_forward, triton_supports
 
 __all__ = ["multistep_scan", "c_kernel_available", "load_c_kernel", "build_c_library", "CKernel"]
 
@@ -178,52 +183,88 @@ def _c_backward(x, h, gs, gh, v0, a, b, c, vth, spec: ScanSpec, need_v0: bool):
     return gx, gv0, gparams[0], gparams[1], gparams[2], gparams[3]
 
 
+def _fused_kernel_ok(spec: ScanSpec) -> bool:
+    """The C and Triton kernels know the surrogates of ``surrogate.py`` by ``kernel_id`` (0..5)."""
+    return 0 <= spec.surrogate.kernel_id <= 5
+
+
 class _FusedScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, v0, a, b, vth, c, spec: ScanSpec, backend: str):  # type: ignore[override]
-        af, bf, tf, c = (float(p.detach()) for p in (a, b, vth, c))
         x = x.contiguous()
         v0c = None if v0 is None else v0.contiguous()
+        ctx.spec, ctx.backend = spec, backend
+        ctx.has_v0 = v0 is not None
+        ctx.param_dtypes = tuple(p.dtype for p in (a, b, vth, c))
+        ctx.out_dtype = x.dtype
+        if backend == "triton":
+            # a, b, c, vth stay on the device: no host-device sync, even for a learnable threshold
+            params = torch.stack([p.detach().reshape(()).to(device=x.device, dtype=torch.float32)
+                                  for p in (a, b, c, vth)])
+            s, h, h_bwd = triton_scan_forward(x, v0c, params, spec, save_h32=any(ctx.needs_input_grad))
+            # x is needed only for the gradient of b
+            ctx.save_for_backward(x if ctx.needs_input_grad[3] else None, h_bwd, v0c, params)
+            return s, h
+        af, bf, tf, c = (float(p.detach()) for p in (a, b, vth, c))
         if backend == "c":
             s, h = _c_forward(x, v0c, af, bf, c, tf, spec)
         else:
             s, h = scan_torch_forward(x, v0c, af, bf, c, tf, spec)
         ctx.save_for_backward(x, h, v0c)
         ctx.params = (af, bf, c, tf)
-        ctx.spec, ctx.backend = spec, backend
-        ctx.has_v0 = v0 is not None
         return s, h
 
     @staticmethod
     def backward(ctx, gs, gh):  # type: ignore[override]
-        x, h, v0 = ctx.saved_tensors
-        af, bf, c, tf = ctx.params
-        gs = torch.zeros_like(x) if gs is None else gs.contiguous()
-        gh = None if gh is None else gh.contiguous()
         need_v0 = ctx.has_v0 and ctx.needs_input_grad[1]
-        if ctx.backend == "c":
-            gx, gv0, ga, gb, gth, gc = _c_backward(x, h, gs, gh, v0, af, bf, c, tf, ctx.spec, need_v0)
+        need_params = any(ctx.needs_input_grad[2:6])
+        if ctx.backend == "triton":
+            x, h, v0, params = ctx.saved_tensors
+            gs = torch.zeros_like(h, dtype=ctx.out_dtype) if gs is None else gs.contiguous()
+            gh = None if gh is None else gh.contiguous()
+            gx, gv0, gp = triton_scan_backward(x, h, gs, gh, v0, params, ctx.spec, need_v0, need_params)
+            ga, gb, gth, gc = (None, None, None, None) if gp is None else gp.unbind()
         else:
-            gx, gv0, ga, gb, gth, gc = scan_torch_backward(x, h, gs, gh, v0, af, bf, c, tf, ctx.spec)
-        dt = x.dtype
+            x, h, v0 = ctx.saved_tensors
+            af, bf, c, tf = ctx.params
+            gs = torch.zeros_like(x) if gs is None else gs.contiguous()
+            gh = None if gh is None else gh.contiguous()
+            if ctx.backend == "c":
+                gx, gv0, ga, gb, gth, gc = _c_backward(x, h, gs, gh, v0, af, bf, c, tf, ctx.spec, need_v0)
+            else:
+                gx, gv0, ga, gb, gth, gc = scan_torch_backward(x, h, gs, gh, v0, af, bf, c, tf, ctx.spec)
+        dta, dtb, dtt, dtc = ctx.param_dtypes
         return (
             gx,
             gv0 if need_v0 else None,
-            ga.to(dt) if ctx.needs_input_grad[2] else None,
-            gb.to(dt) if ctx.needs_input_grad[3] else None,
-            gth.to(dt) if ctx.needs_input_grad[4] else None,
-            gc.to(dt) if ctx.needs_input_grad[5] else None,
+            ga.to(dta) if ctx.needs_input_grad[2] else None,
+            gb.to(dtb) if ctx.needs_input_grad[3] else None,
+            gth.to(dtt) if ctx.needs_input_grad[4] else None,
+            gc.to(dtc) if ctx.needs_input_grad[5] else None,
             None,
             None,
         )
 
 
 def _as_tensor(v: Tensor | float, like: Tensor) -> Tensor:
-    return v if isinstance(v, Tensor) else torch.tensor(float(v), dtype=like.dtype, device=like.device)
+    # torch.full, not torch.tensor: on CUDA a fill kernel, not a host-to-device copy (which would sync)
+    return v if isinstance(v, Tensor) else torch.full((), float(v), dtype=like.dtype, device=like.device)
 
 
 def _is_scalar(v: Tensor | float) -> bool:
     return not isinstance(v, Tensor) or v.numel() == 1
+
+
+def _auto_backend(x: Tensor, spec: ScanSpec, scalar: bool) -> str:
+    if not scalar:
+        return "reference"
+    if not _fused_kernel_ok(spec):
+        return "torch"
+    if x.device.type == "cuda" and triton_supports(x) is None:
+        return "triton"
+    if x.device.type == "cpu" and x.dtype == torch.float32 and c_kernel_available():
+        return "c"
+    return "torch"
 
 
 def multistep_scan(
@@ -240,7 +281,18 @@ def multistep_scan(
     """Run the neuron recurrence over ``x_seq`` ``[T, ...]``; returns ``(spikes, membrane h)``, both ``[T, ...]``.
 
     ``a``, ``b``, ``c``, ``vth`` may be learnable 0-d tensors (gradients are returned for them); ``v0`` is the
-    initial membrane ``[...]`` (zeros if ``None``). ``backend``: ``auto`` | ``c`` | ``torch`` | ``reference``.
+    initial membrane ``[...]`` (zeros if ``None``). ``backend``: ``auto`` | ``c`` | ``triton`` | ``torch`` |
+    ``reference``. ``auto`` takes ``triton`` for CUDA tensors (float32, bfloat16, float16; when triton
+    imports), ``c`` for float32 CPU tensors, else ``torch``; per-channel parameters and a
+    ``membrane_transform`` run on ``reference`` (the fused kernels take scalar parameters).
+
+    >>> import torch
+    >>> from spikenerf.snn import ScanSpec, multistep_scan
+    >>> s, h = multistep_scan(torch.randn(4, 2, 3), ScanSpec(), a=0.5, b=0.5, c=0.0, vth=1.0)
+    >>> s.shape, h.shape
+    (torch.Size([4, 2, 3]), torch.Size([4, 2, 3]))
+    >>> bool(((s == 0) | (s == 1)).all()), h.dtype
+    (True, torch.float32)
     """
     if x_seq.dim() < 1 or x_seq.shape[0] == 0:
         raise ValueError(f"x_seq must be [T, ...] with T >= 1, got shape {tuple(x_seq.shape)}")
@@ -248,22 +300,24 @@ def multistep_scan(
         raise ValueError(f"v0 shape {tuple(v0.shape)} must equal one step {tuple(x_seq.shape[1:])}")
     scalar = all(_is_scalar(p) for p in (a, b, c, vth)) and membrane_transform is None
     if backend == "auto":
-        if not scalar:
-            backend = "reference"
-        elif x_seq.device.type == "cpu" and x_seq.dtype == torch.float32 and c_kernel_available():
-            backend = "c"
-        else:
-            backend = "torch"
+        backend = _auto_backend(x_seq, spec, scalar)
     if backend == "reference":
         return scan_reference(x_seq, v0, a, b, c, vth, spec, membrane_transform)
     if not scalar:
         raise ValueError("the fused backends need scalar a, b, c, vth and no membrane_transform; use backend='reference'")
+    if backend in ("c", "triton") and not _fused_kernel_ok(spec):
+        raise ValueError(f"backend {backend!r} knows the surrogates of spikenerf.snn.surrogate only "
+                         f"(kernel_id 0..5); {spec.surrogate!r} has {spec.surrogate.kernel_id}: use backend='torch'")
     if backend == "c":
         if x_seq.device.type != "cpu" or x_seq.dtype != torch.float32:
             raise ValueError("backend 'c' needs a float32 CPU tensor")
         if not c_kernel_available():
             raise RuntimeError("backend 'c' requested but the C kernel could not be built")
+    elif backend == "triton":
+        why = triton_supports(x_seq)
+        if why is not None:
+            raise ValueError(f"backend 'triton': {why}")
     elif backend != "torch":
-        raise ValueError(f"unknown backend {backend!r}; choose auto, c, torch or reference")
+        raise ValueError(f"unknown backend {backend!r}; choose auto, c, triton, torch or reference")
     at, bt, tt, ct = (_as_tensor(v, x_seq).reshape(()) for v in (a, b, vth, c))
     return _FusedScan.apply(x_seq, v0, at, bt, tt, ct, spec, backend)

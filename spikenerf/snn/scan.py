@@ -9,8 +9,9 @@ Every neuron in :mod:`spikenerf.snn.neurons` reduces to
 
 with ``(a, b, c)`` given by the neuron (IF: ``(1, 1, 0)``; LIF: ``(1 - 1/tau, 1/tau, v_reset/tau)``...).
 This module holds the spec, the naive per-step autograd reference (the ground truth in tests) and the
-graph-free torch backend used on CUDA and for dtypes the C kernel does not cover. The fused C kernel
-lives in :mod:`spikenerf.snn.fused`.
+graph-free torch backend (for dtypes and devices no fused kernel covers). It imports no other backend:
+the dispatcher :func:`spikenerf.snn.fused.multistep_scan` imports it, the C kernel (``csrc/scan.c``, via
+:mod:`spikenerf.snn.fused`) and the Triton kernels (:mod:`spikenerf.snn.triton_scan`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from .surrogate import ATan, Surrogate, heaviside
 SpikeCode = Literal["binary", "ternary", "ternary012", "multibit"]
 CODE_IDS: dict[str, int] = {"binary": 0, "ternary": 1, "ternary012": 2, "multibit": 3}
 
-__all__ = ["ScanSpec", "SpikeCode", "scan_reference", "scan_torch", "fire_reference", "CODE_IDS"]
+__all__ = ["ScanSpec", "SpikeCode", "scan_reference", "scan_torch_forward", "scan_torch_backward", "fire_reference",
+           "CODE_IDS"]
 
 
 @dataclass
@@ -213,10 +215,3 @@ def scan_torch_backward(x, h_seq, gs, gh_out, v0, a: float, b: float, c: float, 
         gx[t] = b * g
         gv = a * g
     return gx, gv, ga, gb, gth, gc
-
-
-def scan_torch(*args, **kwargs):  # pragma: no cover - thin alias kept for discoverability
-    """Alias of :func:`spikenerf.snn.fused.multistep_scan` with ``backend='torch'``."""
-    from .fused import multistep_scan
-
-    return multistep_scan(*args, backend="torch", **kwargs)

@@ -1,14 +1,20 @@
-"""The fused scan (C kernel and graph-free torch loop) against the naive per-step autograd reference."""
+"""The fused scan (C kernel and graph-free torch loop) against the naive per-step autograd reference.
+
+The Triton kernels have their own file, ``test_triton_scan.py`` (they run in Triton's interpreter there).
+"""
 
 from __future__ import annotations
 
+import ast
 import itertools
 import zlib
+from pathlib import Path
 
 import pytest
 import torch
 
-from spikenerf.snn import ScanSpec, c_kernel_available, get_surrogate, multistep_scan
+from spikenerf.snn import ScanSpec, Surrogate, c_kernel_available, get_surrogate, multistep_scan
+from spikenerf.snn import scan as scan_module
 from spikenerf.snn.surrogate import _REGISTRY
 
 CODES = ["binary", "ternary", "ternary012", "multibit"]
@@ -103,6 +109,32 @@ def test_bad_input_errors():
         ScanSpec(code="quaternary")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown backend"):
         multistep_scan(torch.zeros(2, 3), ScanSpec(), backend="cuda-magic")
+
+
+def test_custom_surrogate_runs_on_the_torch_loop():
+    """A surrogate the kernels do not know (no ``kernel_id``): ``auto`` takes the torch loop, ``c`` refuses."""
+
+    class Quadratic(Surrogate):
+        def grad(self, x):
+            return torch.clamp(1.0 - x * x, min=0.0)
+
+    spec = ScanSpec(code="binary", reset="soft", surrogate=Quadratic())
+    x = torch.randn(5, 13, generator=torch.Generator().manual_seed(5)) * 1.5
+    gs = torch.randn(5, 13, generator=torch.Generator().manual_seed(6))
+    ref = _run("reference", spec, x, torch.zeros(13), 0.9, 1.0, 0.1, 0.6, gs, torch.zeros_like(gs))
+    out = _run("auto", spec, x, torch.zeros(13), 0.9, 1.0, 0.1, 0.6, gs, torch.zeros_like(gs))
+    for go, gr in zip(out[2], ref[2]):
+        torch.testing.assert_close(go, gr, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="kernel_id"):
+        multistep_scan(x, spec, backend="c")
+
+
+def test_scan_module_imports_no_backend():
+    """``scan.py`` (spec, reference, torch loop) is imported by the backends, never the other way round."""
+    tree = ast.parse(Path(scan_module.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and ("fused" in m or "triton" in m)}, imported
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA path: needs a GPU")
