@@ -35,7 +35,7 @@ VARIANTS = {  # name: (method, spike_code, distil)
 
 
 def make_config(name: str, args: argparse.Namespace, teacher: Path | None):
-    from spikenerf.nerf import spiknerf as sk
+    from spikenerf.nerf import method_configs as sk
 
     method, code, distil = VARIANTS[name]
     spec = sk.spiknerf_ann if method == "spiknerf-ann" else sk.spiknerf

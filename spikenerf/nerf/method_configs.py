@@ -1,33 +1,53 @@
-"""nerfstudio method specifications: ``ns-train spikingnerf`` and its ANN twin ``ns-train spikingnerf-ann``.
+"""Every nerfstudio method of this package, each one ``MethodSpecification`` built by :func:`make_trainer_config`.
 
-Defaults train on the bundled Blender-format scene ``data/lego-mini`` (~100x100) in a few minutes on a CPU;
-pass ``blender-data --data <scene>`` for another scene and raise the grid resolutions / iterations for
-full-size scenes.
+| method | model | schedule |
+| --- | --- | --- |
+| ``spikingnerf`` / ``spikingnerf-ann`` | :class:`~spikenerf.nerf.model.SpikingNeRFModel` (LIF / ReLU colour net) | ``MINI`` |
+| ``spikingnerf-full`` / ``spikingnerf-ann-full`` | the same | ``FULL`` |
+| ``spiknerf`` / ``spiknerf-ann`` | :class:`~spikenerf.nerf.spiknerf.SpikNeRFModel` on the same grids | ``MINI`` |
+| ``spiknerf-mlp`` / ``spiknerf-mlp-ann`` | :class:`~spikenerf.nerf.nerf_mlp.NeRFMLPModel` (NeRF MLP) | 600 steps |
+
+Every method gets the same trainer skeleton: the viewer bound to 127.0.0.1, the data manager that checks a
+Blender scene before nerfstudio reads it (:class:`~spikenerf.nerf.datamanager.SpikingNeRFDataManagerConfig`),
+float-only learning-rate schedules spanning all the steps. Defaults train on the bundled scene
+``data/lego-mini`` (~100x100) in a few minutes on a CPU; pass ``blender-data --data <scene>`` for another.
+The ``pyproject.toml`` entry points all name this module.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Tuple
+from typing import Any, Dict, Tuple, Type
 
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
-from .schedulers import FloatExponentialDecaySchedulerConfig as ExponentialDecaySchedulerConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig, OptimizerConfig
 from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.models.base_model import ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from .datamanager import SpikingNeRFDataManagerConfig
-from .model import SpikingNeRFModel, SpikingNeRFModelConfig
+from .model import SpikingNeRFModelConfig
+from .nerf_mlp import NeRFMLPModelConfig
 from .optim import FusedAdamOptimizerConfig
+from .schedulers import FloatExponentialDecaySchedulerConfig
+from .spiknerf import SpikNeRFModelConfig
 
-__all__ = ["BUNDLED_SCENE", "Schedule", "MINI", "FULL", "make_trainer_config", "spikingnerf", "spikingnerf_ann",
-           "spikingnerf_full", "spikingnerf_ann_full"]
+__all__ = ["BUNDLED_SCENE", "VIEWER_HOST", "Schedule", "MINI", "FULL", "make_trainer_config", "optimizer_group",
+           "grid_model_config", "grid_trainer_config", "mlp_trainer_config", "METHODS", "spikingnerf",
+           "spikingnerf_ann", "spikingnerf_full", "spikingnerf_ann_full", "spiknerf", "spiknerf_ann", "spiknerf_mlp",
+           "spiknerf_mlp_ann"]
 
 BUNDLED_SCENE = Path(__file__).resolve().parents[2] / "data" / "lego-mini"
 """The small scene shipped with the repository (Blender format)."""
+
+VIEWER_HOST = "127.0.0.1"
+"""Every method's viewer binds this machine only (nerfstudio's default is 0.0.0.0); pass
+``--viewer.websocket-host 0.0.0.0`` to share it."""
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -41,6 +61,10 @@ class Schedule:
     rays_per_batch: int
     hidden_dim: int
 
+    @property
+    def max_steps(self) -> int:
+        return self.coarse_steps + self.fine_steps
+
 
 MINI = Schedule(coarse_steps=200, fine_steps=400, coarse_resolution=40, fine_resolution=64, pg_scale_steps=(100, 200),
                 rays_per_batch=512, hidden_dim=64)
@@ -52,10 +76,23 @@ FULL = Schedule(coarse_steps=500, fine_steps=4000, coarse_resolution=64, fine_re
 trains in 20 minutes on a 2-core CPU to 28.65 dB (docs/benchmarks.md)."""
 
 
-def make_trainer_config(method_name: str, spiking: bool, schedule: Schedule = MINI) -> TrainerConfig:
-    """The full TrainerConfig of ``spikingnerf`` (``spiking=True``) or its ANN twin, on a schedule preset."""
-    sc = schedule
-    max_steps = sc.coarse_steps + sc.fine_steps
+# ----------------------------------------------------------------------------- the one trainer skeleton
+def optimizer_group(optimizer: OptimizerConfig, lr_final: float, max_steps: int) -> Dict[str, Any]:
+    """One optimiser group: ``optimizer`` with an exponential decay to ``lr_final`` over ``max_steps``."""
+    return {"optimizer": optimizer,
+            "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=lr_final, max_steps=max_steps)}
+
+
+def make_trainer_config(method_name: str, model: ModelConfig, optimizers: Dict[str, Dict[str, Any]], *,
+                        max_steps: int, rays_per_batch: int, eval_rays_per_batch: int = 1024,
+                        viewer_rays_per_chunk: int = 4096) -> TrainerConfig:
+    """The TrainerConfig every method of this package is built on.
+
+    It fixes what all methods share: the scene-checking data manager on the bundled scene, the viewer on
+    :data:`VIEWER_HOST` (quitting when training ends), evaluation / checkpoint cadence from ``max_steps``,
+    no mixed precision, CUDA when there is one. ``model`` and ``optimizers`` (built with
+    :func:`optimizer_group`, decaying over ``max_steps``) are the method's own.
+    """
     return TrainerConfig(
         method_name=method_name,
         steps_per_eval_batch=100,
@@ -69,54 +106,93 @@ def make_trainer_config(method_name: str, spiking: bool, schedule: Schedule = MI
         pipeline=VanillaPipelineConfig(
             datamanager=SpikingNeRFDataManagerConfig(  # checks Blender scenes up front
                 dataparser=BlenderDataParserConfig(data=BUNDLED_SCENE),
-                train_num_rays_per_batch=sc.rays_per_batch,
-                eval_num_rays_per_batch=1024,
+                train_num_rays_per_batch=rays_per_batch,
+                eval_num_rays_per_batch=eval_rays_per_batch,
             ),
-            model=SpikingNeRFModelConfig(
-                _target=SpikingNeRFModel,
-                spiking=spiking,
-                coarse_steps=sc.coarse_steps,
-                pg_scale_steps=sc.pg_scale_steps,
-                coarse_resolution=sc.coarse_resolution,
-                fine_resolution=sc.fine_resolution,
-                hidden_dim=sc.hidden_dim,
-                eval_num_rays_per_chunk=4096,
-            ),
+            model=model,
         ),
-        optimizers={
-            # DVGO: large learning rate on the explicit grids, a small one on the colour network
-            "grids": {
-                "optimizer": FusedAdamOptimizerConfig(lr=1e-1, eps=1e-15),
-                "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-2, max_steps=max_steps),
-            },
-            "mlp": {
-                "optimizer": FusedAdamOptimizerConfig(lr=1e-3, eps=1e-15),
-                "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=max_steps),
-            },
-        },
-        # local by default (nerfstudio binds 0.0.0.0); --viewer.websocket-host 0.0.0.0 to share it
-        viewer=ViewerConfig(num_rays_per_chunk=4096, quit_on_train_completion=True,
-                            websocket_host="127.0.0.1"),
+        optimizers=optimizers,
+        viewer=ViewerConfig(num_rays_per_chunk=viewer_rays_per_chunk, quit_on_train_completion=True,
+                            websocket_host=VIEWER_HOST),
         vis="viewer",
     )
 
 
+# ----------------------------------------------------------------------------- voxel-grid methods
+def grid_model_config(spiking: bool, schedule: Schedule = MINI,
+                      config_class: Type[SpikingNeRFModelConfig] = SpikingNeRFModelConfig) -> SpikingNeRFModelConfig:
+    """A voxel-grid model config (SpikingNeRF or a subclass such as Spik-NeRF's) sized by ``schedule``."""
+    sc = schedule
+    return config_class(spiking=spiking, coarse_steps=sc.coarse_steps, pg_scale_steps=sc.pg_scale_steps,
+                        coarse_resolution=sc.coarse_resolution, fine_resolution=sc.fine_resolution,
+                        hidden_dim=sc.hidden_dim, eval_num_rays_per_chunk=4096)
+
+
+def grid_trainer_config(method_name: str, spiking: bool, schedule: Schedule = MINI,
+                        config_class: Type[SpikingNeRFModelConfig] = SpikingNeRFModelConfig) -> TrainerConfig:
+    """TrainerConfig of a voxel-grid method: DVGO's large learning rate on the grids, a small one on the net."""
+    steps = schedule.max_steps
+    optimizers = {
+        "grids": optimizer_group(FusedAdamOptimizerConfig(lr=1e-1, eps=1e-15), lr_final=1e-2, max_steps=steps),
+        "mlp": optimizer_group(FusedAdamOptimizerConfig(lr=1e-3, eps=1e-15), lr_final=1e-4, max_steps=steps),
+    }
+    return make_trainer_config(method_name, grid_model_config(spiking, schedule, config_class), optimizers,
+                               max_steps=steps, rays_per_batch=schedule.rays_per_batch)
+
+
+# ----------------------------------------------------------------------------- NeRF-MLP methods
+def mlp_trainer_config(method_name: str, spiking: bool, max_steps: int = 600) -> TrainerConfig:
+    """TrainerConfig of ``spiknerf-mlp`` / ``spiknerf-mlp-ann`` on the bundled scene (CPU-sized)."""
+    optimizers = {"fields": optimizer_group(AdamOptimizerConfig(lr=1e-3, eps=1e-8), lr_final=1e-4,
+                                            max_steps=max_steps)}
+    return make_trainer_config(method_name, NeRFMLPModelConfig(spiking=spiking), optimizers, max_steps=max_steps,
+                               rays_per_batch=256, eval_rays_per_batch=512, viewer_rays_per_chunk=1024)
+
+
+# ----------------------------------------------------------------------------- the methods
 spikingnerf = MethodSpecification(
-    config=make_trainer_config("spikingnerf", spiking=True),
+    config=grid_trainer_config("spikingnerf", spiking=True),
     description="SpikingNeRF: voxel grids + LIF colour network, ray samples as SNN time steps.",
 )
-
 spikingnerf_ann = MethodSpecification(
-    config=make_trainer_config("spikingnerf-ann", spiking=False),
+    config=grid_trainer_config("spikingnerf-ann", spiking=False),
     description="SpikingNeRF's ANN twin (same grids, ReLU colour network) for energy/quality comparison.",
 )
-
 spikingnerf_full = MethodSpecification(
-    config=make_trainer_config("spikingnerf-full", spiking=True, schedule=FULL),
+    config=grid_trainer_config("spikingnerf-full", spiking=True, schedule=FULL),
     description="SpikingNeRF sized for a full Blender scene (160^3 grid, 4500 steps, ~20 min on a 2-core CPU).",
 )
-
 spikingnerf_ann_full = MethodSpecification(
-    config=make_trainer_config("spikingnerf-ann-full", spiking=False, schedule=FULL),
+    config=grid_trainer_config("spikingnerf-ann-full", spiking=False, schedule=FULL),
     description="The ANN twin of spikingnerf-full.",
 )
+spiknerf = MethodSpecification(
+    config=grid_trainer_config("spiknerf", spiking=True, config_class=SpikNeRFModelConfig),
+    description="Spik-NeRF: ternary {0,1,2} LIF colour network on SpikingNeRF's voxel grids, re-parameterized "
+                "at inference, optional ANN-teacher distillation.",
+)
+spiknerf_ann = MethodSpecification(
+    config=grid_trainer_config("spiknerf-ann", spiking=False, config_class=SpikNeRFModelConfig),
+    description="Spik-NeRF's ANN twin on the voxel grids (ReLU colour network); also the distillation teacher.",
+)
+spiknerf_mlp = MethodSpecification(
+    config=mlp_trainer_config("spiknerf-mlp", spiking=True),
+    description="Spik-NeRF on the original NeRF MLP (PE 10/4, 8 layers + skip, coarse 64 + fine 128), spiking "
+                "hidden layers (CPU-sized width by default).",
+)
+spiknerf_mlp_ann = MethodSpecification(
+    config=mlp_trainer_config("spiknerf-mlp-ann", spiking=False),
+    description="ANN NeRF MLP twin of spiknerf-mlp (ReLU); usable as the distillation teacher.",
+)
+
+METHODS: Dict[str, MethodSpecification] = {
+    "spikingnerf": spikingnerf,
+    "spikingnerf-ann": spikingnerf_ann,
+    "spikingnerf-full": spikingnerf_full,
+    "spikingnerf-ann-full": spikingnerf_ann_full,
+    "spiknerf": spiknerf,
+    "spiknerf-ann": spiknerf_ann,
+    "spiknerf-mlp": spiknerf_mlp,
+    "spiknerf-mlp-ann": spiknerf_mlp_ann,
+}
+"""Method name -> specification: the ``[project.entry-points."nerfstudio.method_configs"]`` of pyproject.toml."""

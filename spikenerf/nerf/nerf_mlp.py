@@ -42,8 +42,9 @@ from .energy import E_MAC_PJ, energy_pj
 from .field import positional_encoding
 from .distill import TeacherMixin
 from .model import SpikingNeRFModel, _build_lpips, image_quality
+from .spiking import SpikeCodeName, make_neuron
 
-__all__ = ["SpikingNeRFMLP", "NeRFMLPModelConfig", "NeRFMLPModel", "make_mlp_trainer_config"]
+__all__ = ["SpikingNeRFMLP", "NeRFMLPModelConfig", "NeRFMLPModel"]
 
 
 class SpikingNeRFMLP(nn.Module):
@@ -54,8 +55,6 @@ class SpikingNeRFMLP(nn.Module):
                  tau: float = 4.0, v_threshold: float = 0.5, margin: float = 1.0, decay_input: bool = False,
                  reparam: bool = True) -> None:
         super().__init__()
-        from .spiknerf import make_neuron
-
         if num_layers < 1:
             raise ValueError("num_layers must be >= 1")
         W, Wc = int(hidden_dim), int(color_hidden) or max(1, int(hidden_dim) // 2)
@@ -153,7 +152,7 @@ class NeRFMLPModelConfig(ModelConfig):
     pos_freqs: int = 10
     dir_freqs: int = 4
     spiking: bool = True
-    spike_code: Literal["ternary012", "ternary", "binary"] = "ternary012"
+    spike_code: SpikeCodeName = "ternary012"
     tau: float = 4.0
     v_threshold: float = 0.5
     margin: float = 1.0
@@ -335,45 +334,3 @@ class NeRFMLPModel(TeacherMixin, Model):
         images = {"img": torch.cat([gt, rgb], 1), "accumulation": acc, "depth": depth,
                   "spike_rate": colormaps.apply_colormap(rate / rate.max().clamp_min(1e-8))}
         return metrics, images
-
-
-def make_mlp_trainer_config(method_name: str, spiking: bool, max_steps: int = 600):
-    """TrainerConfig of ``spiknerf-mlp`` / ``spiknerf-mlp-ann`` on the bundled scene (CPU-sized)."""
-    import torch as _torch
-    from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
-    from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
-    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
-    from nerfstudio.engine.optimizers import AdamOptimizerConfig
-    from nerfstudio.engine.trainer import TrainerConfig
-    from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
-
-    from .method_configs import BUNDLED_SCENE
-    from .schedulers import FloatExponentialDecaySchedulerConfig
-
-    return TrainerConfig(
-        method_name=method_name,
-        steps_per_eval_batch=100,
-        steps_per_eval_image=200,
-        steps_per_eval_all_images=100_000,
-        steps_per_save=200,
-        save_only_latest_checkpoint=True,
-        max_num_iterations=max_steps,
-        mixed_precision=False,
-        machine=MachineConfig(device_type="cuda" if _torch.cuda.is_available() else "cpu"),
-        pipeline=VanillaPipelineConfig(
-            datamanager=VanillaDataManagerConfig(
-                dataparser=BlenderDataParserConfig(data=BUNDLED_SCENE),
-                train_num_rays_per_batch=256,
-                eval_num_rays_per_batch=512,
-            ),
-            model=NeRFMLPModelConfig(spiking=spiking),
-        ),
-        optimizers={
-            "fields": {
-                "optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-8),
-                "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=max_steps),
-            },
-        },
-        viewer=ViewerConfig(num_rays_per_chunk=1024, quit_on_train_completion=True),
-        vis="viewer",
-    )

@@ -32,49 +32,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
-from nerfstudio.plugins.types import MethodSpecification
 
-from spikenerf.snn import LIFNode
 from spikenerf.snn.deploy import count_events, deployed_spikes, fold_consumer
 
 from .field import ColorStats, SpikingNeRFField, positional_encoding
 from .distill import TeacherMixin
 from .model import SpikingNeRFModel, SpikingNeRFModelConfig
+from .spiking import SpikeCodeName, make_neuron
 
-__all__ = [
-    "SpikeCodeName",
-    "make_neuron",
-    "SpikNeRFField",
-    "SpikNeRFModelConfig",
-    "SpikNeRFModel",
-    "spiknerf",
-    "spiknerf_ann",
-    "spiknerf_mlp",
-    "spiknerf_mlp_ann",
-]
-
-SpikeCodeName = Literal["ternary012", "ternary", "binary"]
-
-
-# ----------------------------------------------------------------------------- spike-code helpers
-def make_neuron(code: str, tau: float = 4.0, v_threshold: float = 0.5, margin: float = 1.0,
-                decay_input: bool = False, surrogate: str = "atan") -> LIFNode:
-    """A hard-reset (to 0) LIF neuron with one of Spik-NeRF's spike codes.
-
-    ``ternary012``: {0, 1, 2} (2 above ``v_threshold + margin``); ``ternary``: {-1, 0, 1} times a trainable
-    layer-wise amplitude; ``binary``: {0, 1}.
-    """
-    if code not in ("ternary012", "ternary", "binary"):
-        raise ValueError(f"spike_code must be 'ternary012', 'ternary' or 'binary', got {code!r}")
-    kw: Dict[str, Any] = dict(tau=tau, decay_input=decay_input, v_threshold=v_threshold, reset="hard",
-                              v_reset=0.0, surrogate=surrogate, spike_code=code)
-    if code == "ternary012":
-        kw["margin"] = margin
-    if code == "ternary":
-        kw["amplitude"] = "learnable"
-    return LIFNode(**kw)
-
-
+__all__ = ["SpikNeRFField", "SpikNeRFModelConfig", "SpikNeRFModel"]
 
 # ----------------------------------------------------------------------------- voxel-grid field
 class SpikNeRFField(SpikingNeRFField):
@@ -266,41 +232,3 @@ class SpikNeRFModel(TeacherMixin, SpikingNeRFModel):
                     metrics[k] = metrics[k] / T
         metrics["time_steps"] = float(T)
         return metrics, images
-
-
-# ----------------------------------------------------------------------------- method specs
-def _grid_trainer(method_name: str, spiking: bool):
-    from .method_configs import make_trainer_config
-
-    cfg = make_trainer_config(method_name, spiking=spiking)
-    base = cfg.pipeline.model
-    keep = {f.name: getattr(base, f.name) for f in fields(base)
-            if f.init and f.name not in ("_target", "tau", "v_threshold")}
-    cfg.pipeline.model = SpikNeRFModelConfig(**keep)
-    return cfg
-
-
-def _mlp_trainer(method_name: str, spiking: bool):
-    from .nerf_mlp import make_mlp_trainer_config
-
-    return make_mlp_trainer_config(method_name, spiking=spiking)
-
-
-spiknerf = MethodSpecification(
-    config=_grid_trainer("spiknerf", spiking=True),
-    description="Spik-NeRF: ternary {0,1,2} LIF colour network on SpikingNeRF's voxel grids, re-parameterized "
-                "at inference, optional ANN-teacher distillation.",
-)
-spiknerf_ann = MethodSpecification(
-    config=_grid_trainer("spiknerf-ann", spiking=False),
-    description="Spik-NeRF's ANN twin on the voxel grids (ReLU colour network); also the distillation teacher.",
-)
-spiknerf_mlp = MethodSpecification(
-    config=_mlp_trainer("spiknerf-mlp", spiking=True),
-    description="Spik-NeRF on the original NeRF MLP (PE 10/4, 8 layers + skip, coarse 64 + fine 128), spiking "
-                "hidden layers (CPU-sized width by default).",
-)
-spiknerf_mlp_ann = MethodSpecification(
-    config=_mlp_trainer("spiknerf-mlp-ann", spiking=False),
-    description="ANN NeRF MLP twin of spiknerf-mlp (ReLU); usable as the distillation teacher.",
-)

@@ -19,8 +19,9 @@ from nerfstudio.data.scene_box import SceneBox
 
 from spikenerf.nerf.field import positional_encoding
 from spikenerf.nerf.nerf_mlp import NeRFMLPModelConfig
-from spikenerf.nerf.spiknerf import (SpikNeRFModelConfig, make_neuron, spiknerf, spiknerf_ann, spiknerf_mlp,
-                                     spiknerf_mlp_ann)
+from spikenerf.nerf.method_configs import spiknerf, spiknerf_ann, spiknerf_mlp, spiknerf_mlp_ann
+from spikenerf.nerf.spiking import make_neuron
+from spikenerf.nerf.spiknerf import SpikNeRFModelConfig
 from spikenerf.snn.deploy import count_events, deployed_spikes, fold_consumer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -311,7 +312,7 @@ def test_cli_ns_train_spiknerf_with_teacher(tmp_path):
     build(BUNDLED, scene, 40, {"train": 6, "val": 2, "test": 2})
     teacher_cfg = _save_teacher(tmp_path / "teacher", views=6, scene=scene)
     env = dict(os.environ)
-    env.setdefault("NERFSTUDIO_METHOD_CONFIGS", "spiknerf=spikenerf.nerf.spiknerf:spiknerf")
+    env.setdefault("NERFSTUDIO_METHOD_CONFIGS", "spiknerf=spikenerf.nerf.method_configs:spiknerf")
     env.setdefault("MPLBACKEND", "Agg")
     cmd = [str(Path(sys.executable).with_name("ns-train")), "spiknerf", "--max-num-iterations", "10",
            "--output-dir", str(tmp_path / "out"), "--machine.device-type", "cpu", "--vis", "tensorboard",
