@@ -211,11 +211,18 @@ if triton is not None:
             h32p += N
 
     @triton.jit
-    def _bwd_step(hh, vprev, xt, gst, ght, gv, la, lb, lth, lc, a, b, vth, v_reset, margin, alpha,
+    def _bwd_step(hh, vprev, xp, gsp, ghp, gxp, mask, gv, la, lb, lth, lc, a, b, vth, v_reset, margin, alpha,
                   CODE: tl.constexpr, LEVELS: tl.constexpr, RESET: tl.constexpr, DETACH: tl.constexpr,
-                  SG: tl.constexpr):
-        """One step of the backward recurrence (as ``backward_block`` in ``csrc/scan.c``); returns the
-        updated ``gv, la, lb, lth, lc`` and this step's ``gx``."""
+                  SG: tl.constexpr, HAS_GH: tl.constexpr, NEED_X: tl.constexpr):
+        """One step of the backward recurrence (as ``backward_block`` in ``csrc/scan.c``): loads this step's
+        output gradients (and ``x``), stores ``gx``, returns the updated ``gv, la, lb, lth, lc``."""
+        gst = tl.load(gsp, mask=mask, other=0.0).to(tl.float32)
+        ght = tl.zeros_like(hh)
+        xt = tl.zeros_like(hh)
+        if HAS_GH:
+            ght = tl.load(ghp, mask=mask, other=0.0).to(tl.float32)
+        if NEED_X:
+            xt = tl.load(xp, mask=mask, other=0.0).to(tl.float32)
         s = _fire(hh, vth, margin, CODE, LEVELS)
         dfdh, dfdth = _fire_grads(hh, vth, margin, alpha, CODE, LEVELS, SG)
         if RESET == 0:
@@ -237,7 +244,8 @@ if triton is not None:
         la += g * vprev
         lb += g * xt
         lc += g
-        return a * g, la, lb, lth, lc, b * g
+        tl.store(gxp, (b * g).to(gxp.dtype.element_ty), mask=mask)
+        return a * g, la, lb, lth, lc
 
     @triton.jit(do_not_specialize=["T", "last"])
     def _scan_bwd_kernel(x_ptr, h_ptr, gs_ptr, gh_ptr, v0_ptr, gx_ptr, gv0_ptr, part_ptr, p_ptr, T, N, last,
@@ -253,7 +261,6 @@ if triton is not None:
         vth = tl.load(p_ptr + 3)
         zero = tl.zeros([BLOCK], dtype=tl.float32)
         gv, la, lb, lth, lc = zero, zero, zero, zero, zero
-        xt, ght = zero, zero
         # pointers at step T-1, moving back by N per step; ``last`` = (T - 1) * N, computed in 64 bits on the host
         hp, xp, gsp, ghp, gxp = (h_ptr + last + offs, x_ptr + last + offs, gs_ptr + last + offs,
                                  gh_ptr + last + offs, gx_ptr + last + offs)
@@ -265,32 +272,19 @@ if triton is not None:
                 vprev = _reset(hprev, _fire(hprev, vth, margin, CODE, LEVELS), vth, v_reset, CODE, RESET)
             else:
                 vprev = zero
-            gst = tl.load(gsp, mask=mask, other=0.0).to(tl.float32)
-            if HAS_GH:
-                ght = tl.load(ghp, mask=mask, other=0.0).to(tl.float32)
-            if NEED_X:
-                xt = tl.load(xp, mask=mask, other=0.0).to(tl.float32)
-            gv, la, lb, lth, lc, gx = _bwd_step(hh, vprev, xt, gst, ght, gv, la, lb, lth, lc, a, b, vth, v_reset,
-                                                margin, alpha, CODE, LEVELS, RESET, DETACH, SG)
-            tl.store(gxp, gx.to(gx_ptr.dtype.element_ty), mask=mask)
+            gv, la, lb, lth, lc = _bwd_step(hh, vprev, xp, gsp, ghp, gxp, mask, gv, la, lb, lth, lc, a, b, vth,
+                                            v_reset, margin, alpha, CODE, LEVELS, RESET, DETACH, SG, HAS_GH, NEED_X)
             hh = hprev
             xp -= N
             gsp -= N
             ghp -= N
             gxp -= N
         # t = 0: v_{-1} is v0
+        vprev = zero
         if HAS_V0:
             vprev = tl.load(v0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        else:
-            vprev = zero
-        gst = tl.load(gsp, mask=mask, other=0.0).to(tl.float32)
-        if HAS_GH:
-            ght = tl.load(ghp, mask=mask, other=0.0).to(tl.float32)
-        if NEED_X:
-            xt = tl.load(xp, mask=mask, other=0.0).to(tl.float32)
-        gv, la, lb, lth, lc, gx = _bwd_step(hh, vprev, xt, gst, ght, gv, la, lb, lth, lc, a, b, vth, v_reset,
-                                            margin, alpha, CODE, LEVELS, RESET, DETACH, SG)
-        tl.store(gxp, gx.to(gx_ptr.dtype.element_ty), mask=mask)
+        gv, la, lb, lth, lc = _bwd_step(hh, vprev, xp, gsp, ghp, gxp, mask, gv, la, lb, lth, lc, a, b, vth, v_reset,
+                                        margin, alpha, CODE, LEVELS, RESET, DETACH, SG, HAS_GH, NEED_X)
         if NEED_GV0:
             tl.store(gv0_ptr + offs, gv.to(gv0_ptr.dtype.element_ty), mask=mask)
         if NEED_PARAMS:
