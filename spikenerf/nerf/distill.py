@@ -20,6 +20,8 @@ from typing import Any, Dict, Optional
 
 import torch
 import torch.nn.functional as F
+import yaml
+from nerfstudio.engine.trainer import TrainerConfig
 from torch import Tensor, nn
 
 __all__ = ["TeacherMixin", "load_teacher", "latest_checkpoint", "query_points", "distill_losses"]
@@ -52,9 +54,6 @@ def latest_checkpoint(config_path: Path, trainer_config: Any) -> tuple[Path, int
 def load_teacher(config_path: Optional[Path | str], scene_box: Any, num_train_data: int,
                  metadata: Optional[Dict[str, Any]] = None, device: Any = "cpu") -> nn.Module:
     """Build the teacher from its config, load its latest checkpoint, check the scene, freeze it."""
-    import yaml
-    from nerfstudio.engine.trainer import TrainerConfig
-
     if config_path is None:
         raise ValueError(f"teacher_config is not set: {_HOW}")
     path = Path(config_path)
@@ -107,24 +106,12 @@ def load_teacher(config_path: Optional[Path | str], scene_box: Any, num_train_da
 def query_points(model: nn.Module, xyz: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
     """Volume density per world unit ``[N]`` and colour ``[N, 3]`` of a model at points ``[N, 3]``.
 
-    Voxel-grid models (SpikingNeRF / Spik-NeRF): fine density grid and colour network (each point its own
-    one-sample ray); NeRF-MLP models: their ``query_points``.
+    Every model of this package answers through its ``query_points`` (voxel-grid models: fine density grid
+    and colour network, each point its own one-sample ray; NeRF-MLP models: the fine network).
     """
-    return _query(model, xyz, dirs)
-
-
-def _query(model: nn.Module, xyz: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
-    from .model import SpikingNeRFModel
-
-    if isinstance(model, SpikingNeRFModel):
-        f = model.field
-        sigma = F.softplus(f.density_raw(xyz) + f.shift) / model.fine_voxel_base
-        n = xyz.shape[0]
-        rgb, _ = f.color(xyz[:, None], dirs, torch.ones(n, 1, dtype=torch.bool, device=xyz.device))
-        return sigma, rgb[:, 0]
-    if hasattr(model, "query_points"):
-        return model.query_points(xyz, dirs)
-    raise TypeError(f"cannot query a {type(model).__name__} as a teacher")
+    if not hasattr(model, "query_points"):
+        raise TypeError(f"cannot query a {type(model).__name__} as a teacher (it has no query_points)")
+    return model.query_points(xyz, dirs)
 
 
 def distill_losses(teacher: nn.Module, xyz: Tensor, dirs: Tensor, sigma: Tensor, rgb: Tensor,

@@ -1,7 +1,7 @@
 """SpikingNeRF field: DVGO-style voxel grids + a spiking (or ANN) colour network.
 
 - density: a 1-channel real-valued grid, ``alpha = 1 - exp(-softplus(d + shift) * interval)`` with the
-  DVGO shift so that an all-zero grid starts at ``alpha_init``. Density never spikes: it is a plain lookup.
+  DVGO shift so that an all-zero grid starts at ``alpha_init`` (:mod:`spikenerf.nerf.rendering`). Density never spikes: it is a plain lookup.
 - colour: a ``feature_channels`` grid, concatenated with a positional encoding of the view direction and
   fed to ``Linear(no bias) -> LIF -> Linear -> LIF -> Linear -> sigmoid`` (``spiking=True``) or the same
   with ReLU (the ANN twin). In the SNN the samples of a ray are the time steps (``spikenerf.nerf.packing``).
@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import partial
 
@@ -21,18 +20,9 @@ from spikenerf.snn import LIFNode
 
 from .grid import DenseGrid
 from .packing import TimeBuckets, pack_index, tensor_density, time_buckets
+from .rendering import density_activation, density_shift
 
-__all__ = ["SpikingNeRFField", "DenseGrid", "make_grid", "positional_encoding", "ColorStats"]
-
-
-def make_grid(channels: int, resolution: tuple[int, int, int], aabb: Tensor) -> DenseGrid:
-    """A dense trilinear grid (C look-up on the CPU, ``grid_sample`` elsewhere; see ``spikenerf.nerf.grid``)."""
-    return DenseGrid(channels, tuple(int(r) for r in resolution), aabb)  # type: ignore[arg-type]
-
-
-def grid_resolution(grid: nn.Module) -> tuple[int, int, int]:
-    """Vertex counts ``(X, Y, Z)`` of a dense grid module."""
-    return tuple(int(r) for r in grid.resolution)  # type: ignore[return-value]
+__all__ = ["SpikingNeRFField", "positional_encoding", "ColorStats"]
 
 
 def positional_encoding(x: Tensor, num_freqs: int) -> Tensor:
@@ -42,11 +32,6 @@ def positional_encoding(x: Tensor, num_freqs: int) -> Tensor:
     freqs = 2.0 ** torch.arange(num_freqs, device=x.device, dtype=x.dtype)
     xb = (x[..., None] * freqs).flatten(-2)
     return torch.cat([x, torch.sin(xb), torch.cos(xb)], -1)
-
-
-def density_shift(alpha_init: float) -> float:
-    """DVGO's activation shift: ``softplus(shift) * 1 = -log(1 - alpha_init)``."""
-    return math.log(1.0 / (1.0 - alpha_init) - 1.0)
 
 
 @dataclass
@@ -106,8 +91,8 @@ class SpikingNeRFField(nn.Module):
         if pack_mode not in ("padding", "condensing"):
             raise ValueError(f"pack_mode must be 'padding' or 'condensing', got {pack_mode!r}")
         self.register_buffer("aabb", aabb.detach().clone().float())
-        self.density_grid = make_grid(1, resolution, self.aabb)
-        self.feature_grid = make_grid(feature_channels, resolution, self.aabb)
+        self.density_grid = DenseGrid(1, resolution, self.aabb)
+        self.feature_grid = DenseGrid(feature_channels, resolution, self.aabb)
         self.spiking = bool(spiking)
         self.pack_mode = pack_mode
         self.flip = bool(flip)
@@ -128,9 +113,9 @@ class SpikingNeRFField(nn.Module):
         """``[N, 3]`` -> raw density ``[N]`` (before the shifted softplus)."""
         return self.density_grid(xyz)[..., 0]
 
-    def alpha(self, raw: Tensor, interval: Tensor | float) -> Tensor:
-        """Raw density -> alpha; ``interval`` is the step length in base-voxel units."""
-        return 1.0 - torch.exp(-F.softplus(raw + self.shift) * interval)
+    def density(self, xyz: Tensor) -> Tensor:
+        """``[N, 3]`` -> volume density ``[N]`` per base-voxel unit (:func:`~.rendering.density_activation`)."""
+        return density_activation(self.density_raw(xyz), self.shift)
 
     def ann_macs_per_sample(self) -> int:
         return self.in_dim * self.hidden_dim + self.hidden_dim * self.hidden_dim + self.hidden_dim * 3

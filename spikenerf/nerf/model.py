@@ -9,24 +9,26 @@ weight) never reach the colour network.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Optional, Tuple, Type
+from typing import Any, Dict, List, Literal, Tuple, Type
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import Parameter
 
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.configs.config_utils import to_immutable_dict
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
-from nerfstudio.utils import colormaps
 
-from .energy import E_MAC_PJ, energy_pj
-from .field import SpikingNeRFField, grid_resolution, make_grid, density_shift
-from .grid import Marched, march
+from .field import ColorStats, SpikingNeRFField
+from .grid import DenseGrid, Marched
+from .grid_training import (average_new_grads, axis_resolution, progressive_resolution, rescale_grids,
+                            sync_optimizers)
+from .metrics import batch_op_metrics, build_lpips, ground_truth, image_op_metrics, image_quality, psnr, render_images
+from .rendering import (background_rgb, composite, density_shift, density_to_alpha, sample_masks)
+from .sampling import build_occupancy_cache, sample_along_rays
 from .video import ensure_ffmpeg_on_path
 
 ensure_ffmpeg_on_path()  # ns-render videos without a system ffmpeg (imageio-ffmpeg's binary)
@@ -85,57 +87,13 @@ class SpikingNeRFModelConfig(ModelConfig):
     eval_num_rays_per_chunk: int = 4096
 
 
-def _axis_resolution(aabb: Tensor, n: int) -> tuple[int, int, int]:
-    """Vertices per axis with ``n`` along the longest one and (about) cubic voxels."""
-    size = (aabb[1] - aabb[0]).tolist()
-    m = max(size)
-    return tuple(max(2, int(round((n - 1) * s / m)) + 1) for s in size)  # type: ignore[return-value]
-
-
-def _build_lpips() -> Optional[nn.Module]:
-    """torchmetrics' LPIPS, only when its AlexNet weights are already in the torch hub cache.
-
-    Building it otherwise tries a download (no network here: it fails or stalls); LPIPS is then reported
-    as NaN instead of crashing the run like nerfstudio's own models do offline.
-    """
-    import os
-
-    cache = os.path.join(torch.hub.get_dir(), "checkpoints")
-    if not (os.path.isdir(cache) and any(f.startswith("alexnet-owt") for f in os.listdir(cache))):
-        return None
-    try:
-        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
-
-        return LearnedPerceptualImagePatchSimilarity(normalize=True)
-    except Exception:
-        return None
-
-
-def image_quality(rgb: Tensor, gt: Tensor, lpips: Optional[nn.Module]) -> Dict[str, float]:
-    """PSNR, SSIM and LPIPS of one ``[H, W, 3]`` image in [0, 1] (shared by every spikenerf model).
-
-    ns-eval averages every value as a number, so an unavailable LPIPS is NaN plus ``lpips_available = 0``.
-    """
-    from torchmetrics.functional import structural_similarity_index_measure
-
-    a, b = gt.permute(2, 0, 1)[None], rgb.permute(2, 0, 1)[None]
-    metrics: Dict[str, float] = {
-        "psnr": float(-10.0 * torch.log10(F.mse_loss(rgb, gt).clamp_min(1e-10))),
-        "ssim": float(structural_similarity_index_measure(b, a, data_range=1.0)),
-        "lpips": float("nan"),
-        "lpips_available": 0.0,
-    }
-    if lpips is not None:
-        try:
-            metrics["lpips"] = float(lpips(a, b))
-            metrics["lpips_available"] = 1.0
-        except Exception:  # e.g. an image smaller than AlexNet's receptive field
-            pass
-    return metrics
-
-
 class SpikingNeRFModel(Model):
-    """SpikingNeRF (and its ANN twin with ``spiking=False``)."""
+    """SpikingNeRF (and its ANN twin with ``spiking=False``).
+
+    ``get_outputs`` strings the steps of :mod:`~spikenerf.nerf.sampling` and :mod:`~spikenerf.nerf.rendering`
+    together: :meth:`sample` -> :meth:`sample_alpha` -> :func:`~.rendering.sample_masks` -> colour
+    (:meth:`sample_color`) -> :func:`~.rendering.composite`.
+    """
 
     config: SpikingNeRFModelConfig
 
@@ -156,11 +114,11 @@ class SpikingNeRFModel(Model):
             raise ValueError(f"scene box must have positive extent, got {aabb.tolist()}")
         self.register_buffer("aabb", aabb)
         max_size = float((aabb[1] - aabb[0]).max())
-        self.coarse_res = _axis_resolution(aabb, cfg.coarse_resolution)
+        self.coarse_res = axis_resolution(aabb, cfg.coarse_resolution)
         self.coarse_voxel = max_size / (cfg.coarse_resolution - 1)
         self.fine_voxel_base = max_size / (cfg.fine_resolution - 1)  # interval unit of the fine density
-        self.coarse_density = make_grid(1, self.coarse_res, aabb)
-        self.coarse_color = make_grid(3, self.coarse_res, aabb)
+        self.coarse_density = DenseGrid(1, self.coarse_res, aabb)
+        self.coarse_color = DenseGrid(3, self.coarse_res, aabb)
         self.coarse_shift = density_shift(cfg.alpha_init_coarse)
         self.field = SpikingNeRFField(
             aabb,
@@ -179,7 +137,7 @@ class SpikingNeRFModel(Model):
         self.register_buffer("occupancy", torch.ones(self.coarse_res, dtype=torch.bool))
         self.register_buffer("occupancy_ready", torch.tensor(False))
         self.step = 0  # plain int; set by the training callback / update_to_step
-        self.lpips = _build_lpips()
+        self.lpips = build_lpips()
         # the parameters a DDP wrapper registers (nerfstudio wraps the model right after this); grids that
         # progressive up-scaling creates later are averaged across processes by _average_new_grads
         self._ddp_param_ids = {id(p) for p in self.parameters()}
@@ -192,82 +150,26 @@ class SpikingNeRFModel(Model):
     def fine_resolution_at(self, step: int) -> tuple[int, int, int]:
         """Fine grid resolution at a global training step (DVGO: voxel count halves per pending scale)."""
         cfg = self.config
-        fine_step = step - cfg.coarse_steps
-        pending = sum(1 for s in cfg.pg_scale_steps if fine_step < s)
-        n = (cfg.fine_resolution - 1) * 2.0 ** (-pending / 3.0) + 1
-        return _axis_resolution(self.aabb, max(2, int(round(n))))
+        n = progressive_resolution(cfg.fine_resolution, step - cfg.coarse_steps, cfg.pg_scale_steps)
+        return axis_resolution(self.aabb, n)
+
+    def fine_voxel(self) -> float:
+        """Voxel size (world units, longest axis) of the fine grids at their current resolution."""
+        return float((self.aabb[1] - self.aabb[0]).max()) / (max(self.field.density_grid.resolution) - 1)
 
     def _rescale_fine(self, step: int, optimizers: Any = None) -> None:
-        res = self.fine_resolution_at(step)
-        for grid in (self.field.density_grid, self.field.feature_grid):
-            if grid_resolution(grid) != res:
-                before = {name: (q, tuple(q.shape)) for name, q in grid.named_parameters()}
-                grid.scale_to(res)
-                for name, q in list(grid.named_parameters()):
-                    old = before.get(name)
-                    if old is not None and old[0] is q and old[1] != tuple(q.shape):
-                        # same leaf with a new shape: autograd keeps the old shape, so re-wrap it
-                        owner = grid.get_submodule(name.rpartition(".")[0]) if "." in name else grid
-                        setattr(owner, name.rpartition(".")[2], nn.Parameter(q.detach()))
+        rescale_grids((self.field.density_grid, self.field.feature_grid), self.fine_resolution_at(step))
         if optimizers is not None:
-            self._sync_optimizers(optimizers)
+            sync_optimizers(optimizers, self.get_param_groups())
 
-    def _sync_optimizers(self, optimizers: Any) -> None:
-        """Point each optimiser group at the current parameters (after up-scaling or a resume).
-
-        A replaced parameter keeps its optimiser state when the shapes still match (resume) and drops it
-        otherwise (up-scaling: DVGO restarts the moments too).
-        """
-        opts = getattr(optimizers, "optimizers", {})
-        for name, params in self.get_param_groups().items():
-            opt = opts.get(name)
-            if opt is None:
-                continue
-            cur = opt.param_groups[0]["params"]
-            for i, (p, q) in enumerate(zip(cur, params)):
-                if p is q:
-                    continue
-                st = opt.state.pop(p, None)
-                if st is not None and all(not torch.is_tensor(v) or v.dim() == 0 or v.shape == q.shape
-                                          for v in st.values()):
-                    opt.state[q] = st
-                cur[i] = q
-
-    @torch.no_grad()
     def _average_new_grads(self) -> None:
-        """Multi-process training: average the gradients of grids created after DDP wrapped the model.
+        """Multi-process training: average the gradients of grids created after DDP wrapped the model."""
+        average_new_grads(self.get_param_groups()["grids"], self._ddp_param_ids)
 
-        DDP all-reduces only the parameters it saw at construction, and progressive up-scaling replaces the
-        fine grids with new Parameters; without this their gradients would stay per-process and the
-        replicas would drift apart. Runs right before the grid optimiser steps (after backward, when DDP's
-        own all-reduce is done), on every process in the same order; a missing gradient counts as zero.
-        """
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-            return
-        world = dist.get_world_size()
-        for p in self.get_param_groups()["grids"]:
-            if id(p) in self._ddp_param_ids:
-                continue
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            dist.all_reduce(p.grad)
-            p.grad.div_(world)
-
-    @torch.no_grad()
     def build_occupancy(self) -> None:
         """Binary occupancy cache from the coarse density (alpha > threshold), dilated by one voxel."""
-        X, Y, Z = self.coarse_res
-        lin = [torch.linspace(float(self.aabb[0, i]), float(self.aabb[1, i]), r, device=self.aabb.device)
-               for i, r in enumerate((X, Y, Z))]
-        xyz = torch.stack(torch.meshgrid(*lin, indexing="ij"), -1).reshape(-1, 3)
-        raw = torch.cat([self.coarse_density(c)[..., 0] for c in xyz.split(1 << 18)])
-        alpha = 1.0 - torch.exp(-F.softplus(raw + self.coarse_shift) * self.config.step_ratio)
-        occ = (alpha > self.config.occupancy_threshold).float().reshape(1, 1, X, Y, Z)
-        occ = F.max_pool3d(occ, 3, stride=1, padding=1)[0, 0] > 0
-        if not bool(occ.any()):  # an empty cache would blank the scene for good: keep everything
-            occ = torch.ones_like(occ)
+        occ = build_occupancy_cache(lambda xyz: self.coarse_density(xyz)[..., 0], self.aabb, self.coarse_res,
+                                    self.coarse_shift, self.config.step_ratio, self.config.occupancy_threshold)
         self.occupancy.copy_(occ)
         self.occupancy_ready.fill_(True)
 
@@ -309,73 +211,62 @@ class SpikingNeRFModel(Model):
         return {"grids": grids, "mlp": mlp}
 
     # -- rendering --------------------------------------------------------------------------------
-    def _background(self, ref: Tensor) -> Tensor:
-        v = 1.0 if self.config.background_color == "white" else 0.0
-        return torch.full((3,), v, dtype=ref.dtype, device=ref.device)
-
-    def _march(self, origins: Tensor, dirs: Tensor, voxel: float, fine: bool) -> tuple[Marched, float]:
-        """Uniform samples every ``step_ratio`` voxels inside the box (ray/box intersection) and, in the
-        fine stage, the occupancy cache; only the kept ones come back, packed per ray (``spikenerf.nerf.grid``)."""
-        step = self.config.step_ratio * voxel
-        diag = float((self.aabb[1] - self.aabb[0]).norm())
-        num_steps = max(1, int(math.ceil(diag / step)) + 1)
+    def sample(self, origins: Tensor, dirs: Tensor, fine: bool) -> tuple[Marched, float]:
+        """Samples every ``step_ratio`` voxels of the current stage inside the box and, in the fine stage,
+        the occupancy cache (:func:`~.sampling.sample_along_rays`); returns them and the step (world units)."""
+        step = self.config.step_ratio * (self.fine_voxel() if fine else self.coarse_voxel)
         occ = self.occupancy if (fine and bool(self.occupancy_ready)) else None
-        return march(origins, dirs, self.aabb, step, num_steps, self.config.near_plane, occ), step
+        return sample_along_rays(origins, dirs, self.aabb, step, self.config.near_plane, occ), step
 
-    @staticmethod
-    def _weights(alpha: Tensor) -> tuple[Tensor, Tensor]:
-        """``alpha`` ``[R, S]`` -> weights ``[R, S]`` and the transmittance left after the last sample ``[R]``."""
-        trans = torch.cumprod(1.0 - alpha + 1e-10, dim=1)
-        excl = torch.cat([torch.ones_like(trans[:, :1]), trans[:, :-1]], 1)
-        return alpha * excl, trans[:, -1]
+    def sample_alpha(self, xyz: Tensor, valid: Tensor, step: float, fine: bool) -> Tensor:
+        """Alpha ``[R, S]`` of the valid samples (zero elsewhere) from the stage's density grid; never spikes."""
+        alpha = xyz.new_zeros(valid.shape)
+        if fine:
+            alpha[valid] = density_to_alpha(self.field.density_raw(xyz[valid]), self.field.shift,
+                                            step / self.fine_voxel_base)
+        else:
+            alpha[valid] = density_to_alpha(self.coarse_density(xyz[valid])[..., 0], self.coarse_shift,
+                                            step / self.coarse_voxel)
+        return alpha
+
+    def sample_color(self, xyz: Tensor, dirs: Tensor, keep: Tensor, marched: Marched,
+                     fine: bool) -> tuple[Tensor, ColorStats | None]:
+        """Colour ``[R, S, 3]`` of the kept samples: the field's colour network (fine) or the coarse RGB grid."""
+        if fine:
+            return self.field.color(xyz, dirs, keep, time_index=marched.index)
+        rgb_s = xyz.new_zeros(*keep.shape, 3)
+        rgb_s[keep] = torch.sigmoid(self.coarse_color(xyz[keep]))
+        return rgb_s, None
 
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
         """Render a ray bundle ``[R]``: every output is ``[R, k]`` (so chunked camera renders can stack them)."""
+        cfg = self.config
         origins = ray_bundle.origins.reshape(-1, 3)
         dirs = ray_bundle.directions.reshape(-1, 3)
         dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-        R = origins.shape[0]
         fine = self.in_fine_stage
-        voxel = (float((self.aabb[1] - self.aabb[0]).max()) / (max(grid_resolution(self.field.density_grid)) - 1)
-                 if fine else self.coarse_voxel)
-        marched, step = self._march(origins, dirs, voxel, fine)
+        marched, step = self.sample(origins, dirs, fine)
         t, valid = marched.t, marched.valid  # [R, S'] the kept samples of each ray, near -> far
         xyz = origins[:, None] + dirs[:, None] * t[..., None]
-        # density: looked up only where valid; never spikes
-        alpha = xyz.new_zeros(valid.shape)
-        if fine:
-            raw = self.field.density_raw(xyz[valid])
-            alpha[valid] = self.field.alpha(raw, step / self.fine_voxel_base)
-        else:
-            raw = self.coarse_density(xyz[valid])[..., 0]
-            alpha[valid] = 1.0 - torch.exp(-F.softplus(raw + self.coarse_shift) * (step / self.coarse_voxel))
-        cfg = self.config
-        keep = valid & (alpha > (cfg.alpha_threshold if fine else cfg.coarse_threshold))
-        weights, _ = self._weights(alpha * keep)
-        keep = keep & (weights > (cfg.weight_threshold if fine else cfg.coarse_threshold))
-        weights = weights * keep
-        zeros = xyz.new_zeros(R, 1)
-        if fine:
-            rgb_s, stats = self.field.color(xyz, dirs, keep, time_index=marched.index)
+        alpha = self.sample_alpha(xyz, valid, step, fine)
+        keep, weights = sample_masks(alpha, valid, cfg.alpha_threshold if fine else cfg.coarse_threshold,
+                                     cfg.weight_threshold if fine else cfg.coarse_threshold)
+        rgb_s, stats = self.sample_color(xyz, dirs, keep, marched, fine)
+        out = composite(weights, rgb_s, t, background_rgb(cfg.background_color, rgb_s))
+        n_col = keep.sum(1, keepdim=True).to(out.rgb.dtype)  # samples that reached the colour stage, per ray
+        if stats is not None:
             ray_rate = (stats.ray_spikes / stats.ray_neurons.clamp_min(1.0))[:, None]
         else:
-            rgb_s = xyz.new_zeros(R, valid.shape[1], 3)
-            rgb_s[keep] = torch.sigmoid(self.coarse_color(xyz[keep]))
-            stats, ray_rate = None, zeros
-        acc = weights.sum(1, keepdim=True)  # [R, 1]
-        rgb = (weights[..., None] * rgb_s).sum(1) + (1.0 - acc) * self._background(rgb_s)
-        depth = (weights * t).sum(1, keepdim=True) / acc.clamp_min(1e-10)
-        n_col = keep.sum(1, keepdim=True).to(rgb.dtype)  # samples that reached the colour stage, per ray
+            ray_rate = n_col.new_zeros(n_col.shape)
         outputs: Dict[str, Tensor] = {
-            "rgb": rgb,
-            "depth": depth,
-            "accumulation": acc,
-            "spike_rate": ray_rate.to(rgb.dtype),
+            "rgb": out.rgb,
+            "depth": out.depth,
+            "accumulation": out.accumulation,
+            "spike_rate": ray_rate.to(out.rgb.dtype),
             "num_color_samples": n_col,
         }
         if stats is not None:
-            per = self._per_ray_ops(stats, n_col)
-            outputs.update(per)
+            outputs.update(self._per_ray_ops(stats, n_col))
         if self.training:
             outputs["_weights"] = weights  # [R, S] for the per-point colour loss
             outputs["_sample_rgb"] = rgb_s  # [R, S, 3]
@@ -383,7 +274,19 @@ class SpikingNeRFModel(Model):
             outputs["_xyz"], outputs["_keep"], outputs["_dirs"] = xyz, keep, dirs  # for distillation losses
         return outputs
 
-    def _per_ray_ops(self, stats: Any, n_col: Tensor) -> Dict[str, Tensor]:
+    def sigma(self, xyz: Tensor) -> Tensor:
+        """Fine volume density per world unit ``[N]`` at points ``[N, 3]``."""
+        return self.field.density(xyz) / self.fine_voxel_base
+
+    @torch.no_grad()
+    def query_points(self, xyz: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher interface: fine density per world unit ``[N]`` and colour ``[N, 3]`` at points ``[N, 3]``
+        with directions ``[N, 3]`` (each point its own one-sample ray)."""
+        n = xyz.shape[0]
+        rgb, _ = self.field.color(xyz[:, None], dirs, torch.ones(n, 1, dtype=torch.bool, device=xyz.device))
+        return self.sigma(xyz), rgb[:, 0]
+
+    def _per_ray_ops(self, stats: ColorStats, n_col: Tensor) -> Dict[str, Tensor]:
         """Per-ray op counts ``[R, 1]``: MACs and SOPs of this network, MACs of the ANN twin."""
         f = self.field
         ann = n_col * f.ann_macs_per_sample()
@@ -399,40 +302,15 @@ class SpikingNeRFModel(Model):
 
     # -- losses / metrics ---------------------------------------------------------------------------
     def _gt(self, batch: Dict[str, Tensor], ref: Tensor) -> Tensor:
-        image = batch["image"].to(ref.device)
-        if image.dtype == torch.uint8:
-            image = image.float() / 255.0
-        if image.shape[:-1] != ref.shape[:-1] or image.shape[-1] not in (3, 4):
-            raise ValueError(f"batch['image'] {tuple(image.shape)} does not match the rendered rgb "
-                             f"{tuple(ref.shape)} (expected the same leading shape and 3 or 4 channels)")
-        if image.shape[-1] == 4:  # RGBA without an alpha colour set in the parser: blend like the model
-            image = image[..., :3] * image[..., 3:] + self._background(ref) * (1.0 - image[..., 3:])
-        return image
+        return ground_truth(batch, ref, self.config.background_color)
 
     def get_metrics_dict(self, outputs: Dict[str, Any], batch: Dict[str, Tensor]) -> Dict[str, Any]:
         gt = self._gt(batch, outputs["rgb"])
-        mse = F.mse_loss(outputs["rgb"], gt)
-        metrics: Dict[str, Any] = {"psnr": -10.0 * torch.log10(mse.detach().clamp_min(1e-10)),
-                                   "stage_fine": float(self.in_fine_stage)}
+        metrics: Dict[str, Any] = {"psnr": psnr(outputs["rgb"], gt), "stage_fine": float(self.in_fine_stage)}
         stats = outputs.get("_stats")
         if stats is not None:
-            metrics.update(self._op_metrics(stats, outputs["rgb"].shape[0]))
+            metrics.update(batch_op_metrics(stats, outputs["rgb"].shape[0]))
         return metrics
-
-    def _op_metrics(self, stats: Any, num_rays: int) -> Dict[str, float]:
-        m: Dict[str, float] = {"color_samples_per_ray": stats.num_samples / max(1, num_rays)}
-        for i, (s, n) in enumerate(zip(stats.spikes_per_layer, stats.neurons_per_layer)):
-            m[f"firing_rate_lif{i + 1}"] = s / n if n > 0 else 0.0
-        e = energy_pj(stats.macs, stats.sops)
-        e_ann = stats.ann_macs * E_MAC_PJ
-        m.update({
-            "macs_per_ray": stats.macs / max(1, num_rays),
-            "sops_per_ray": stats.sops / max(1, num_rays),
-            "energy_pj_per_ray": e / max(1, num_rays),
-            "energy_reduction_vs_ann": e_ann / e if e > 0 else float("nan"),
-            "tensor_density": stats.tensor_density,
-        })
-        return m
 
     def get_loss_dict(self, outputs: Dict[str, Any], batch: Dict[str, Tensor], metrics_dict=None) -> Dict[str, Tensor]:
         c = self.config.loss_coefficients
@@ -451,11 +329,6 @@ class SpikingNeRFModel(Model):
             loss["tv_loss"] = c["tv_loss"] * sum(g.total_variation() for g in grids)
         return loss
 
-    @torch.no_grad()
-    def get_outputs_for_camera_ray_bundle(self, camera_ray_bundle: RayBundle) -> Dict[str, Tensor]:
-        """Chunked render of a camera ``[H, W]``; every chunk's outputs go to the input's device at once."""
-        return super().get_outputs_for_camera_ray_bundle(camera_ray_bundle)
-
     def get_image_metrics_and_images(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
@@ -466,26 +339,11 @@ class SpikingNeRFModel(Model):
         num_rays = H * W
         n_col = float(outputs["num_color_samples"].sum())
         if "ray_macs" in outputs:
-            macs = float(outputs["ray_macs"].sum())
-            sops = float(outputs["ray_sops"].sum())
-            ann = float(outputs["ray_ann_macs"].sum())
-            e = energy_pj(macs, sops)
-            metrics.update({
-                "macs_per_image": macs, "sops_per_image": sops,
-                "macs_per_ray": macs / num_rays, "sops_per_ray": sops / num_rays,
-                "energy_uj_per_image": e * 1e-6, "energy_pj_per_ray": e / num_rays,
-                "ann_energy_uj_per_image": ann * E_MAC_PJ * 1e-6,
-                "energy_reduction_vs_ann": (ann * E_MAC_PJ) / e if e > 0 else float("nan"),
-            })
+            metrics.update(image_op_metrics(outputs, num_rays))
             if self.field.spiking and n_col > 0:
                 neurons = n_col * self.field.hidden_dim
                 metrics["firing_rate"] = float(outputs["ray_spikes"].sum()) / (2 * neurons)
                 for k in ("lif1", "lif2"):
                     metrics[f"firing_rate_{k}"] = float(outputs[f"ray_spikes_{k}"].sum()) / neurons
         metrics["color_samples_per_ray"] = n_col / num_rays
-        acc = colormaps.apply_colormap(outputs["accumulation"])
-        depth = colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"])
-        rate = outputs["spike_rate"]
-        rate_img = colormaps.apply_colormap(rate / rate.max().clamp_min(1e-8))
-        images = {"img": torch.cat([gt, rgb], 1), "accumulation": acc, "depth": depth, "spike_rate": rate_img}
-        return metrics, images
+        return metrics, render_images(outputs, rgb, gt)

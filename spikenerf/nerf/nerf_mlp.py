@@ -34,14 +34,15 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttrib
 from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
 from nerfstudio.model_components.ray_samplers import PDFSampler, UniformSampler
 from nerfstudio.models.base_model import Model, ModelConfig
-from nerfstudio.utils import colormaps
 
 from spikenerf.snn.deploy import count_events, deployed_spikes, fold_consumer
 
-from .energy import E_MAC_PJ, energy_pj
+from spikenerf.snn.energy import E_MAC_PJ, energy_pj
+
+from .distill import TeacherMixin, distill_losses
 from .field import positional_encoding
-from .distill import TeacherMixin
-from .model import SpikingNeRFModel, _build_lpips, image_quality
+from .metrics import build_lpips, ground_truth, image_op_metrics, image_quality, psnr, render_images
+from .rendering import density_activation
 from .spiking import SpikeCodeName, make_neuron
 
 __all__ = ["SpikingNeRFMLP", "NeRFMLPModelConfig", "NeRFMLPModel"]
@@ -174,8 +175,6 @@ class NeRFMLPModel(TeacherMixin, Model):
     """NeRF with (spiking) MLPs; outputs, metrics and energy keys as SpikingNeRF's."""
 
     config: NeRFMLPModelConfig
-    _gt = SpikingNeRFModel._gt
-    _background = SpikingNeRFModel._background
 
     def populate_modules(self) -> None:
         super().populate_modules()
@@ -196,7 +195,7 @@ class NeRFMLPModel(TeacherMixin, Model):
         self.renderer_rgb = RGBRenderer(background_color=cfg.background_color)
         self.renderer_accumulation = AccumulationRenderer()
         self.renderer_depth = DepthRenderer()
-        self.lpips = _build_lpips()
+        self.lpips = build_lpips()
         object.__setattr__(self, "teacher", None)  # never a registered submodule
 
     @property
@@ -236,7 +235,7 @@ class NeRFMLPModel(TeacherMixin, Model):
             dl, rl = dl.transpose(0, 1), rl.transpose(0, 1)
         n = float(S)
         ann = pos.new_full((R,), n * net.ann_macs_per_sample())
-        out = {"density": F.softplus(dl)[..., None], "rgb": torch.sigmoid(rl), "ann_macs": ann}
+        out = {"density": density_activation(dl, 0.0)[..., None], "rgb": torch.sigmoid(rl), "ann_macs": ann}
         if net.spiking:
             out["macs"] = pos.new_full((R,), n * net.macs_per_sample(self.T))
             out["sops"] = sum(e * f for e, f in zip(events, net.fanouts()))
@@ -282,10 +281,12 @@ class NeRFMLPModel(TeacherMixin, Model):
         return outputs
 
     # -- losses / metrics ----------------------------------------------------------------------------
+    def _gt(self, batch: Dict[str, Tensor], ref: Tensor) -> Tensor:
+        return ground_truth(batch, ref, self.config.background_color)
+
     def get_metrics_dict(self, outputs: Dict[str, Any], batch: Dict[str, Tensor]) -> Dict[str, Any]:
         gt = self._gt(batch, outputs["rgb"])
-        mse = F.mse_loss(outputs["rgb"], gt)
-        m: Dict[str, Any] = {"psnr": -10.0 * torch.log10(mse.detach().clamp_min(1e-10))}
+        m: Dict[str, Any] = {"psnr": psnr(outputs["rgb"], gt)}
         R = outputs["rgb"].shape[0]
         macs, sops = float(outputs["ray_macs"].sum()), float(outputs["ray_sops"].sum())
         e, e_ann = energy_pj(macs, sops), float(outputs["ray_ann_macs"].sum()) * E_MAC_PJ
@@ -300,8 +301,6 @@ class NeRFMLPModel(TeacherMixin, Model):
         loss = {"rgb_loss_coarse": c.get("rgb_loss_coarse", 1.0) * F.mse_loss(outputs["rgb_coarse"], gt),
                 "rgb_loss_fine": c.get("rgb_loss_fine", 1.0) * F.mse_loss(outputs["rgb"], gt)}
         if self.teacher is not None and "_xyz" in outputs:
-            from .distill import distill_losses
-
             loss.update(distill_losses(self.teacher, outputs["_xyz"], outputs["_dirs"], outputs["_sigma"],
                                        outputs["_sample_rgb"], self.config.distill_density_weight,
                                        self.config.distill_color_weight, self.config.distill_density_space,
@@ -315,22 +314,8 @@ class NeRFMLPModel(TeacherMixin, Model):
         gt = self._gt(batch, rgb)[..., :3]
         H, W = rgb.shape[:2]
         metrics = image_quality(rgb, gt, self.lpips)
-        n = H * W
-        macs, sops = float(outputs["ray_macs"].sum()), float(outputs["ray_sops"].sum())
-        ann = float(outputs["ray_ann_macs"].sum())
-        e = energy_pj(macs, sops)
-        metrics.update({
-            "macs_per_image": macs, "sops_per_image": sops, "macs_per_ray": macs / n, "sops_per_ray": sops / n,
-            "energy_uj_per_image": e * 1e-6, "energy_pj_per_ray": e / n,
-            "ann_energy_uj_per_image": ann * E_MAC_PJ * 1e-6,
-            "energy_reduction_vs_ann": ann * E_MAC_PJ / e if e > 0 else float("nan"),
-            "time_steps": float(self.T),
-        })
+        metrics.update(image_op_metrics(outputs, H * W))
+        metrics["time_steps"] = float(self.T)
         if self.config.spiking:
             metrics["firing_rate"] = float(outputs["ray_spikes"].sum()) / max(1.0, float(outputs["ray_neurons"].sum()))
-        acc = colormaps.apply_colormap(outputs["accumulation"])
-        depth = colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"])
-        rate = outputs["spike_rate"]
-        images = {"img": torch.cat([gt, rgb], 1), "accumulation": acc, "depth": depth,
-                  "spike_rate": colormaps.apply_colormap(rate / rate.max().clamp_min(1e-8))}
-        return metrics, images
+        return metrics, render_images(outputs, rgb, gt)

@@ -23,12 +23,11 @@ Everything else (grids, masking, time layouts, losses, metrics, energy) is Spiki
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Type
+from typing import Any, Dict, List, Literal, Optional, Type
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
@@ -36,7 +35,7 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttrib
 from spikenerf.snn.deploy import count_events, deployed_spikes, fold_consumer
 
 from .field import ColorStats, SpikingNeRFField, positional_encoding
-from .distill import TeacherMixin
+from .distill import TeacherMixin, distill_losses
 from .model import SpikingNeRFModel, SpikingNeRFModelConfig
 from .spiking import SpikeCodeName, make_neuron
 
@@ -194,33 +193,19 @@ class SpikNeRFModel(TeacherMixin, SpikingNeRFModel):
         self.load_teacher_if_configured()
         return super().get_training_callbacks(training_callback_attributes)
 
-    def query_points(self, xyz: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
-        """Teacher interface: volume density (per world unit) ``[N]`` and colour ``[N, 3]`` at points."""
-        from .distill import query_points
-
-        return query_points(self, xyz, dirs)
-
     def get_loss_dict(self, outputs: Dict[str, Any], batch: Dict[str, Tensor], metrics_dict=None) -> Dict[str, Tensor]:
         loss = super().get_loss_dict(outputs, batch, metrics_dict)
         if self.teacher is not None and "_xyz" in outputs and self.in_fine_stage:
             keep = outputs["_keep"]
             if bool(keep.any()):
-                from .distill import distill_losses
-
                 xyz = outputs["_xyz"][keep]
                 dirs = outputs["_dirs"][keep.nonzero(as_tuple=True)[0]]
-                sigma = F.softplus(self.field.density_raw(xyz) + self.field.shift) / self.fine_voxel_base
-                delta = self.config.step_ratio * float((self.aabb[1] - self.aabb[0]).max()) / (
-                    max(self._grid_res()) - 1)
+                sigma = self.sigma(xyz)
+                delta = self.config.step_ratio * self.fine_voxel()
                 loss.update(distill_losses(self.teacher, xyz, dirs, sigma, outputs["_sample_rgb"][keep],
                                            self.config.distill_density_weight, self.config.distill_color_weight,
                                            self.config.distill_density_space, delta))
         return loss
-
-    def _grid_res(self) -> tuple[int, int, int]:
-        from .field import grid_resolution
-
-        return grid_resolution(self.field.density_grid)
 
     # -- metrics: firing rates per neuron and time step ---------------------------------------------
     def get_image_metrics_and_images(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]):

@@ -1,0 +1,98 @@
+"""Volume rendering steps of the voxel-grid models, one pure function each (nerfacc style, ``[R, S]`` samples).
+
+``raw density -> alpha -> masks -> compositing weights -> rgb / depth / accumulation``:
+
+- :func:`density_shift` / :func:`density_activation` / :func:`density_to_alpha`: the one density activation
+  of the package, DVGO's shifted softplus ``sigma = softplus(raw + shift)`` (per base-voxel unit) and
+  ``alpha = 1 - exp(-sigma * interval)``.
+- :func:`compositing_weights`: ``alpha`` -> weights and the transmittance left after the last sample.
+- :func:`sample_masks`: the alpha and weight masks (samples that never reach the colour network).
+- :func:`composite`: weights + per-sample colours -> ``rgb``, ``depth``, ``accumulation`` per ray.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["density_shift", "density_activation", "density_to_alpha", "compositing_weights", "Masked",
+           "sample_masks", "Composited", "composite", "background_rgb"]
+
+
+def density_shift(alpha_init: float) -> float:
+    """DVGO's activation shift: an all-zero grid starts at ``alpha_init`` per base voxel,
+    ``softplus(shift) * 1 = -log(1 - alpha_init)``.
+
+    >>> round(density_shift(1e-2), 4)
+    -4.595
+    """
+    return math.log(1.0 / (1.0 - alpha_init) - 1.0)
+
+
+def density_activation(raw: Tensor, shift: float) -> Tensor:
+    """Raw grid density ``[...]`` -> volume density ``softplus(raw + shift)`` (per base-voxel unit)."""
+    return F.softplus(raw + shift)
+
+
+def density_to_alpha(raw: Tensor, shift: float, interval: Tensor | float) -> Tensor:
+    """Raw density ``[...]`` -> alpha ``1 - exp(-softplus(raw + shift) * interval)``; ``interval`` is the
+    step length in base-voxel units.
+
+    >>> a = density_to_alpha(torch.zeros(4), density_shift(1e-2), 1.0)
+    >>> a.shape, round(float(a[0]), 6)
+    (torch.Size([4]), 0.01)
+    """
+    return 1.0 - torch.exp(-density_activation(raw, shift) * interval)
+
+
+def compositing_weights(alpha: Tensor) -> tuple[Tensor, Tensor]:
+    """``alpha`` ``[R, S]`` -> weights ``[R, S]`` and the transmittance left after the last sample ``[R]``."""
+    trans = torch.cumprod(1.0 - alpha + 1e-10, dim=1)
+    excl = torch.cat([torch.ones_like(trans[:, :1]), trans[:, :-1]], 1)
+    return alpha * excl, trans[:, -1]
+
+
+class Masked(NamedTuple):
+    """Samples that survive the alpha and weight masks, and their compositing weights (zero elsewhere)."""
+
+    keep: Tensor  # [R, S] bool
+    weights: Tensor  # [R, S]
+
+
+def sample_masks(alpha: Tensor, valid: Tensor, alpha_threshold: float, weight_threshold: float) -> Masked:
+    """Masks after sampling: ``valid`` -> ``alpha > alpha_threshold`` -> weight ``> weight_threshold``.
+
+    ``alpha`` ``[R, S]`` (anything where ``valid`` ``[R, S]`` is False is ignored). The weights are those of
+    the alpha-masked samples, zeroed where the weight mask drops a sample (DVGO's ``fast_color_thres``).
+    """
+    keep = valid & (alpha > alpha_threshold)
+    weights, _ = compositing_weights(alpha * keep)
+    keep = keep & (weights > weight_threshold)
+    return Masked(keep, weights * keep)
+
+
+class Composited(NamedTuple):
+    """Per-ray results of alpha compositing, each ``[R, k]``."""
+
+    rgb: Tensor  # [R, 3]
+    depth: Tensor  # [R, 1]
+    accumulation: Tensor  # [R, 1]
+
+
+def background_rgb(color: str, ref: Tensor) -> Tensor:
+    """``"white"`` | ``"black"`` -> ``[3]`` on ``ref``'s device and dtype."""
+    v = 1.0 if color == "white" else 0.0
+    return torch.full((3,), v, dtype=ref.dtype, device=ref.device)
+
+
+def composite(weights: Tensor, rgb: Tensor, t: Tensor, background: Tensor) -> Composited:
+    """``weights`` ``[R, S]``, per-sample ``rgb`` ``[R, S, 3]``, distances ``t`` ``[R, S]``, ``background``
+    ``[3]`` -> rgb ``[R, 3]`` (the background fills what the samples leave), depth and accumulation ``[R, 1]``."""
+    acc = weights.sum(1, keepdim=True)
+    out_rgb = (weights[..., None] * rgb).sum(1) + (1.0 - acc) * background
+    depth = (weights * t).sum(1, keepdim=True) / acc.clamp_min(1e-10)
+    return Composited(out_rgb, depth, acc)
