@@ -181,6 +181,44 @@ def test_triton_on_cuda_matches_reference():
     assert not bad, bad
 
 
+def _signature(kernel, pointers: dict[str, str], scalars: dict[str, str]) -> dict[str, str]:
+    return {name: pointers.get(name) or scalars.get(name) or "constexpr" for name in kernel.arg_names}
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON)
+def test_kernels_compile_for_a_gpu_target():
+    """What the interpreter cannot show: the kernels go through Triton's GPU compiler (to sm_90 PTX and
+    cubin; no GPU needed) for every code and reset, every surrogate, float32 / bfloat16 / float16."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from spikenerf.snn import triton_scan as ts
+
+    if triton_interpreting():
+        pytest.skip("this process interprets: the kernels are not compiled")
+    target = GPUTarget("cuda", 90, 32)
+    scalars = {"T": "i32", "N": "i32", "last": "i64", "v_reset": "fp32", "margin": "fp32", "alpha": "fp32"}
+
+    def build(kernel, dt: str, wide: tuple[str, ...], **const) -> None:
+        ptrs = {name: f"*{dt}" if name.split("_")[0] in wide else "*fp32" for name in kernel.arg_names
+                if name.endswith("_ptr")}
+        sig = _signature(kernel, ptrs, scalars)
+        const = {"LEVELS": 3 if const["CODE"] == 3 else 1, "BLOCK": 128, **const}
+        triton.compile(ASTSource(kernel, sig, const), target=target, options={"num_warps": 1})
+
+    fwd_io, bwd_io = ("x", "s", "h"), ("x", "gs", "gh", "gx")
+    for code, reset in [(c, r) for c in range(4) for r in range(2)]:
+        dt = ("fp32", "bf16", "fp16")[(code + reset) % 3]
+        build(ts._scan_fwd_kernel, dt, fwd_io, CODE=code, RESET=reset, HAS_V0=True, SAVE_H32=dt != "fp32")
+        build(ts._scan_bwd_kernel, dt, bwd_io, CODE=code, RESET=reset, DETACH=bool(code % 2), SG=(code + 2 * reset) % 6,
+              HAS_V0=True, HAS_GH=True, NEED_X=True, NEED_GV0=True, NEED_PARAMS=True)
+    # (code + 2 reset) % 6 reached every surrogate; now the minimal flags: no v0, membrane or parameter gradient
+    build(ts._scan_fwd_kernel, "bf16", fwd_io, CODE=0, RESET=0, HAS_V0=False, SAVE_H32=False)
+    build(ts._scan_bwd_kernel, "fp32", bwd_io, CODE=0, RESET=0, DETACH=False, SG=1, HAS_V0=False, HAS_GH=False,
+          NEED_X=False, NEED_GV0=False, NEED_PARAMS=False)
+
+
 def test_triton_backend_on_cpu_needs_the_interpreter():
     """Without TRITON_INTERPRET a CPU tensor is refused with the reason; ``auto`` never picks Triton on CPU."""
     from spikenerf.snn.fused import _auto_backend
