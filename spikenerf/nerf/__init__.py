@@ -1,7 +1,20 @@
-"""SpikingNeRF as a nerfstudio method (``ns-train spikingnerf`` / ``spikingnerf-ann``).
+"""The NeRF wing: spiking NeRFs as nerfstudio methods (``ns-train spikingnerf``, ``spiknerf``, ...).
 
-Modules: ``packing`` (ray-aligned SNN time layouts), ``field`` (grids + spiking colour network),
-``model`` (coarse/fine stages, masking, losses, metrics), ``method_configs`` (nerfstudio entry points),
-``energy`` (op energy constants), ``schedulers`` (float-only LR schedule for weights_only checkpoints).
+Rooms, in the order a ray meets them:
+
+- ``method_configs``: every method (``MethodSpecification``), built by the one ``make_trainer_config``;
+  the ``pyproject.toml`` entry points all name it. ``datamanager``: the scene check every method uses.
+- ``model`` (``SpikingNeRFModel``: coarse / fine stages, ``get_outputs``, losses) -> ``sampling``
+  (``sample_along_rays``, ``build_occupancy_cache``) -> ``rendering`` (the density activation, alpha and
+  weight masks, compositing) -> ``field`` (grids + spiking colour network) -> ``packing`` (ray-aligned SNN time
+  layouts) and ``grid`` (``DenseGrid``, ``march``; C kernels in ``csrc/``).
+- ``grid_training``: progressive up-scaling, optimiser re-pointing, DDP gradient averaging.
+- ``metrics``: image quality, op counts and energy shared by every model (energy constants are the core's,
+  ``spikenerf.snn.energy``).
+- Spik-NeRF: ``spiknerf`` (voxel-grid model / field), ``nerf_mlp`` (the NeRF MLP backbone), ``spiking``
+  (their neuron factory), ``distill`` (ANN-teacher distillation).
+- Plumbing: ``optim`` (fused Adam), ``schedulers`` (float-only LR schedule), ``video`` (ffmpeg for
+  ``ns-render``), ``quickstart`` (``spikenerf-quickstart``: train, evaluate, render the bundled scene).
+
 Nothing is imported here so that ``spikenerf.nerf.packing`` stays cheap to import.
 """

@@ -107,6 +107,20 @@ class DenseGrid(nn.Module):
         channels: C.
         resolution: ``(X, Y, Z)`` vertices per axis over ``aabb`` (vertex-aligned, like ``align_corners``).
         aabb: ``[2, 3]`` min / max corner.
+
+    Example: a 2-channel grid of ``5 x 5 x 3`` vertices over the unit cube, read at 10 points:
+
+    >>> aabb = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    >>> g = DenseGrid(2, (5, 5, 3), aabb)
+    >>> g.grid.shape  # [X, Y, Z, C], channels last
+    torch.Size([5, 5, 3, 2])
+    >>> with torch.no_grad():
+    ...     _ = g.grid.fill_(1.0)
+    >>> out = g(torch.rand(10, 3))  # [N, 3] -> [N, C]
+    >>> out.shape, bool(torch.allclose(out, torch.ones(10, 2)))
+    (torch.Size([10, 2]), True)
+    >>> g.scale_to((9, 9, 5)); g.resolution
+    (9, 9, 5)
     """
 
     def __init__(self, channels: int, resolution: tuple[int, int, int], aabb: Tensor) -> None:
@@ -191,6 +205,23 @@ def march(origins: Tensor, dirs: Tensor, aabb: Tensor, step: float, num_steps: i
 
     Empty space never becomes a ``[R, S]`` tensor: at DVGO's 160^3 grid ``S`` is ~550 per ray, of which a
     trained occupancy cache keeps a few tens.
+
+    Args: ``origins`` / unit ``dirs`` ``[R, 3]``, ``aabb`` ``[2, 3]``, ``occupancy`` bool ``[X, Y, Z]`` over
+    ``aabb`` (nearest vertex). Returns :class:`Marched` (``t``, ``index``, ``valid``, each ``[R, S']``).
+
+    Example: 2 rays along +x through the box ``[0, 1]^3``, one of them starting at its middle:
+
+    >>> aabb = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    >>> origins = torch.tensor([[-1.0, 0.5, 0.5], [0.5, 0.5, 0.5]])
+    >>> dirs = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    >>> m = march(origins, dirs, aabb, step=0.25, num_steps=8, near_plane=0.0)
+    >>> m.t.shape, m.valid.sum(1).tolist()  # [R, S'], S' = the longest ray's kept samples
+    (torch.Size([2, 4]), [4, 2])
+    >>> m.t[0].tolist(), m.index[1].tolist(), m.valid[1].tolist()
+    ([1.0, 1.25, 1.5, 1.75], [0, 1, 0, 0], [True, True, False, False])
+    >>> occ = torch.zeros(5, 5, 5, dtype=torch.bool); occ[:3] = True  # only x <= 0.5 is occupied
+    >>> march(origins, dirs, aabb, 0.25, 8, 0.0, occ).valid.sum(1).tolist()
+    [3, 1]
     """
     lib = _load() if origins.device.type == "cpu" and origins.dtype == torch.float32 else None
     if lib is None:

@@ -122,6 +122,18 @@ def pack_index(mask: Tensor, mode: PackMode = "padding", flip: bool = False,
     ``time_index`` (``[R, S]`` int, padding only): the sample index of each entry when the columns are not
     the samples themselves (rays whose empty space was already dropped); padding then has ``T = max + 1``
     steps, with holes wherever an index is missing. Condensing needs only the order, which is the same.
+
+    Example: 2 rays of 3 samples, 3 valid samples (``N = 3``), 4 channels each:
+
+    >>> mask = torch.tensor([[True, False, True], [False, False, True]])
+    >>> info = pack_index(mask, "condensing")
+    >>> info.packed_mask.shape, info.t_idx.tolist(), info.b_idx.tolist()  # [T, B]: T = longest ray's count
+    (torch.Size([2, 2]), [0, 1, 0], [0, 0, 1])
+    >>> scatter_valid(torch.ones(3, 4), info).shape  # [N, C] -> [T, B, C]
+    torch.Size([2, 2, 4])
+    >>> pad = pack_index(mask, "padding")  # T = sample index: the hole at s = 1 stays a zero step
+    >>> pad.packed_mask.shape, pad.t_idx.tolist()
+    (torch.Size([3, 2]), [0, 2, 2])
     """
     if mask.dim() != 2 or mask.dtype != torch.bool:
         raise ValueError(f"mask must be a [R, S] bool tensor, got {tuple(mask.shape)} {mask.dtype}")

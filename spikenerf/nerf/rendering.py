@@ -28,7 +28,7 @@ def density_shift(alpha_init: float) -> float:
     ``softplus(shift) * 1 = -log(1 - alpha_init)``.
 
     >>> round(density_shift(1e-2), 4)
-    -4.595
+    -4.5951
     """
     return math.log(1.0 / (1.0 - alpha_init) - 1.0)
 
