@@ -23,6 +23,7 @@ is how the tests check them without a GPU (``tests/snn/test_triton_scan.py``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -294,6 +295,11 @@ if triton is not None:
             tl.store(part_ptr + pid * 4 + 3, tl.sum(tl.where(mask, lc, 0.0), axis=0))
 
 
+def _on(device: torch.device):
+    """Launch on ``device`` (Triton launches on the current CUDA device)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def _levels(spec: ScanSpec) -> int:
     return spec.levels if spec.code == "multibit" else 1  # no re-compile for a level count that is not used
 
@@ -308,12 +314,15 @@ def triton_scan_forward(x: Tensor, v0: Tensor | None, params: Tensor, spec: Scan
     T, N = x.shape[0], x[0].numel()
     s, h = torch.empty_like(x), torch.empty_like(x)
     h32 = torch.empty(x.shape, dtype=torch.float32, device=x.device) if save_h32 and x.dtype != torch.float32 else None
+    if N == 0:
+        return s, h, h if h32 is None else h32
     blk, warps = _block(N, x.device) if block is None else (block, 1)
-    _scan_fwd_kernel[(triton.cdiv(N, blk),)](
-        x, x if v0 is None else v0, s, h, h if h32 is None else h32, params, T, N, spec.v_reset, spec.margin,
-        CODE=CODE_IDS[spec.code], LEVELS=_levels(spec), RESET=0 if spec.reset == "hard" else 1,
-        HAS_V0=v0 is not None, SAVE_H32=h32 is not None, BLOCK=blk, num_warps=warps,
-    )
+    with _on(x.device):
+        _scan_fwd_kernel[(triton.cdiv(N, blk),)](
+            x, x if v0 is None else v0, s, h, h if h32 is None else h32, params, T, N, spec.v_reset, spec.margin,
+            CODE=CODE_IDS[spec.code], LEVELS=_levels(spec), RESET=0 if spec.reset == "hard" else 1,
+            HAS_V0=v0 is not None, SAVE_H32=h32 is not None, BLOCK=blk, num_warps=warps,
+        )
     if x.dtype == torch.float32:
         return s, h, h
     return s, h, h32
@@ -330,14 +339,18 @@ def triton_scan_backward(x: Tensor | None, h32: Tensor, gs: Tensor, gh: Tensor |
     T, N = h32.shape[0], h32[0].numel()
     gx = torch.empty_like(gs)
     gv0 = torch.empty_like(v0) if need_v0 and v0 is not None else None
+    if N == 0:
+        return gx, gv0, h32.new_zeros(4, dtype=torch.float64) if need_params else None
     blk, warps = _block(N, h32.device) if block is None else (block, 1)
     nprog = triton.cdiv(N, blk)
     part = torch.empty((nprog, 4) if need_params else (1,), dtype=torch.float32, device=h32.device)
-    _scan_bwd_kernel[(nprog,)](
-        h32 if x is None else x, h32, gs, gs if gh is None else gh, h32 if v0 is None else v0, gx,
-        gx if gv0 is None else gv0, part, params, T, N, (T - 1) * N, spec.v_reset, spec.margin, spec.surrogate.alpha,
-        CODE=CODE_IDS[spec.code], LEVELS=_levels(spec), RESET=0 if spec.reset == "hard" else 1,
-        DETACH=bool(spec.detach_reset), SG=spec.surrogate.kernel_id, HAS_V0=v0 is not None, HAS_GH=gh is not None,
-        NEED_X=x is not None, NEED_GV0=gv0 is not None, NEED_PARAMS=need_params, BLOCK=blk, num_warps=warps,
-    )
+    with _on(h32.device):
+        _scan_bwd_kernel[(nprog,)](
+            h32 if x is None else x, h32, gs, gs if gh is None else gh, h32 if v0 is None else v0, gx,
+            gx if gv0 is None else gv0, part, params, T, N, (T - 1) * N, spec.v_reset, spec.margin,
+            spec.surrogate.alpha, CODE=CODE_IDS[spec.code], LEVELS=_levels(spec),
+            RESET=0 if spec.reset == "hard" else 1, DETACH=bool(spec.detach_reset), SG=spec.surrogate.kernel_id,
+            HAS_V0=v0 is not None, HAS_GH=gh is not None, NEED_X=x is not None, NEED_GV0=gv0 is not None,
+            NEED_PARAMS=need_params, BLOCK=blk, num_warps=warps,
+        )
     return gx, gv0, part.double().sum(0) if need_params else None

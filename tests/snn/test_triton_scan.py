@@ -126,6 +126,14 @@ def check_blocks(device: str) -> None:
     _compare((s, h, [gx, gv0, ga, gb, gc, gth]), ref, torch.float32)
 
 
+def check_empty(device: str) -> None:
+    """No lanes at all (``[T, 0]``): empty outputs and zero parameter gradients, no launch."""
+    spec = _spec("binary", "hard", False, "atan")
+    x, v0, gs, gh = (t[..., :0] for t in _data("empty", 3, 1, torch.float32))
+    _compare(_grads("triton", spec, x, v0, gs, gh, PARAMS, device),
+             _grads("reference", spec, x, v0, gs, gh, PARAMS, "cpu"), torch.float32)
+
+
 CHECKS = {
     **{f"{code}-{reset}-{'detach' if det else 'keep'}-{sg}-float32":
        (check_grid, (code, reset, det, sg, torch.float32))
@@ -136,6 +144,7 @@ CHECKS = {
     "plain": (check_plain, ()),
     "ltmd-plif": (check_ltmd, ()),
     "blocks-tail": (check_blocks, ()),
+    "empty": (check_empty, ()),
 }
 
 
