@@ -1,7 +1,8 @@
 """Metrics shared by every NeRF model of this package: image quality, op counts and energy, viewer images.
 
 - :func:`ground_truth`: the batch's image as RGB in [0, 1], blended on the model's background.
-- :func:`psnr`, :func:`build_lpips`, :func:`image_quality`: PSNR / SSIM / LPIPS (LPIPS NaN when offline).
+- :func:`psnr`, :func:`build_lpips`, :func:`image_quality` (:func:`image_quality_of` a rendered image):
+  PSNR / SSIM / LPIPS (LPIPS NaN when offline).
 - :func:`batch_op_metrics`: per-batch training metrics from a colour pass's :class:`~.field.ColorStats`.
 - :func:`image_op_metrics`: per-image MACs / SOPs / energy from the per-ray op counters of the outputs.
 - :func:`render_images`: the images ns-eval / the viewer show (rgb next to gt, accumulation, depth, spikes).
@@ -23,7 +24,7 @@ from spikenerf.snn.energy import E_MAC_PJ, energy_pj
 
 from .rendering import background_rgb
 
-__all__ = ["ground_truth", "psnr", "build_lpips", "image_quality", "batch_op_metrics", "image_op_metrics",
+__all__ = ["ground_truth", "psnr", "build_lpips", "image_quality", "image_quality_of", "batch_op_metrics", "image_op_metrics",
            "render_images"]
 
 
@@ -86,6 +87,15 @@ def image_quality(rgb: Tensor, gt: Tensor, lpips: Optional[nn.Module]) -> Dict[s
         except Exception:  # e.g. an image smaller than AlexNet's receptive field
             pass
     return metrics
+
+
+def image_quality_of(outputs: Dict[str, Tensor], batch: Dict[str, Tensor], background_color: str,
+                     lpips: Optional[nn.Module]) -> tuple[Tensor, Tensor, Dict[str, float]]:
+    """A rendered image ``outputs["rgb"]`` ``[H, W, 3]`` (clamped to [0, 1]), its ground truth ``[H, W, 3]``
+    and their :func:`image_quality`."""
+    rgb = outputs["rgb"].clamp(0, 1)
+    gt = ground_truth(batch, rgb, background_color)[..., :3]
+    return rgb, gt, image_quality(rgb, gt, lpips)
 
 
 def batch_op_metrics(stats: Any, num_rays: int) -> Dict[str, float]:

@@ -26,7 +26,8 @@ from .field import ColorStats, SpikingNeRFField
 from .grid import DenseGrid, Marched
 from .grid_training import (average_new_grads, axis_resolution, progressive_resolution, rescale_grids,
                             sync_optimizers)
-from .metrics import batch_op_metrics, build_lpips, ground_truth, image_op_metrics, image_quality, psnr, render_images
+from .metrics import (batch_op_metrics, build_lpips, ground_truth, image_op_metrics, image_quality_of, psnr,
+                      render_images)
 from .rendering import (background_rgb, composite, density_shift, density_to_alpha, sample_masks)
 from .sampling import build_occupancy_cache, sample_along_rays
 from .video import ensure_ffmpeg_on_path
@@ -96,8 +97,17 @@ class SpikingNeRFModel(Model):
     """
 
     config: SpikingNeRFModelConfig
+    field_class: Type[SpikingNeRFField] = SpikingNeRFField
+    """The fine stage's field; subclasses name theirs and extend :meth:`field_kwargs`."""
 
     # -- construction -----------------------------------------------------------------------------
+    def field_kwargs(self) -> Dict[str, Any]:
+        """Keyword arguments of :attr:`field_class` from the config (besides the box and resolution)."""
+        cfg = self.config
+        return dict(feature_channels=cfg.feature_channels, hidden_dim=cfg.hidden_dim, dir_freqs=cfg.dir_freqs,
+                    spiking=cfg.spiking, tau=cfg.tau, v_threshold=cfg.v_threshold, pack_mode=cfg.pack_mode,
+                    flip=cfg.flip, alpha_init=cfg.alpha_init_fine)
+
     def populate_modules(self) -> None:
         super().populate_modules()
         cfg = self.config
@@ -120,19 +130,7 @@ class SpikingNeRFModel(Model):
         self.coarse_density = DenseGrid(1, self.coarse_res, aabb)
         self.coarse_color = DenseGrid(3, self.coarse_res, aabb)
         self.coarse_shift = density_shift(cfg.alpha_init_coarse)
-        self.field = SpikingNeRFField(
-            aabb,
-            self.fine_resolution_at(0),
-            feature_channels=cfg.feature_channels,
-            hidden_dim=cfg.hidden_dim,
-            dir_freqs=cfg.dir_freqs,
-            spiking=cfg.spiking,
-            tau=cfg.tau,
-            v_threshold=cfg.v_threshold,
-            pack_mode=cfg.pack_mode,
-            flip=cfg.flip,
-            alpha_init=cfg.alpha_init_fine,
-        )
+        self.field = self.field_class(aabb, self.fine_resolution_at(0), **self.field_kwargs())
         # occupancy cache from the coarse stage; fixed shape so checkpoints always load
         self.register_buffer("occupancy", torch.ones(self.coarse_res, dtype=torch.bool))
         self.register_buffer("occupancy_ready", torch.tensor(False))
@@ -332,11 +330,8 @@ class SpikingNeRFModel(Model):
     def get_image_metrics_and_images(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
-        rgb = outputs["rgb"].clamp(0, 1)
-        gt = self._gt(batch, rgb)[..., :3]
-        H, W = rgb.shape[:2]
-        metrics = image_quality(rgb, gt, self.lpips)
-        num_rays = H * W
+        rgb, gt, metrics = image_quality_of(outputs, batch, self.config.background_color, self.lpips)
+        num_rays = rgb.shape[0] * rgb.shape[1]
         n_col = float(outputs["num_color_samples"].sum())
         if "ray_macs" in outputs:
             metrics.update(image_op_metrics(outputs, num_rays))

@@ -41,7 +41,7 @@ from spikenerf.snn.energy import E_MAC_PJ, energy_pj
 
 from .distill import TeacherMixin, distill_losses
 from .field import positional_encoding
-from .metrics import build_lpips, ground_truth, image_op_metrics, image_quality, psnr, render_images
+from .metrics import build_lpips, ground_truth, image_op_metrics, image_quality_of, psnr, render_images
 from .rendering import density_activation
 from .spiking import SpikeCodeName, make_neuron
 
@@ -310,11 +310,8 @@ class NeRFMLPModel(TeacherMixin, Model):
     def get_image_metrics_and_images(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
-        rgb = outputs["rgb"].clamp(0, 1)
-        gt = self._gt(batch, rgb)[..., :3]
-        H, W = rgb.shape[:2]
-        metrics = image_quality(rgb, gt, self.lpips)
-        metrics.update(image_op_metrics(outputs, H * W))
+        rgb, gt, metrics = image_quality_of(outputs, batch, self.config.background_color, self.lpips)
+        metrics.update(image_op_metrics(outputs, rgb.shape[0] * rgb.shape[1]))
         metrics["time_steps"] = float(self.T)
         if self.config.spiking:
             metrics["firing_rate"] = float(outputs["ray_spikes"].sum()) / max(1.0, float(outputs["ray_neurons"].sum()))

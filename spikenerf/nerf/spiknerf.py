@@ -158,31 +158,17 @@ class SpikNeRFModel(TeacherMixin, SpikingNeRFModel):
     """Spik-NeRF with SpikingNeRF's grids, stages, masking, losses and metrics."""
 
     config: SpikNeRFModelConfig
+    field_class = SpikNeRFField
+
+    def field_kwargs(self) -> Dict[str, Any]:
+        cfg = self.config
+        return dict(super().field_kwargs(), spike_code=cfg.spike_code, margin=cfg.margin, decay_input=cfg.decay_input,
+                    time_mode=cfg.time_mode, time_steps=cfg.time_steps, reparam=cfg.reparam_inference)
 
     def populate_modules(self) -> None:
-        super().populate_modules()
-        cfg = self.config
-        if cfg.margin <= 0:
+        if self.config.margin <= 0:
             raise ValueError("margin must be > 0")
-        self.field = SpikNeRFField(
-            self.aabb,
-            self.fine_resolution_at(0),
-            feature_channels=cfg.feature_channels,
-            hidden_dim=cfg.hidden_dim,
-            dir_freqs=cfg.dir_freqs,
-            spiking=cfg.spiking,
-            tau=cfg.tau,
-            v_threshold=cfg.v_threshold,
-            pack_mode=cfg.pack_mode,
-            flip=cfg.flip,
-            alpha_init=cfg.alpha_init_fine,
-            spike_code=cfg.spike_code,
-            margin=cfg.margin,
-            decay_input=cfg.decay_input,
-            time_mode=cfg.time_mode,
-            time_steps=cfg.time_steps,
-            reparam=cfg.reparam_inference,
-        )
+        super().populate_modules()
         self.register_buffer("num_train_views", torch.tensor(int(self.num_train_data)))
         object.__setattr__(self, "teacher", None)  # not a registered submodule: never trained or saved
 
