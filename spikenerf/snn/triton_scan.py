@@ -180,17 +180,18 @@ if triton is not None:
             gh, gt = g, -g
         return gh, gt
 
+    @triton.jit
+    def _lanes_and_params(p_ptr, N, BLOCK: tl.constexpr):
+        """This program's lane offsets and mask, and ``a, b, c, v_th`` from the parameter tensor."""
+        pid = tl.program_id(0)
+        offs = pid * BLOCK + tl.arange(0, BLOCK)
+        return pid, offs, offs < N, tl.load(p_ptr), tl.load(p_ptr + 1), tl.load(p_ptr + 2), tl.load(p_ptr + 3)
+
     @triton.jit(do_not_specialize=["T"])
     def _scan_fwd_kernel(x_ptr, v0_ptr, s_ptr, h_ptr, h32_ptr, p_ptr, T, N, v_reset, margin,
                          CODE: tl.constexpr, LEVELS: tl.constexpr, RESET: tl.constexpr, HAS_V0: tl.constexpr,
                          SAVE_H32: tl.constexpr, BLOCK: tl.constexpr):
-        pid = tl.program_id(0)
-        offs = pid * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < N
-        a = tl.load(p_ptr)
-        b = tl.load(p_ptr + 1)
-        c = tl.load(p_ptr + 2)
-        vth = tl.load(p_ptr + 3)
+        pid, offs, mask, a, b, c, vth = _lanes_and_params(p_ptr, N, BLOCK)
         if HAS_V0:
             v = tl.load(v0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         else:
@@ -254,12 +255,7 @@ if triton is not None:
                          CODE: tl.constexpr, LEVELS: tl.constexpr, RESET: tl.constexpr, DETACH: tl.constexpr,
                          SG: tl.constexpr, HAS_V0: tl.constexpr, HAS_GH: tl.constexpr, NEED_X: tl.constexpr,
                          NEED_GV0: tl.constexpr, NEED_PARAMS: tl.constexpr, BLOCK: tl.constexpr):
-        pid = tl.program_id(0)
-        offs = pid * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < N
-        a = tl.load(p_ptr)
-        b = tl.load(p_ptr + 1)
-        vth = tl.load(p_ptr + 3)
+        pid, offs, mask, a, b, _, vth = _lanes_and_params(p_ptr, N, BLOCK)
         zero = tl.zeros([BLOCK], dtype=tl.float32)
         gv, la, lb, lth, lc = zero, zero, zero, zero, zero
         # pointers at step T-1, moving back by N per step; ``last`` = (T - 1) * N, computed in 64 bits on the host
