@@ -27,6 +27,9 @@ from spikenerf.vision.config import PRESETS, VisionConfig
 from spikenerf.vision.data import DatasetNotFoundError
 from spikenerf.vision.engine import evaluate_checkpoint, export_checkpoint, train
 from spikenerf.vision.layers import NeuronConfig
+from spikenerf.vision.methods.im_loss import IMLossConfig
+from spikenerf.vision.methods.joint_asnn import JointConfig
+from spikenerf.vision.methods.rmp import RMPConfig
 
 
 def schedules() -> dict[str, VisionConfig]:
@@ -52,11 +55,11 @@ def methods(base: VisionConfig) -> dict[str, VisionConfig]:
         "SNN (plain: LIF decay 0.5, hard reset)": base,
         "Ternary Spike (AAAI 2024)": rep(base, neuron=rep(n, spike_code="ternary", amplitude="learnable")),
         "MPBN (ICCV 2023)": rep(base, neuron=rep(n, mpbn=True)),
-        "RMP-Loss (ICCV 2023)": rep(base, rmp_loss=0.1),
+        "RMP-Loss (ICCV 2023)": rep(base, method=RMPConfig(weight=0.1)),
         "soft reset + MPR (ECCV 2022)": rep(base, neuron=rep(n, reset="soft", mpr=True)),
         "Real Spike (ECCV 2022)": rep(base, neuron=rep(n, real_spike=True)),
-        "IM-Loss + ESG (NeurIPS 2022)": rep(base, im_loss=1.0, esg=True, neuron=rep(n, surrogate="tanh")),
-        "joint ANN-SNN (PR 2023)": rep(base, joint=True),
+        "IM-Loss + ESG (NeurIPS 2022)": rep(base, method=IMLossConfig(weight=1.0, esg=True), neuron=rep(n, surrogate="tanh")),
+        "joint ANN-SNN (PR 2023)": rep(base, method=JointConfig()),
         "ANN twin": rep(base, spiking=False),
     }
 

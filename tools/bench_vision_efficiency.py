@@ -38,11 +38,14 @@ import torch
 from spikenerf.vision.config import VisionConfig
 from spikenerf.vision.data import DatasetNotFoundError, get_dataset, to_sequence
 from spikenerf.vision.energy import count_ops
-from spikenerf.vision.engine import _restore, train
+from spikenerf.vision.build import restore as _restore
+from spikenerf.vision.engine import train
 from spikenerf.vision.layers import NeuronConfig
 from spikenerf.vision.methods.adaptive_bits import BitRecorder
-from spikenerf.vision.methods.efficiency import EfficiencyConfig
-from spikenerf.vision.methods.subbit import SubBitConv2d, model_size
+from spikenerf.vision.methods.adaptive_bits import AdaptiveBitsConfig
+from spikenerf.vision.methods.ltmd import LTMDConfig
+from spikenerf.vision.methods.rate_bp import RateBPConfig
+from spikenerf.vision.methods.subbit import SubBitConfig, SubBitConv2d, model_size
 
 rep = dataclasses.replace
 
@@ -67,28 +70,26 @@ def base_configs(quick: bool) -> dict[str, VisionConfig]:
 
 
 def method_rows(task: str, base: VisionConfig) -> list[tuple[str, VisionConfig]]:
-    E = EfficiencyConfig
     soft = rep(base.neuron, reset="soft", surrogate="sigmoid")
     ltmd_neuron = rep(base.neuron, decay=0.25, threshold_mode="tanh", v_threshold=0.46211715726000974,
                       surrogate="rect", surrogate_alpha=1.0)
     rows = [
         ("SNN (BPTT, binary spikes, fp32 weights)", base),
-        ("adaptive bits (learnt T/B_w/B_s, no target)", rep(base, efficiency=E(method="adaptive-bits", ab_bits_lr=0.1))),
-        ("adaptive bits (budget target 8)", rep(base, efficiency=E(method="adaptive-bits", ab_budget_target=8.0, ab_bits_lr=0.1))),
-        ("S2NN stage 1: binary-weight SNN", rep(base, efficiency=E(method="subbit", subbit_stage="binary"))),
-        ("S2NN K=16 (no OS-Quant, no MPFD)", rep(base, efficiency=E(method="subbit", subbit_os_kappa=0.0,
-                                                                    subbit_mpfd=0.0))),
-        ("S2NN K=16 + OS-Quant + MPFD", rep(base, efficiency=E(method="subbit"))),
-        ("rate-based BP (soft reset)", rep(base, neuron=soft, efficiency=E(method="rate-bp"))),
+        ("adaptive bits (learnt T/B_w/B_s, no target)", rep(base, method=AdaptiveBitsConfig(bits_lr=0.1))),
+        ("adaptive bits (budget target 8)", rep(base, method=AdaptiveBitsConfig(budget_target=8.0, bits_lr=0.1))),
+        ("S2NN stage 1: binary-weight SNN", rep(base, method=SubBitConfig(stage="binary"))),
+        ("S2NN K=16 (no OS-Quant, no MPFD)", rep(base, method=SubBitConfig(os_kappa=0.0, mpfd=0.0))),
+        ("S2NN K=16 + OS-Quant + MPFD", rep(base, method=SubBitConfig())),
+        ("rate-based BP (soft reset)", rep(base, neuron=soft, method=RateBPConfig())),
         ("BPTT, same soft-reset neuron", rep(base, neuron=soft)),
-        ("LTMD (tanh(w) thresholds + moderate dropout)", rep(base, neuron=ltmd_neuron, efficiency=E(method="ltmd"))),
+        ("LTMD (tanh(w) thresholds + moderate dropout)", rep(base, neuron=ltmd_neuron, method=LTMDConfig())),
     ]
     if task == "cifar10":  # a shorter list: the CPU time of 32x32 inputs
         keep = ("SNN (BPTT", "adaptive bits (budget", "LTMD")
         rows = [r for r in rows if r[0].startswith(keep)]
         sf = rep(base, model="spikformer", width=0.125, lr=1e-3)
         rows += [("Spikformer-2 dim 32 + adaptive bits (target 8)",
-                  rep(sf, efficiency=E(method="adaptive-bits", ab_budget_target=8.0, ab_bits_lr=0.1)))]
+                  rep(sf, method=AdaptiveBitsConfig(budget_target=8.0, bits_lr=0.1)))]
     return rows
 
 
@@ -144,8 +145,8 @@ def size_kb(model) -> float:
 
 
 def run_row(name: str, cfg: VisionConfig, out_root: Path, teacher: str | None) -> dict:
-    if cfg.efficiency.method == "subbit" and cfg.efficiency.subbit_stage == "subbit":
-        cfg = rep(cfg, efficiency=rep(cfg.efficiency, subbit_teacher=teacher))
+    if isinstance(cfg.method, SubBitConfig) and cfg.method.stage == "subbit":
+        cfg = rep(cfg, method=rep(cfg.method, teacher=teacher))
     cfg = rep(cfg, output_dir=str(out_root / name.replace(" ", "_").replace("/", "-")))
     t0 = time.time()
     res = train(cfg)
@@ -244,7 +245,7 @@ def main() -> None:
             soft = NeuronConfig(reset="soft", surrogate="sigmoid")
             for name, cfg in (("BPTT T=8 (soft reset)", rep(bases["nmnist"], neuron=soft)),
                               ("rate-based BP T=8", rep(bases["nmnist"], neuron=soft,
-                                                        efficiency=EfficiencyConfig(method="rate-bp")))):
+                                                        method=RateBPConfig()))):
                 row = run_row(name, cfg, out_root / "nmnist", None)
                 row["task"] = "nmnist"
                 table.append(row)

@@ -25,14 +25,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spikenerf.vision.config import VisionConfig  # noqa: E402
+import dataclasses  # noqa: E402
+
+from spikenerf.vision.config import PRESETS, VisionConfig  # noqa: E402
 from spikenerf.vision.engine import train as vision_train  # noqa: E402
 from spikenerf.vision.methods.hetsyn import HetSynConfig  # noqa: E402
-from spikenerf.vision.methods.hetsyn import run as run_hetsyn  # noqa: E402
 from spikenerf.vision.methods.neuroclip import NeuroCLIPConfig  # noqa: E402
-from spikenerf.vision.methods.neuroclip import run as run_neuroclip  # noqa: E402
 from spikenerf.vision.methods.stdp_ncg import STDPNCGConfig  # noqa: E402
-from spikenerf.vision.methods.stdp_ncg import run as run_ncg  # noqa: E402
+
+
+def _preset(name: str, **kw) -> VisionConfig:
+    return dataclasses.replace(PRESETS[name][1], progress=False, tensorboard=False, **kw)
 
 
 def main() -> None:
@@ -57,9 +60,10 @@ def main() -> None:
 
     if "hetsyn" in only:
         for variant in ("lif", "hetsyn", "neuron", "adaptive"):
-            cfg = HetSynConfig(variant=variant, epochs=1 if q else 5, train_subset=64 if q else None,
-                               test_subset=32 if q else None, progress=False, output_dir=str(out / f"hetsyn-{variant}"))
-            r = run_hetsyn(cfg)
+            cfg = _preset("hetsyn-nmnist", method=HetSynConfig(variant=variant), epochs=1 if q else 5,
+                          train_subset=64 if q else None, test_subset=32 if q else None,
+                          output_dir=str(out / f"hetsyn-{variant}"))
+            r = vision_train(cfg)
             add("hetsyn", {"task": "nmnist (1k/100, 5 ep)", "method": f"HetSyn variant={variant}", "T": cfg.timesteps,
                          "acc": r["accuracy"], "firing": r["firing_rate"], "energy_sop_uJ": r["energy_sop_uJ"],
                          "energy_total_uJ": r["energy_total_uJ"], "params": r["params"],
@@ -67,10 +71,10 @@ def main() -> None:
 
     if "ncg" in only:
         for ext, m, reg in (("pixels", 1, False), ("pixels", 5, False), ("pixels", 5, True), ("stdp", 5, True)):
-            cfg = STDPNCGConfig(extractor=ext, neurons_per_class=m, regulate=reg, epochs=1 if q else 3,
-                                train_subset=200 if q else None, test_subset=100 if q else None, progress=False,
-                                output_dir=str(out / f"ncg-{ext}-m{m}-{int(reg)}"))
-            r = run_ncg(cfg)
+            cfg = _preset("stdp-ncg-digits", method=STDPNCGConfig(extractor=ext, neurons_per_class=m, regulate=reg),
+                          epochs=1 if q else 3, train_subset=200 if q else None, test_subset=100 if q else None,
+                          output_dir=str(out / f"ncg-{ext}-m{m}-{int(reg)}"))
+            r = vision_train(cfg)
             name = "S2-STDP" if m == 1 else f"S2-STDP+NCG M={m}" + ("" if reg else " (no regulation)")
             add("ncg", {"task": "digits (1437/360, 3 ep)", "method": f"{name}, {ext} features", "T": cfg.timesteps,
                          "acc": r["accuracy"], "firing": None, "energy_sop_uJ": r["energy_uJ"],
@@ -86,10 +90,11 @@ def main() -> None:
                                   tensorboard=False, output_dir=str(enc_dir)))
         enc_s = time.time() - t0
         for adapter in ("none", "relu", "spiking"):
-            cfg = NeuroCLIPConfig(encoder="checkpoint", encoder_weights=str(enc_dir / "checkpoint.pt"), timesteps=6,
-                                  shots=4 if q else 16, adapter=adapter, epochs=5 if q else 60, progress=False,
-                                  test_subset=32 if q else None, output_dir=str(out / f"neuroclip-{adapter}"))
-            r = run_neuroclip(cfg)
+            nc = NeuroCLIPConfig(encoder="checkpoint", encoder_weights=str(enc_dir / "checkpoint.pt"),
+                                 shots=4 if q else 16, adapter=adapter)
+            cfg = _preset("neuroclip-nmnist", method=nc, timesteps=6, epochs=5 if q else 60,
+                          test_subset=32 if q else None, output_dir=str(out / f"neuroclip-{adapter}"))
+            r = vision_train(cfg)
             name = {"none": "frozen encoder + prototypes (no adapter)", "relu": "ReLU adapter (ANN twin)",
                     "spiking": "NeuroCLIP spiking adapter"}[adapter]
             add("neuroclip", {"task": "nmnist 16-shot (test100)", "method": name, "T": cfg.timesteps, "acc": r["accuracy"],

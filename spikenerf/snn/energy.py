@@ -33,6 +33,7 @@ from .real_spike import UnsharedConv2d
 __all__ = [
     "E_MAC_PJ",
     "E_AC_PJ",
+    "E_MUL_PJ",
     "EnergyModel",
     "energy_pj",
     "LayerCount",
@@ -44,6 +45,7 @@ __all__ = [
 
 E_MAC_PJ = 4.6  # 32-bit float multiply-accumulate, 45 nm (Horowitz 2014)
 E_AC_PJ = 0.9  # 32-bit float add, 45 nm
+E_MUL_PJ = 3.7  # 32-bit float multiply, 45 nm (a state decay: HetSyn's synaptic currents)
 
 
 @dataclass(frozen=True)
@@ -65,14 +67,21 @@ def energy_pj(macs: float, sops: float, model: EnergyModel | None = None) -> flo
     return (model or EnergyModel()).energy_pj(macs, sops)
 
 
-def bit_budget(T: float, b_w: float, b_s: float) -> float:
-    """Bit budget of one layer: ``T * B_w * B_s``."""
-    return float(T) * float(b_w) * float(b_s)
+def _product(*xs):
+    """Product of numbers (a float) or of tensors (keeps the autograd graph: budget losses train bit widths)."""
+    if not any(isinstance(x, torch.Tensor) for x in xs):
+        return math.prod(float(x) for x in xs)
+    return math.prod(xs)
 
 
-def s_ace(macs_step: float, T: float, b_w: float, b_s: float, firing_rate: float) -> float:
+def bit_budget(T, b_w, b_s):
+    """Bit budget of one layer: ``T * B_w * B_s`` (floats in, float out; tensors in, tensor out)."""
+    return _product(T, b_w, b_s)
+
+
+def s_ace(macs_step, T, b_w, b_s, firing_rate):
     """S-ACE of one layer: ``MACs_step * T * B_w * B_s * fr`` (bit-operations of the non-zero inputs)."""
-    return float(macs_step) * float(T) * float(b_w) * float(b_s) * float(firing_rate)
+    return _product(macs_step, T, b_w, b_s, firing_rate)
 
 
 def spike_bits(max_level: int, signed: bool) -> int:

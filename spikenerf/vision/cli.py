@@ -5,6 +5,9 @@ Examples::
     spikenerf-vision train digits-demo                       # offline, about a minute on a CPU
     spikenerf-vision train resnet19-cifar10 --epochs 2 --width 0.25 --max-batches 20
     spikenerf-vision train ternary-resnet19-cifar10 --neuron.decay 0.25
+    spikenerf-vision train resnet20-cifar10 method:ltmd --method.dropout 0.3   # any preset, any method
+    spikenerf-vision train digits-demo --save-config my.yaml  # write the resolved config, do not train
+    spikenerf-vision train --config configs/vision/digits-demo.yaml --epochs 2
     torchrun --nproc_per_node 2 -m spikenerf.vision.cli train digits-demo   # DDP (gloo on CPU)
     spikenerf-vision eval --checkpoint outputs/vision/digits-demo/checkpoint.pt
     spikenerf-vision export --checkpoint outputs/vision/digits-demo/checkpoint.pt
@@ -18,16 +21,15 @@ from typing import Annotated
 
 import tyro
 
-from .config import PRESETS, VisionConfig
+from .checkpoint import CheckpointError
+from .config import PRESETS, ConfigFileError, VisionConfig, load_config_file, save_config_file
 from .data import DatasetNotFoundError
-from .methods.hetsyn import PRESETS as _HETSYN_PRESETS
-from .methods.neuroclip import PRESETS as _NEUROCLIP_PRESETS
-from .methods.stdp_ncg import PRESETS as _NCG_PRESETS
-
-# temporal / learning-rule methods with their own loops (issue 6, part 2): a config with a ``run()`` method
-_METHOD_PRESETS = {**_HETSYN_PRESETS, **_NCG_PRESETS, **_NEUROCLIP_PRESETS}
+from .engine import evaluate_checkpoint, export_checkpoint, format_eval, train
 
 __all__ = ["main", "EvalArgs", "ExportArgs"]
+
+_USER_ERRORS = (DatasetNotFoundError, CheckpointError, ConfigFileError, ValueError)
+"""Errors caused by the command's inputs: printed as one paragraph, exit status 2, no traceback."""
 
 
 @dataclass
@@ -56,29 +58,36 @@ class ExportArgs:
     batch_size: int = 64
 
 
-def _train(cfg: VisionConfig) -> None:
-    if not isinstance(cfg, VisionConfig):  # a method preset (HetSyn, STDP-NCG, NeuroCLIP) runs its own loop
-        cfg.run()
-        return
-    from .engine import train
+Preset = tyro.extras.subcommand_type_from_defaults(
+    {name: cfg for name, (_, cfg) in PRESETS.items()},
+    descriptions={name: desc for name, (desc, _) in PRESETS.items()},
+    prefix_names=False,
+)
 
+
+@dataclass
+class Train:
+    """Train a preset; every field is a flag (``--epochs 2``, ``--neuron.spike-code ternary``), the method is a
+    subcommand with its own flags (``method:ltmd --method.dropout 0.3``). ``--config FILE`` starts from a YAML
+    config instead of a preset; ``--save-config FILE`` writes the resolved config and exits."""
+
+    config: Annotated[Preset, tyro.conf.arg(name="")]
+
+
+def _train(cfg: VisionConfig) -> None:
     res = train(cfg)
-    if res:
+    if res and "best_accuracy" in res:
         print(f"done: test accuracy {res['accuracy']:.4f} (best {res['best_accuracy']:.4f}), "
               f"mean firing rate {res['mean_firing_rate']:.4f}, checkpoint {res['checkpoint']}")
 
 
 def _eval(args: EvalArgs) -> None:
-    from .engine import evaluate_checkpoint, format_eval
-
     res = evaluate_checkpoint(args.checkpoint, args.data_root, args.batch_size, args.max_batches, args.test_subset,
                               args.timesteps, args.device, args.progress)
     print(format_eval(res))
 
 
 def _export(args: ExportArgs) -> None:
-    from .engine import export_checkpoint
-
     rep = export_checkpoint(args.checkpoint, args.output, args.data_root, args.batches, args.batch_size)
     print(f"folded: BN {rep['bn_folded']}, amplitudes/Real Spike {rep['amplitudes_folded']}, "
           f"MPBN {rep['mpbn_folded']}, MPR dropped {rep['mpr_dropped']}")
@@ -88,40 +97,60 @@ def _export(args: ExportArgs) -> None:
           f"(max logit diff {rep['max_logit_diff']:.2e}); wrote {rep['output']}")
 
 
-Preset = tyro.extras.subcommand_type_from_defaults(
-    {name: cfg for name, (_, cfg) in {**PRESETS, **_METHOD_PRESETS}.items()},
-    descriptions={name: desc for name, (desc, _) in {**PRESETS, **_METHOD_PRESETS}.items()},
-    prefix_names=False,
-)
+def _pop_option(argv: list[str], name: str) -> str | None:
+    """Remove ``name VALUE`` (or ``name=VALUE``) from ``argv``; returns VALUE."""
+    for i, a in enumerate(argv):
+        if a == name:
+            if i + 1 >= len(argv):
+                raise ConfigFileError(f"{name} needs a file name")
+            value = argv[i + 1]
+            del argv[i:i + 2]
+            return value
+        if a.startswith(name + "="):
+            del argv[i]
+            return a.split("=", 1)[1]
+    return None
 
 
-@dataclass
-class Train:
-    """Train a preset; every field can be overridden (``--epochs``, ``--neuron.spike-code``...)."""
+_CONF = (tyro.conf.CascadeSubcommandArgs,)
 
-    config: Annotated[Preset, tyro.conf.arg(name="")]  # type: ignore[valid-type]
+
+def _parse(argv: list[str]):
+    """``(command, save_config_path)`` from the command line."""
+    if argv and argv[0] == "train":
+        rest = argv[1:]
+        config_file = _pop_option(rest, "--config")
+        save_to = _pop_option(rest, "--save-config")
+        if config_file is not None:
+            cfg = tyro.cli(VisionConfig, default=load_config_file(config_file), args=rest,
+                           prog=f"spikenerf-vision train --config {config_file}",
+                           config=(tyro.conf.CascadeSubcommandArgs,))
+            return cfg, save_to
+        cmd = tyro.cli(Annotated[Train, tyro.conf.subcommand("train")], args=rest, prog="spikenerf-vision train",
+                       config=_CONF)
+        return cmd.config, save_to
+    cmd = tyro.cli(
+        Annotated[Train, tyro.conf.subcommand("train")] | Annotated[EvalArgs, tyro.conf.subcommand("eval")]
+        | Annotated[ExportArgs, tyro.conf.subcommand("export")],
+        args=argv, prog="spikenerf-vision", config=_CONF,
+    )
+    return (cmd.config if isinstance(cmd, Train) else cmd), None
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``spikenerf-vision`` console script."""
-    cmd = tyro.cli(
-        Annotated[Train, tyro.conf.subcommand("train")] | Annotated[EvalArgs, tyro.conf.subcommand("eval")]
-        | Annotated[ExportArgs, tyro.conf.subcommand("export")],
-        args=argv,
-        config=(tyro.conf.OmitArgPrefixes,),
-    )
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        cmd, save_to = _parse(argv)
         if isinstance(cmd, EvalArgs):
             _eval(cmd)
         elif isinstance(cmd, ExportArgs):
-            try:
-                _export(cmd)
-            except ValueError as e:  # a checkpoint that cannot be exported: say why, no traceback
-                print(f"error: {e}", file=sys.stderr)
-                raise SystemExit(2) from None
+            _export(cmd)
+        elif save_to is not None:
+            print(f"wrote {save_config_file(cmd, save_to)}")
         else:
-            _train(cmd.config)
-    except DatasetNotFoundError as e:  # a clear message, no traceback
+            _train(cmd)
+    except _USER_ERRORS as e:  # a clear message, no traceback
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -12,7 +12,6 @@ import copy
 import os
 import random
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +23,17 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from spikenerf.snn import SurrogateSchedule, Tanh
-
-from .config import VisionConfig, config_from_dict, config_to_dict
+from .build import dataset_info, make_method, restore
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import VisionConfig, config_to_dict
 from .data import DatasetInfo, get_dataset, to_sequence
 from .energy import OpReport, count_ops
-from .joint import JointANNSNN
 from .layers import spike_acts
-from .losses import distillation_loss, im_loss, record_membranes, rmp_lambda, rmp_loss
+from .methods.base import OwnLoopMethod
 from .models import SeqClassifier, build_model
-from .methods.efficiency import format_report, make_trainer, wrap_model
-from .reparam import reparameterize
 
-__all__ = ["build", "train", "evaluate", "evaluate_checkpoint", "export_checkpoint", "save_checkpoint",
-           "load_checkpoint", "seed_everything"]
+__all__ = ["train", "evaluate", "evaluate_checkpoint", "export_checkpoint", "save_checkpoint", "load_checkpoint",
+           "seed_everything"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -58,16 +54,6 @@ def _dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def build(cfg: VisionConfig, info: DatasetInfo) -> nn.Module:
-    """The model a config describes: a :class:`SeqClassifier`, or a :class:`JointANNSNN` when ``cfg.joint``."""
-    if cfg.joint:
-        return JointANNSNN(cfg.model, info.num_classes, info.in_channels, cfg.neuron, cfg.width, info.input_size,
-                           cfg.joint_rank_ratio)
-    model = build_model(cfg.model, info.num_classes, info.in_channels, cfg.spiking, cfg.neuron, cfg.width,
-                        info.input_size)
-    return wrap_model(cfg, info, model)  # issue-6 efficiency method (no-op for method='none')
-
-
 def _steps_for(cfg: VisionConfig, info: DatasetInfo, spiking: bool, T: int | None = None) -> int:
     # a ReLU net is stateless: repeating a static input over T gives T identical outputs
     T = cfg.timesteps if T is None else T
@@ -76,25 +62,8 @@ def _steps_for(cfg: VisionConfig, info: DatasetInfo, spiking: bool, T: int | Non
     return T
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """``torch.save`` to a temporary file then ``os.replace``: a crash never leaves a torn checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def _eval_model(model: nn.Module) -> SeqClassifier:
-    m = _unwrap(model)
-    return m.materialize("snn") if isinstance(m, JointANNSNN) else m  # type: ignore[return-value]
 
 
 def _loader(ds: Dataset, batch_size: int, shuffle: bool, cfg: VisionConfig, sampler=None) -> DataLoader:
@@ -161,8 +130,27 @@ def _make_optimizer(cfg: VisionConfig, params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _surrogates(model: nn.Module) -> list:
-    return [a.neuron.surrogate for _, a in spike_acts(model) if a.spiking]
+def _datasets(cfg: VisionConfig) -> tuple[Dataset, Dataset, DatasetInfo]:
+    """The run's (train, test) sets with the configured subsets, and the data's description."""
+    train_ds, info = get_dataset(cfg.dataset, True, cfg.data_root, T=cfg.timesteps, augment=cfg.augment,
+                                 n_points=cfg.n_points, subset=cfg.train_subset, seed=cfg.seed)
+    test_ds, _ = get_dataset(cfg.dataset, False, cfg.data_root, T=cfg.timesteps, augment=False,
+                             n_points=cfg.n_points, subset=cfg.test_subset, seed=cfg.seed)
+    return train_ds, test_ds, info
+
+
+def run_own_loop(cfg: VisionConfig, method: OwnLoopMethod) -> dict[str, Any]:
+    """The one runner of the methods with their own training loop: seed, ``fit``, atomic checkpoint, summary."""
+    seed_everything(cfg.seed)
+    method.check_data()
+    t0 = time.time()
+    res = method.fit()
+    metrics = dict(res.metrics, train_s=time.time() - t0)
+    path = Path(cfg.output_dir) / "checkpoint.pt"
+    save_checkpoint(path, {"state": res.state, "config": config_to_dict(cfg), "result": metrics})
+    metrics["checkpoint"] = str(path)
+    print(f"done: {res.summary}, checkpoint {path}", flush=True)
+    return metrics
 
 
 def train(cfg: VisionConfig) -> dict[str, Any]:
@@ -170,6 +158,16 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
     rank, local_rank, world = _dist_info()
     distributed = world > 1
     device = _device(cfg)
+    sets: list = []
+
+    def datasets() -> tuple[Dataset, Dataset]:
+        if not sets:
+            sets.extend(_datasets(cfg))
+        return sets[0], sets[1]
+
+    method = make_method(cfg, dataset_info(cfg), device, datasets)
+    if method.own_loop:
+        return run_own_loop(cfg, method)
     if distributed:
         if device.type == "cuda":
             device = torch.device("cuda", local_rank)
@@ -179,40 +177,31 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
     main = rank == 0
     seed_everything(cfg.seed)  # same init on every rank; DDP also broadcasts rank 0's weights
 
-    train_ds, info = get_dataset(cfg.dataset, True, cfg.data_root, T=cfg.timesteps, augment=cfg.augment,
-                                 n_points=cfg.n_points, subset=cfg.train_subset, seed=cfg.seed)
-    test_ds, _ = get_dataset(cfg.dataset, False, cfg.data_root, T=cfg.timesteps, augment=False,
-                             n_points=cfg.n_points, subset=cfg.test_subset, seed=cfg.seed)
+    train_ds, test_ds = datasets()
+    info = sets[2]
+    method.ctx.info, method.ctx.device = info, device
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed) if distributed else None
     train_loader = _loader(train_ds, cfg.batch_size, True, cfg, sampler)
     test_loader = _loader(test_ds, cfg.eval_batch_size, False, cfg)
 
-    model = build(cfg, info).to(device)
-    method = make_trainer(cfg, info, model, device)  # issue-6 efficiency method hooks (None when off)
-    spiking = cfg.spiking or cfg.joint
-    T_train = _steps_for(cfg, info, spiking)
-    opt = _make_optimizer(cfg, model.parameters() if method is None else method.param_groups(model))
+    model = method.build().to(device)
+    T_train = _steps_for(cfg, info, method.spiking)
+    opt = _make_optimizer(cfg, method.param_groups(model))
     steps_per_epoch = len(train_loader) if cfg.max_batches is None else min(len(train_loader), cfg.max_batches)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.scheduler == "cosine" else None
-    esg = None
-    if cfg.esg:
-        surr = _surrogates(model)
-        if not all(isinstance(s, Tanh) for s in surr):
-            raise ValueError("--esg needs the tanh surrogate (--neuron.surrogate tanh), as in IM-Loss")
-        esg = SurrogateSchedule(surr, cfg.esg_k_min, cfg.esg_k_max, total_steps, mode="esg")
+    method.start(model, total_steps)
 
     out_dir = Path(cfg.output_dir)
     ckpt_path = out_dir / "checkpoint.pt"
     start_epoch, step, best = 0, 0, 0.0
     if cfg.resume and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
+        state = load_checkpoint(ckpt_path, need=("model", "optimizer", "epoch", "step"))
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if sched is not None and state.get("scheduler"):
             sched.load_state_dict(state["scheduler"])
-        if esg is not None and state.get("esg"):
-            esg.load_state_dict(state["esg"])
+        method.load_state_dict(state.get("method") or ({"esg": state["esg"]} if state.get("esg") else {}))
         start_epoch, step, best = int(state["epoch"]) + 1, int(state["step"]), float(state["best_accuracy"])
         torch.set_rng_state(state["rng_cpu"])
         if main:
@@ -224,7 +213,7 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
     writer = None
     if main and cfg.tensorboard:
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # optional: tensorboard may be absent
 
             writer = SummaryWriter(str(out_dir / "tb"))
         except Exception as e:  # noqa: BLE001 - logging is optional
@@ -241,34 +230,11 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
             if cfg.max_batches is not None and i >= cfg.max_batches:
                 break
             x, y = x.to(device), y.to(device)
-            x_seq = to_sequence(x, info.kind, T_train)
-            need_mem = spiking and (cfg.rmp_loss > 0 or cfg.im_loss > 0)
-            snn_part = raw_model.snn if cfg.joint else raw_model
-            ctx = record_membranes(snn_part) if need_mem else nullcontext([])
-            with ctx as acts:
-                if cfg.joint:
-                    x_ann = to_sequence(x, info.kind, _steps_for(cfg, info, False))
-                    logits, ann_logits = model(x_seq, x_ann)
-                    loss = F.cross_entropy(logits, y) + F.cross_entropy(ann_logits, y)
-                    loss = loss + cfg.distill_weight * distillation_loss(logits, ann_logits, cfg.distill_tau)
-                elif method is not None:
-                    logits, loss = method.loss(model, x_seq, y, step, total_steps)
-                else:
-                    logits = model(x_seq)
-                    loss = F.cross_entropy(logits, y)
-                if cfg.rmp_loss > 0 and acts:
-                    loss = loss + rmp_lambda(step, total_steps, cfg.rmp_loss) * rmp_loss(acts)
-                if cfg.im_loss > 0 and acts:
-                    loss = loss + cfg.im_loss * im_loss(acts)
-            for a in acts:
-                a.last_membrane = None  # free the graph references
+            logits, loss = method.loss(model, to_sequence(x, info.kind, T_train), y, step, total_steps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if method is not None:
-                method.after_step(raw_model)
-            if esg is not None:
-                esg.step()
+            method.after_step(raw_model)
             step += 1
             seen += y.numel()
             correct += int((logits.argmax(1) == y).sum())
@@ -278,8 +244,8 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
         if sched is not None:
             sched.step()
         if main:
-            ev = evaluate(_eval_model(raw_model), test_loader, info, _steps_for(cfg, info, cfg.spiking or cfg.joint),
-                          device, cfg.max_batches, progress=cfg.progress)
+            ev = evaluate(method.eval_model(_unwrap(raw_model)), test_loader, info, T_train, device, cfg.max_batches,
+                          progress=cfg.progress)
             best = max(best, ev["accuracy"])
             msg = (f"epoch {epoch + 1}: train loss {loss_sum / max(seen, 1):.4f} acc {correct / max(seen, 1):.4f} | "
                    f"test acc {ev['accuracy']:.4f} (best {best:.4f}) | firing {ev['mean_firing_rate']:.3f} | "
@@ -291,14 +257,12 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
                 writer.add_scalar("test/accuracy", ev["accuracy"], epoch)
                 writer.add_scalar("test/mean_firing_rate", ev["mean_firing_rate"], epoch)
                 writer.add_scalar("lr", opt.param_groups[0]["lr"], epoch)
-                if esg is not None:
-                    writer.add_scalar("esg/K", esg.value(), epoch)
                 writer.flush()
             save_checkpoint(ckpt_path, {
                 "model": raw_model.state_dict(),
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict() if sched is not None else {},
-                "esg": esg.state_dict() if esg is not None else {},
+                "method": method.state_dict(),
                 "epoch": epoch,
                 "step": step,
                 "best_accuracy": best,
@@ -310,11 +274,12 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
                       "epoch": epoch, "checkpoint": str(ckpt_path)}
         if distributed:
             dist.barrier()
-    if method is not None and main and result:
+    if main and result:
         rep = method.report(raw_model, to_sequence(next(iter(test_loader))[0][:32].to(device), info.kind, T_train))
         result["method_report"] = rep
-        if rep:
-            print(format_report(rep), flush=True)
+        text = method.format_report(rep) if rep else ""
+        if text:
+            print(text, flush=True)
     if writer is not None:
         writer.close()
     if distributed:
@@ -323,22 +288,6 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- eval / export of a checkpoint
-def _restore(path: str | Path) -> tuple[VisionConfig, SeqClassifier, DatasetInfo, dict]:
-    state = load_checkpoint(path)
-    cfg = config_from_dict(state["config"])
-    from .data import DATASETS
-
-    info = DATASETS[cfg.dataset]
-    if info.kind == "points":
-        info = DatasetInfo(info.name, info.num_classes, info.in_channels, cfg.n_points, info.kind)
-    model = build(cfg, info)
-    model.load_state_dict(state["model"])
-    if isinstance(model, JointANNSNN):
-        model = model.materialize("snn")
-    model.eval()
-    return cfg, model, info, state
-
-
 def _twin_ops(cfg: VisionConfig, info: DatasetInfo, seqs_of: Any, device: torch.device) -> OpReport:
     twin = build_model(cfg.model, info.num_classes, info.in_channels, False, cfg.neuron, cfg.width,
                        info.input_size).to(device)
@@ -349,7 +298,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | None = None, ba
                         max_batches: int | None = None, test_subset: int | None = None,
                         timesteps: tuple[int, ...] = (), device: str = "auto", progress: bool = True) -> dict[str, Any]:
     """Accuracy, firing rates, SOPs/MACs and energy vs the ANN twin, for each evaluated ``T``."""
-    cfg, model, info, _ = _restore(checkpoint)
+    cfg, model, info, _ = restore(checkpoint)
     if data_root is not None:
         cfg.data_root = data_root
     cfg.device = device  # type: ignore[assignment]
@@ -394,11 +343,14 @@ def format_eval(results: dict[str, Any]) -> str:
 def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, data_root: str | None = None,
                       batches: int = 4, batch_size: int = 64, atol: float = 1e-4) -> dict[str, Any]:
     """Apply the inference re-parameterizations and check predictions are unchanged on test batches."""
-    cfg, model, info, _ = _restore(checkpoint)
-    if cfg.efficiency.method in ("adaptive-bits", "subbit"):
-        # their convs re-quantize whatever weights they hold: folding BN into them would change the model
-        raise ValueError(f"export: {cfg.efficiency.method} checkpoints keep quantized weights and are not "
-                         "re-parameterized; use `spikenerf-vision eval` on the checkpoint itself")
+    cfg, model, info, _ = restore(checkpoint)
+    method = make_method(cfg, info)
+    with torch.no_grad():
+        # Fold and compare in float64: a fold is exact in real arithmetic, but in float32 a membrane that
+        # lands within rounding of the threshold can flip one spike and change a logit (seen with MPBN).
+        ref64 = copy.deepcopy(model).double()
+        folded64 = copy.deepcopy(ref64)
+        report = method.export(folded64)  # a method that cannot be folded says why (ValueError)
     if data_root is not None:
         cfg.data_root = data_root
     ds, _ = get_dataset(cfg.dataset, False, cfg.data_root, T=cfg.timesteps, augment=False, n_points=cfg.n_points,
@@ -407,11 +359,6 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
     T = _steps_for(cfg, info, model.spiking)
     xs = [to_sequence(x, info.kind, T) for i, (x, _) in zip(range(batches), loader)]
     with torch.no_grad():
-        # Fold and compare in float64: a fold is exact in real arithmetic, but in float32 a membrane that
-        # lands within rounding of the threshold can flip one spike and change a logit (seen with MPBN).
-        ref64 = copy.deepcopy(model).double()
-        folded64 = copy.deepcopy(ref64)
-        report = reparameterize(folded64)
         before = [ref64(x.double()) for x in xs]
         after = [folded64(x.double()) for x in xs]
         folded = folded64.float()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from spikenerf.snn.deploy import deploy_affine
 from spikenerf.snn.mpbn import MPBN, bn_affine
 from spikenerf.snn.mpbn import fold_mpbn as _core_fold_mpbn
 from spikenerf.snn.mpr import MPR, remove_mpr
@@ -72,13 +73,20 @@ def fold_bn(model: nn.Module) -> int:
 
 
 def _slot_scale(act: SpikeAct) -> Tensor | None:
-    scale = None
-    n = act.neuron
-    if getattr(n, "amplitude_mode", None) == "learnable":
-        scale = n.amplitude.detach().reshape(1).expand(act.channels).clone()
+    """Per-channel factor ``[C]`` between what the slot emits and the spike code its neuron fires, or ``None``.
+
+    The neuron's part is the core's rule (:func:`spikenerf.snn.deploy.deploy_affine`: a Ternary Spike amplitude,
+    a multi-bit step); a Real Spike scale multiplies it. The slots keep emitting the training code after the
+    fold, so a code's deploy offset (``ternary012``) is not folded here: only the scale moves.
+    """
+    if not act.spiking:
+        return None
+    k, _ = deploy_affine(act.neuron)
+    if act.real_spike is None and not isinstance(k, Tensor):
+        return None
+    scale = torch.ones(act.channels) * (k.detach().reshape(-1) if isinstance(k, Tensor) else float(k))
     if act.real_spike is not None:
-        rs = act.real_spike.scale.detach()
-        scale = rs.clone() if scale is None else scale * rs
+        scale = scale * act.real_spike.scale.detach()
     return scale
 
 
@@ -97,8 +105,7 @@ def fold_amplitudes(model: nn.Module) -> tuple[int, list[str]]:
             continue
         for lin in consumers:
             _copy_into(lin, fold_input_affine_layer(lin, scale=scale))
-        if getattr(act.neuron, "amplitude_mode", None) == "learnable":
-            act.neuron.amplitude_mode = None
+        act.neuron.amplitude_mode = None
         act.real_spike = None
         done.add(id(act))
         folded += 1

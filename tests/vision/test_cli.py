@@ -49,15 +49,18 @@ def test_eval_and_export(trained, capsys):
 
 
 def test_method_flags_train(tmp_path):
-    # RMP-Loss + IM-Loss + ESG (tanh surrogate) + MPBN + soft reset/MPR in one short run
-    main(["train", "digits-demo", "--epochs", "1", "--output-dir", str(tmp_path), *FAST, "--rmp-loss", "0.1",
-          "--im-loss", "0.1", "--esg", "--surrogate", "tanh", "--mpbn", "--reset", "soft", "--mpr"])
+    # RMP-Loss, then IM-Loss + ESG (tanh surrogate), each with MPBN + soft reset/MPR, one short run each
+    neuron = ["--neuron.surrogate", "tanh", "--neuron.mpbn", "--neuron.reset", "soft", "--neuron.mpr"]
+    main(["train", "digits-demo", "--epochs", "1", "--output-dir", str(tmp_path / "rmp"), *FAST, *neuron,
+          "method:rmp", "--method.weight", "0.1"])
+    main(["train", "digits-demo", "--epochs", "1", "--output-dir", str(tmp_path), *FAST, *neuron,
+          "method:im-loss", "--method.weight", "0.1", "--method.esg"])
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert state["esg"]["step_count"] == 3
+    assert state["method"]["esg"]["step_count"] == 3
 
 
 def test_joint_train_and_export(tmp_path, capsys):
-    main(["train", "digits-demo", "--epochs", "1", "--output-dir", str(tmp_path), *FAST, "--joint"])
+    main(["train", "digits-demo", "--epochs", "1", "--output-dir", str(tmp_path), *FAST, "method:joint"])
     main(["export", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--batches", "1"])
     assert ": True" in capsys.readouterr().out
 

@@ -80,15 +80,16 @@ def test_step_size_renewal():
     assert not n.renew_step()  # unchanged width: no renewal
     torch.manual_seed(0)
     n.train()
-    n(torch.rand(2, 2000) * 1.5)
-    x, T = n._x_sample, 2
+    x_in = torch.rand(2, 2000) * 1.5
+    n(x_in)
+    x, T = n.input_sample(x_in), 2
     d_old = float(n.v_threshold.detach())
     n.bits_param.data.fill_(1.0)  # 3 -> 1 bit, L = 1
 
     def err(d):  # rate quantization error at the new width (T steps, L levels of d)
         return float(((x - d / T * torch.clamp(torch.round(x * T / d), 0, T * 1)) ** 2).mean())
 
-    assert n.renew_step()
+    assert n.renew_step(x)
     d_new = float(n.v_threshold.detach())
     assert err(d_new) <= min(err(d_old), err(d_old * 7)) + 1e-9
     assert err(d_new) <= 1.02 * _brute_min(err, 0.05, 5.0)
@@ -365,9 +366,9 @@ def test_ltmd_consistency_and_loss_values():
 
 def test_ltmd_two_runs_dropout_and_tanh_threshold():
     torch.manual_seed(0)
+    from spikenerf.vision.build import build
     from spikenerf.vision.config import PRESETS
     from spikenerf.vision.data import DATASETS
-    from spikenerf.vision.engine import build
 
     cfg = PRESETS["ltmd-resnet20-cifar10"][1]
     cfg.width, cfg.dataset = 0.25, "digits"
@@ -396,8 +397,8 @@ def test_cli_each_method(tmp_path, capsys):
     for preset in ("adaptive-bits-resnet20-cifar10", "ratebp-resnet20-cifar10", "ltmd-resnet20-cifar10",
                    "subbit-binary-resnet20-cifar10"):
         main(["train", preset, *FAST, "--output-dir", str(tmp_path / preset)])
-    main(["train", "subbit-resnet20-cifar10", *FAST, "--output-dir", str(tmp_path / "s2"), "--subbit-teacher",
-          str(tmp_path / "subbit-binary-resnet20-cifar10" / "checkpoint.pt"), "--subbit-codebook", "8"])
+    main(["train", "subbit-resnet20-cifar10", *FAST, "--output-dir", str(tmp_path / "s2"), "--method.teacher",
+          str(tmp_path / "subbit-binary-resnet20-cifar10" / "checkpoint.pt"), "--method.codebook", "8"])
     text = capsys.readouterr().out
     assert "bit budget" in text and "thresholds tanh(w)" in text and "index bits/weight 0." in text
     main(["eval", "--checkpoint", str(tmp_path / "s2" / "checkpoint.pt"), "--no-progress", "--max-batches", "1"])
@@ -413,15 +414,14 @@ def test_cli_each_method(tmp_path, capsys):
 def test_adaptive_bits_param_group_and_wrap_roundtrip():
     import dataclasses
 
+    from spikenerf.vision.build import build, make_method
     from spikenerf.vision.config import PRESETS, config_from_dict, config_to_dict
     from spikenerf.vision.data import DATASETS
-    from spikenerf.vision.engine import build
-    from spikenerf.vision.methods.efficiency import MethodTrainer
 
     cfg = dataclasses.replace(PRESETS["adaptive-bits-resnet20-cifar10"][1], dataset="digits", width=0.125)
     assert config_from_dict(config_to_dict(cfg)) == cfg
     m = build(cfg, DATASETS["digits"])
-    groups = MethodTrainer(cfg, DATASETS["digits"], m, torch.device("cpu")).param_groups(m)
+    groups = make_method(cfg, DATASETS["digits"]).param_groups(m)
     n_bits = sum(1 for n, _ in m.named_parameters() if n.endswith(("t_param", "bits_param")))
-    assert groups[1]["lr"] == cfg.efficiency.ab_bits_lr and len(groups[1]["params"]) == n_bits > 0
+    assert groups[1]["lr"] == cfg.method.bits_lr and len(groups[1]["params"]) == n_bits > 0
     assert len(groups[0]["params"]) + n_bits == len(list(m.parameters()))

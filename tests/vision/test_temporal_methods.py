@@ -156,10 +156,10 @@ def test_hetsyn_neuron_level_heterogeneity():
 def test_hetsyn_cli_runs_on_nmnist(shared_data, tmp_path, capsys):
     root = shared_data("nmnist-small")
     main(["train", "hetsyn-nmnist", "--data-root", str(root), "--epochs", "1", "--train-subset", "32",
-          "--test-subset", "16", "--hidden", "16", "--timesteps", "4", "--no-progress", "--output-dir", str(tmp_path)])
+          "--test-subset", "16", "--method.hidden", "16", "--timesteps", "4", "--no-progress", "--output-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert "hetsyn on nmnist" in out and "state mults" in out
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["config"]["variant"] == "hetsyn"
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["config"]["method"]["variant"] == "hetsyn"
 
 
 def test_hetsyn_shd_missing_is_clear(tmp_path, capsys):
@@ -216,7 +216,7 @@ def test_ncg_step_by_hand():
 
 
 def test_stdp_ncg_cli_runs(tmp_path, capsys):
-    main(["train", "stdp-ncg-digits", "--extractor", "pixels", "--epochs", "1", "--train-subset", "200",
+    main(["train", "stdp-ncg-digits", "--method.extractor", "pixels", "--epochs", "1", "--train-subset", "200",
           "--test-subset", "50", "--no-progress", "--output-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert "S2-STDP+NCG" in out and "test accuracy" in out
@@ -281,14 +281,14 @@ def test_smooth_ce_and_prototype_logits_by_hand():
 
 
 def test_neuroclip_encoder_from_project_checkpoint(tmp_path):
+    from spikenerf.vision.build import build, restore
     from spikenerf.vision.config import VisionConfig, config_to_dict
     from spikenerf.vision.data import DATASETS
-    from spikenerf.vision.engine import build
 
     cfg = VisionConfig(model="vgg11", dataset="nmnist", width=0.0625, spiking=False, timesteps=2)
     torch.save({"model": build(cfg, DATASETS["nmnist"]).state_dict(), "config": config_to_dict(cfg)},
                tmp_path / "checkpoint.pt")
-    enc = load_encoder("checkpoint", str(tmp_path / "checkpoint.pt"))
+    enc = load_encoder("checkpoint", str(tmp_path / "checkpoint.pt"), restore=restore)
     x = (torch.rand(1, 3, 2, 34, 34) > 0.9).float()
     f = enc(event_frames(x)[0], x[0])
     assert f.shape == (3, 32)

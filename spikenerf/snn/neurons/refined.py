@@ -26,10 +26,13 @@ Dynamics (the core recurrence with ``a = decay``, ``b = 1``, ``c = 0``, ``multib
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor, nn
 
-from .base import BaseNode
+from ..fused import multistep_scan
+from .base import BaseNode, NeuronOutput
 
 __all__ = ["RefinedNode", "resample_time", "resample_matrix", "round_ste", "best_step"]
 
@@ -71,7 +74,13 @@ def resample_time(x_seq: Tensor, t_out: int) -> Tensor:
 
 
 class RefinedNode(BaseNode):
-    """Multi-bit, soft-reset neuron with learnable ``T_l`` (``t_param``), ``B_s`` (``bits_param``), step ``d``."""
+    """Multi-bit, soft-reset neuron with learnable ``T_l`` (``t_param``), ``B_s`` (``bits_param``), step ``d``.
+
+    The forward is pure: it writes nothing on the module or on its output. The level count ``L`` of the current
+    ``B_s`` goes to the scan in a per-call copy of the spec; what the adaptive-bits method needs about a call
+    (the layer's straight-through ``T`` and ``B_s``, the mean input currents for the step renewal) it asks for
+    explicitly: :meth:`temporal_length`, :meth:`spike_bits`, :meth:`input_sample`.
+    """
 
     def __init__(self, decay: float = 1.0, step: float = 0.5, t_init: float = 4.0, t_range: tuple[int, int] = (1, 8),
                  bits_init: float = 2.0, bits_range: tuple[int, int] = (1, 4), surrogate="rect", **kwargs) -> None:
@@ -86,8 +95,6 @@ class RefinedNode(BaseNode):
         self.t_param = nn.Parameter(torch.tensor(float(t_init)))
         self.bits_param = nn.Parameter(torch.tensor(float(bits_init)))
         self.register_buffer("bits_int", torch.tensor(b0))  # bit width the step size was last renewed for
-        self.last_T: int | None = None
-        self._x_sample: Tensor | None = None  # mean input currents of the last training batch (renewal)
 
     def charge_coefficients(self):
         return self.decay, 1.0, 0.0
@@ -99,13 +106,19 @@ class RefinedNode(BaseNode):
         return round_ste(self.bits_param.clamp(*self.bits_range))
 
     @torch.no_grad()
-    def renew_step(self) -> bool:
+    def input_sample(self, x_seq: Tensor, n: int = 8192) -> Tensor:
+        """Mean input currents ``[<= n]`` of ``x_seq`` after resampling to this layer's ``T`` (step renewal)."""
+        return resample_time(x_seq.detach(), int(self.temporal_length())).mean(0).flatten()[:n].clone()
+
+    @torch.no_grad()
+    def renew_step(self, x_sample: Tensor | None = None) -> bool:
         """Step-size renewal when ``round(b)`` changed from ``B_old`` to ``B_new`` (returns True if renewed).
 
         The step learnt for ``B_old`` mismatches ``B_new``. Renewed step: the one minimising the rate
-        quantization error ``E (x_bar - Q(x_bar))^2``, ``Q(x) = (d/T) clip(round(x T / d), 0, T L_new)``, on the
-        last training batch's mean input currents, searched from the candidates ``d`` (kept) and
-        ``d (2^B_old - 1) / (2^B_new - 1)`` (range kept); without a recorded batch the range is kept.
+        quantization error ``E (x_bar - Q(x_bar))^2``, ``Q(x) = (d/T) clip(round(x T / d), 0, T L_new)``, on
+        ``x_sample`` (the last training batch's mean input currents, :meth:`input_sample`), searched from the
+        candidates ``d`` (kept) and ``d (2^B_old - 1) / (2^B_new - 1)`` (range kept); without a sample the range
+        is kept.
         """
         new = int(torch.round(self.bits_param.clamp(*self.bits_range)))
         old = int(self.bits_int)
@@ -113,7 +126,7 @@ class RefinedNode(BaseNode):
             return False
         d = float(self.v_threshold_param)
         keep_range = d * (2 ** old - 1) / (2 ** new - 1)
-        if self._x_sample is None:
+        if x_sample is None:
             self.v_threshold_param.fill_(keep_range)
         else:
             T, L = int(self.temporal_length()), 2 ** new - 1
@@ -121,7 +134,7 @@ class RefinedNode(BaseNode):
             def q(x: Tensor, step: float) -> Tensor:
                 return (step / T) * torch.clamp(torch.round(x * T / step), 0, T * L)
 
-            self.v_threshold_param.fill_(best_step(self._x_sample, q, [d, keep_range]))
+            self.v_threshold_param.fill_(best_step(x_sample, q, [d, keep_range]))
         self.bits_int.fill_(new)
         return True
 
@@ -129,29 +142,22 @@ class RefinedNode(BaseNode):
         T_ste, B_ste = self.temporal_length(), self.spike_bits()
         T, B = int(T_ste.detach()), int(B_ste.detach())
         L = 2 ** B - 1
-        self.spec.levels = L
         x = resample_time(x_seq, T)
-        if self.training:
-            self._x_sample = x.detach().mean(0).flatten()[:8192].clone()
-        s, h = super().forward(x, v0, return_membrane=True)  # s = d * count
+        if v0 is None:
+            v0 = self.initial_membrane(x)
+        a, b, c = self.charge_coefficients()
         d = self.v_threshold
+        counts, h = multistep_scan(x, dataclasses.replace(self.spec, levels=L), a=a, b=b, c=c, vth=d, v0=v0,
+                                   backend=self.backend, membrane_transform=self.membrane_transform)
+        s = counts * d  # output d * count (amplitude = the step)
         L_ste = 2.0 ** B_ste - 1.0
         sat = (s.detach() >= (L - 0.5) * d.detach()).to(s.dtype)
         s = s + (L_ste - L_ste.detach()) * d.detach() * sat
         xbar = torch.minimum(x.detach().mean(0).clamp(min=0.0), L * d.detach())
         r = s.detach().mean(0)
         s = s + (T_ste - T_ste.detach()) * ((xbar - r) / T).unsqueeze(0)
-        self.last_T = T
-        s = _tag(s, T_ste, B_ste)
-        return (s, h) if return_membrane else s
+        return NeuronOutput((s, h)) if return_membrane else s
 
     def extra_repr(self) -> str:
         return (f"decay={self.decay:g}, T={int(self.temporal_length())}, B_s={int(self.spike_bits())}, "
                 f"step={float(self.v_threshold):.4g}")
-
-
-def _tag(s: Tensor, T_ste: Tensor, B_ste: Tensor) -> Tensor:
-    """Attach the producing layer's (straight-through) ``T`` and ``B_s`` to its output tensor (bit accounting)."""
-    s.spike_T = T_ste  # type: ignore[attr-defined]
-    s.spike_bits = B_ste  # type: ignore[attr-defined]
-    return s

@@ -13,15 +13,15 @@ raises :class:`DatasetNotFoundError` whose message says where to put it.
 from __future__ import annotations
 
 import gzip
-import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset, TensorDataset
+
+from .base import DatasetInfo, DatasetNotFoundError, InputKind, _missing, default_data_root
+from .shd import SHD, SHD_POOL
 
 __all__ = [
     "DatasetNotFoundError",
@@ -38,23 +38,8 @@ __all__ = [
     "sample_mesh",
     "ModelNetPoints",
     "to_sequence",
+    "SHD",
 ]
-
-InputKind = Literal["static", "events", "points"]
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """The requested dataset is not on disk (this package never downloads)."""
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    num_classes: int
-    in_channels: int
-    input_size: int  # spatial side (images), or number of points
-    kind: InputKind
-
 
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo("digits", 10, 1, 8, "static"),
@@ -65,6 +50,7 @@ DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo("mnist", 10, 1, 28, "static"),
     "fashion-mnist": DatasetInfo("fashion-mnist", 10, 1, 28, "static"),
     "nmnist": DatasetInfo("nmnist", 10, 2, 34, "events"),
+    "shd": DatasetInfo("shd", 20, 1, 700 // SHD_POOL, "events"),
     "modelnet10-2class": DatasetInfo("modelnet10-2class", 2, 3, 1024, "points"),
     "modelnet10": DatasetInfo("modelnet10", 10, 3, 1024, "points"),
     "modelnet40": DatasetInfo("modelnet40", 40, 3, 1024, "points"),
@@ -72,21 +58,6 @@ DATASETS: dict[str, DatasetInfo] = {
     "cifar10-dvs": DatasetInfo("cifar10-dvs", 10, 2, 128, "events"),
     "dvs128-gesture": DatasetInfo("dvs128-gesture", 11, 2, 128, "events"),
 }
-
-
-def default_data_root() -> Path:
-    """``$SPIKENERF_DATA`` if set, else ``../shared/data`` relative to the repository root."""
-    env = os.environ.get("SPIKENERF_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
-def _missing(name: str, where: Path, how: str) -> DatasetNotFoundError:
-    return DatasetNotFoundError(
-        f"dataset {name!r} not found at {where}. {how} (nothing is downloaded; set --data-root or "
-        f"$SPIKENERF_DATA to the folder that holds it)."
-    )
 
 
 # ----------------------------------------------------------------------------- small offline sets
@@ -436,6 +407,8 @@ def get_dataset(name: str, train: bool, root: str | Path | None = None, T: int =
         ds = _torchvision(name, root, train, augment)
     elif name == "nmnist":
         ds = NMNIST(root, train, T=T)
+    elif name == "shd":
+        ds = SHD(root, train, T=T)
     elif name == "imagenet":
         ds = _imagenet(root, train, augment)
     elif name in _TONIC:

@@ -1,1 +1,1 @@
-"""Vision training methods that need more than a neuron flag (one module per paper)."""
+"""Vision training methods: one module per paper, each a config + a :class:`~.base.Method`; names in :mod:`.registry`."""

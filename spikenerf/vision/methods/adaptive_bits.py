@@ -35,18 +35,25 @@ the components it names, with each formula above checked in ``tests/vision/test_
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+import torch.nn.functional as F
+import tyro
 from torch import Tensor, nn
 
+from spikenerf.snn.energy import bit_budget, s_ace
 from spikenerf.snn.neurons import RefinedNode
 from spikenerf.snn.neurons.refined import best_step, resample_time, round_ste
 
 from ..layers import spike_acts
 from ..models.base import SeqClassifier
+from ..models.resnet import BasicBlock
+from .base import Method, MethodConfig
 
 __all__ = ["WeightQuantizer", "QuantConv2d", "QuantLinear", "convert_adaptive", "renew_steps", "bit_report",
-           "budget_loss", "BitRecorder"]
+           "budget_loss", "BitRecorder", "InputSampler", "AdaptiveBitsConfig", "AdaptiveBitsMethod"]
 
 
 class WeightQuantizer(nn.Module):
@@ -153,35 +160,65 @@ def convert_adaptive(model: nn.Module, t_init: float = 4.0, t_max: int = 8, spik
         for name, child in list(parent.named_children()):
             if type(child) in (nn.Conv2d, nn.Linear) and id(child) not in skip:
                 _swap(parent, name, child, weight_bits, weight_bits_range)
-    from ..models.resnet import BasicBlock
-
     for m in model.modules():
         if isinstance(m, BasicBlock):
             _patch_residual(m)
     return model
 
 
-def renew_steps(model: nn.Module) -> int:
-    """Step-size renewal of every weight quantizer and refined neuron whose rounded bit width changed."""
+def renew_steps(model: nn.Module, samples: dict[int, Tensor] | None = None) -> int:
+    """Step-size renewal of every weight quantizer and refined neuron whose rounded bit width changed.
+
+    ``samples``: ``{id(neuron): mean input currents}`` of the last training batch (:class:`InputSampler`);
+    a neuron without one keeps its range.
+    """
     n = 0
+    samples = samples or {}
     for m in model.modules():
         if isinstance(m, (QuantConv2d, QuantLinear)):
             n += int(m.wq.renew_step(m.weight))
         elif isinstance(m, RefinedNode):
-            n += int(m.renew_step())
+            n += int(m.renew_step(samples.get(id(m))))
     return n
+
+
+class InputSampler:
+    """Forward hooks (a context manager) that keep each :class:`RefinedNode`'s mean input currents of the
+    batch, ``{id(neuron): sample}``, for the step renewal; the neurons themselves keep nothing."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.nodes = [m for m in model.modules() if isinstance(m, RefinedNode)]
+        self.samples: dict[int, Tensor] = {}
+        self._hooks: list = []
+
+    def _hook(self, mod: RefinedNode, inp, out) -> None:
+        self.samples[id(mod)] = mod.input_sample(inp[0])
+
+    def __enter__(self) -> "InputSampler":
+        self._hooks = [m.register_forward_hook(self._hook) for m in self.nodes]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
 
 
 class BitRecorder:
     """Forward hooks that record, per weight layer, the input's ``T``, ``B_s`` (straight-through tensors when
-    produced by a :class:`RefinedNode`), ``B_w``, dense MACs per step and input density."""
+    produced by a :class:`RefinedNode`), ``B_w``, dense MACs per step and input density.
+
+    Which neuron produced a layer's input is looked up by the tensor's identity in ``produced`` (filled by the
+    neuron hooks during the forward); a layer fed by something else (a pool, a residual sum) takes the last
+    neuron's bit width and its own input length."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.rows: list[dict] = []
         self.hooks = []
         first = {id(m) for m in model.first_layers()}
-        self._last = None
+        self._last: tuple[Tensor, Tensor] | None = None
+        self.produced: dict[int, tuple[Tensor, Tensor, Tensor]] = {}  # id(output) -> (output, T_ste, B_ste)
         wrapped = {}
         for name, m in model.named_modules():
             inner = getattr(m, "conv", None) if isinstance(getattr(m, "conv", None), nn.Conv2d) else getattr(m, "fc", None)
@@ -200,15 +237,18 @@ class BitRecorder:
                 self.hooks.append(m.register_forward_hook(
                     lambda mod, inp, out, name=name: self._layer(name, mod, inp[0], id(mod) in first)))
 
-    def _neuron_hook(self, mod, inp, out):
+    def _neuron_hook(self, mod: RefinedNode, inp, out):
         s = out[0] if isinstance(out, tuple) else out
-        self._last = (getattr(s, "spike_T", None), getattr(s, "spike_bits", None))
+        t_ste, b_ste = mod.temporal_length(), mod.spike_bits()
+        self._last = (t_ste, b_ste)
+        self.produced[id(s)] = (s, t_ste, b_ste)  # the tensor is held so its id stays unique in this forward
 
     def _layer(self, name: str, mod: nn.Module, x: Tensor, real_input: bool) -> None:
         T = x.shape[0]
-        t_ste = getattr(x, "spike_T", None)
-        b_ste = getattr(x, "spike_bits", None)
-        if not real_input and t_ste is None and self._last is not None and self._last[0] is not None:
+        t_ste = b_ste = None
+        if id(x) in self.produced and self.produced[id(x)][0] is x:
+            _, t_ste, b_ste = self.produced[id(x)]
+        if not real_input and t_ste is None and self._last is not None:
             t_ste, b_ste = self._last
             if int(t_ste.detach()) != T:  # pooled / summed tensors keep their own length
                 t_ste = torch.tensor(float(T))
@@ -234,18 +274,19 @@ class BitRecorder:
             h.remove()
 
     def __enter__(self) -> "BitRecorder":
-        self.rows = []
+        self.rows, self.produced = [], {}
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+        self.produced = {}
 
 
 def _costs(rows: list[dict]) -> tuple[list[Tensor], list[Tensor]]:
     """Bit budget and S-ACE of the quantized layers (the full-precision stem / classifier are reported apart)."""
     rows = [r for r in rows if r["quantized"]]
-    bb = [r["T"] * r["B_w"] * r["B_s"] for r in rows]
-    sace = [r["macs"] * r["T"] * r["B_w"] * r["B_s"] * r["density"] for r in rows]
+    bb = [bit_budget(r["T"], r["B_w"], r["B_s"]) for r in rows]
+    sace = [s_ace(r["macs"], r["T"], r["B_w"], r["B_s"], r["density"]) for r in rows]
     return bb, sace
 
 
@@ -274,11 +315,88 @@ def bit_report(model: nn.Module, x_seq: Tensor) -> dict:
     model.train(was)
     bb, sace = _costs(rec.rows)
     layers = [{"name": r["name"], "T": int(r["T"]), "B_w": int(r["B_w"]), "B_s": int(r["B_s"]),
-               "bit_budget": float(r["T"] * r["B_w"] * r["B_s"]), "macs": r["macs"],
-               "s_ace": float(r["macs"] * r["T"] * r["B_w"] * r["B_s"] * r["density"]), "density": r["density"],
+               "bit_budget": float(bit_budget(r["T"], r["B_w"], r["B_s"])), "macs": r["macs"],
+               "s_ace": float(s_ace(r["macs"], r["T"], r["B_w"], r["B_s"], r["density"])), "density": r["density"],
                "quantized": r["quantized"]} for r in rec.rows]
     neurons = [(n, a.neuron) for n, a in spike_acts(model) if isinstance(a.neuron, RefinedNode)]
     return {"layers": layers, "bit_budget_total": float(sum(bb)),
             "bit_budget_mean": float(sum(bb) / max(len(bb), 1)), "s_ace_total": float(sum(sace)),
             "T": {n: int(m.temporal_length()) for n, m in neurons},
             "B_s": {n: int(m.spike_bits()) for n, m in neurons}}
+
+
+# ----------------------------------------------------------------------------- the method
+class AdaptiveBitsMethod(Method):
+    config: "AdaptiveBitsConfig"
+
+    def __init__(self, config, ctx) -> None:
+        super().__init__(config, ctx)
+        self.samples: dict[int, Tensor] = {}
+        self.last: dict[str, float] = {}
+
+    def build(self) -> nn.Module:
+        c = self.config
+        return convert_adaptive(self.base_model(), t_init=float(self.ctx.cfg.timesteps), t_max=c.t_max,
+                                spike_bits=c.spike_bits, spike_bits_range=(1, c.spike_bits_max),
+                                weight_bits=c.weight_bits, weight_bits_range=(2, c.weight_bits_max), step=c.step,
+                                decay=c.decay, surrogate=self.ctx.cfg.neuron.surrogate)
+
+    def param_groups(self, model: nn.Module):
+        """The T / bit-width parameters get their own group at ``bits_lr`` without weight decay."""
+        bits = [p for n, p in model.named_parameters() if n.endswith(("t_param", "bits_param"))]
+        ids = {id(p) for p in bits}
+        return [{"params": [p for p in model.parameters() if id(p) not in ids]},
+                {"params": bits, "lr": self.config.bits_lr, "weight_decay": 0.0}]
+
+    def loss(self, model: nn.Module, x_seq: Tensor, y: Tensor, step: int, total_steps: int) -> tuple[Tensor, Tensor]:
+        c = self.config
+        with BitRecorder(model) as rec, InputSampler(model) as sampler:
+            logits = model(x_seq)
+        self.samples = sampler.samples
+        loss = F.cross_entropy(logits, y)
+        if c.budget_target > 0 or c.sace_target_m > 0:
+            b = budget_loss(rec.rows, c.budget_target, c.sace_target_m, c.budget_weight, c.budget_weight)
+            self.last["budget_loss"] = float(b.detach())
+            loss = loss + b
+        return logits, loss
+
+    def after_step(self, model: nn.Module) -> None:
+        renew_steps(model, self.samples)
+
+    def report(self, model: nn.Module, x_seq: Tensor) -> dict[str, Any]:
+        return bit_report(model, x_seq)
+
+    def format_report(self, rep: dict[str, Any]) -> str:
+        lines = [f"bit budget (sum T*B_w*B_s over quantized layers) {rep['bit_budget_total']:.0f}, "
+                 f"mean {rep['bit_budget_mean']:.1f}; S-ACE {rep['s_ace_total'] / 1e6:.3f} M bit-ops/sample"]
+        lines += [f"  {l['name']}: T={l['T']} B_w={l['B_w']} B_s={l['B_s']} budget={l['bit_budget']:.0f} "
+                  f"S-ACE={l['s_ace'] / 1e6:.4f}M" for l in rep["layers"]]
+        return "\n".join(lines)
+
+    export_refusal = ("adaptive-bits checkpoints keep quantized weights and are not re-parameterized (folding BN "
+                      "into a quantized conv would change the model)")
+
+
+@dataclass
+class AdaptiveBitsConfig(MethodConfig):
+    """Adaptive bit allocation (Yao et al. 2025): learnable per-layer T, spike / weight bits, budget loss."""
+
+    _target: tyro.conf.Suppress[type] = field(default_factory=lambda: AdaptiveBitsMethod)
+    t_max: int = 8
+    """Largest per-layer temporal length T_l (T_l is learnt in [1, t_max], initialised at --timesteps)."""
+    spike_bits: float = 2.0
+    spike_bits_max: int = 4
+    weight_bits: float = 4.0
+    weight_bits_max: int = 8
+    step: float = 0.5
+    """Initial spike step size (the multi-bit threshold)."""
+    decay: float = 1.0
+    """Membrane decay of the refined neuron (1 = IF, soft reset)."""
+    budget_target: float = 0.0
+    """Target mean per-layer bit budget T*B_w*B_s over the quantized layers (0 = no budget term)."""
+    sace_target_m: float = 0.0
+    """Target total S-ACE in millions of bit-operations per sample (0 = no S-ACE term)."""
+    budget_weight: float = 1.0
+    bits_lr: float = 0.05
+    """Learning rate of the T_l / B_s / B_w parameters (their own group, no weight decay): with the network's small
+    Adam learning rate they would hardly move in a short run."""

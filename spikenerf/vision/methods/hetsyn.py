@@ -12,116 +12,41 @@ operation / memory counts::
 ``adaptive`` (one synaptic decay, a slower reset current: threshold adaptation) and ``lif`` (vanilla LIF:
 ``nn.Linear`` + the core :class:`~spikenerf.snn.DecayLIFNode` with soft reset, fixed decay).
 
-Energy (per sample, 45 nm figures of :mod:`spikenerf.vision.energy`): every input spike costs one
-accumulate per synapse it reaches (``SOPs``, 0.9 pJ). HetSyn also pays for its state: each step every
-synaptic current decays (a multiply, 3.7 pJ): ``J x I`` of them per layer for per-synapse decays, ``J`` for a
-per-neuron / vanilla membrane; those are reported separately (``state_mults``) and in ``energy_total``.
+Energy (per sample, the core's 45 nm figures, :mod:`spikenerf.snn.energy`): every input spike costs one
+accumulate per synapse it reaches (``SOPs``, ``E_AC_PJ``). HetSyn also pays for its state: each step every
+synaptic current decays (a multiply, ``E_MUL_PJ``): ``J x I`` of them per layer for per-synapse decays, ``J`` for
+a per-neuron / vanilla membrane; those are reported separately (``state_mults``) and in ``energy_total``.
+
+Run: ``spikenerf-vision train hetsyn-nmnist`` (an own-loop method: :meth:`HetSynMethod.fit`; the engine's
+runner seeds, subsets the data, writes the checkpoint and prints the summary).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import os
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+import tyro
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from spikenerf.snn import DecayLIFNode
+from spikenerf.snn.energy import E_AC_PJ, E_MUL_PJ
 from spikenerf.snn.neurons.hetsyn import HetSynLIF
 
-from ..data import DatasetNotFoundError, default_data_root, get_dataset
+from .base import MethodConfig, OwnLoopMethod, OwnLoopResult
 
-__all__ = ["HetSynConfig", "HetSynNet", "SHD", "PRESETS", "run", "E_AC_PJ", "E_MUL_PJ"]
-
-E_AC_PJ = 0.9
-E_MUL_PJ = 3.7  # fp32 multiply, Horowitz ISSCC 2014
-
-
-@dataclass
-class HetSynConfig:
-    """HetSynLIF classifier on event data (``spikenerf-vision train hetsyn-nmnist``)."""
-
-    variant: Literal["hetsyn", "neuron", "adaptive", "lif"] = "hetsyn"
-    """hetsyn: per-synapse decays; neuron: per-neuron decays; adaptive: threshold adaptation; lif: vanilla LIF."""
-    dataset: Literal["nmnist", "shd"] = "nmnist"
-    data_root: str | None = None
-    timesteps: int = 10
-    pool: int = 2
-    """Max-pool factor on the 34x34 N-MNIST frames (2 -> 578 inputs)."""
-    hidden: int = 128
-    tau_mean: float = 5.0
-    """Initial synaptic time constant (steps); rho = exp(-1/tau)."""
-    tau_std: float = 2.0
-    """Spread of the initial per-synapse / per-neuron time constants (0 for lif)."""
-    tau_reset: float = 5.0
-    """Reset-current time constant (steps); 'adaptive' uses tau_adapt instead."""
-    tau_adapt: float = 20.0
-    v_threshold: float = 1.0
-    surrogate: str = "rect"
-    lr: float = 2e-3
-    rho_lr: float = 1e-2
-    epochs: int = 3
-    batch_size: int = 32
-    train_subset: int | None = None
-    test_subset: int | None = None
-    max_batches: int | None = None
-    seed: int = 0
-    output_dir: str = "outputs/vision/hetsyn-nmnist"
-    progress: bool = True
-
-    def run(self) -> dict[str, Any]:
-        return run(self)
-
-
-class SHD(Dataset):
-    """Spiking Heidelberg Digits from ``<root>/shd/shd_{train,test}.h5`` (read with ``tonic`` if installed,
-    else ``h5py``), binned into ``[T, 700 / pool]`` spike counts clipped to 1. Never downloads."""
-
-    def __init__(self, root: str | Path, train: bool, T: int = 50, pool: int = 5) -> None:
-        d = Path(root) / "shd"
-        f = d / ("shd_train.h5" if train else "shd_test.h5")
-        if not f.is_file():
-            raise DatasetNotFoundError(
-                f"dataset 'shd' not found at {f}. Put shd_train.h5 / shd_test.h5 (Zenke lab release) under {d} "
-                "(nothing is downloaded; tonic.datasets.SHD(save_to=<root>/shd) produces the same files).")
-        units, times, labels = self._read(f)
-        self.T, self.pool = T, pool
-        self.units, self.times, self.labels = units, times, labels
-
-    @staticmethod
-    def _read(f: Path):
-        try:
-            import h5py
-        except ImportError:  # pragma: no cover - depends on the environment
-            raise DatasetNotFoundError("reading SHD needs h5py (pip install h5py) or tonic") from None
-        with h5py.File(f, "r") as h:
-            return list(h["spikes"]["units"]), list(h["spikes"]["times"]), np.asarray(h["labels"])
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        n = 700 // self.pool
-        x = torch.zeros(self.T, n)
-        t = np.minimum((np.asarray(self.times[i]) / 1.4 * self.T).astype(np.int64), self.T - 1)  # recordings <= 1.4 s
-        u = np.asarray(self.units[i]).astype(np.int64) // self.pool
-        keep = u < n
-        x[t[keep], u[keep]] = 1.0
-        return x, int(self.labels[i])
+__all__ = ["HetSynConfig", "HetSynNet", "HetSynMethod", "evaluate"]
 
 
 class HetSynNet(nn.Module):
     """``[T, B, ...]`` spikes -> logits ``[B, K]`` (mean over ``T`` of a leaky readout membrane)."""
 
-    def __init__(self, n_in: int, n_classes: int, cfg: HetSynConfig, pool: int = 1) -> None:
+    def __init__(self, n_in: int, n_classes: int, cfg: "HetSynConfig", pool: int = 1) -> None:
         super().__init__()
         self.pool = pool
         v = cfg.variant
@@ -165,25 +90,6 @@ class HetSynNet(nn.Module):
         return [(m.in_features, m.out_features, m.heterogeneity) for m in (self.hidden, self.readout)]
 
 
-def _datasets(cfg: HetSynConfig):
-    root = cfg.data_root or str(default_data_root())
-    if cfg.dataset == "shd":
-        tr, te = SHD(root, True, cfg.timesteps), SHD(root, False, cfg.timesteps)
-        n_in, k = 700 // 5, 20
-        return _subset(tr, cfg.train_subset), _subset(te, cfg.test_subset), n_in, k, 1
-    tr, info = get_dataset("nmnist", True, cfg.data_root, T=cfg.timesteps, subset=cfg.train_subset, seed=cfg.seed)
-    te, _ = get_dataset("nmnist", False, cfg.data_root, T=cfg.timesteps, subset=cfg.test_subset, seed=cfg.seed)
-    side = 34 // cfg.pool
-    return tr, te, 2 * side * side, info.num_classes, cfg.pool
-
-
-def _subset(ds, n):
-    if n is None or n >= len(ds):
-        return ds
-    idx = torch.linspace(0, len(ds) - 1, n).round().long().tolist()
-    return torch.utils.data.Subset(ds, idx)
-
-
 def _seq(x: Tensor) -> Tensor:
     return x.transpose(0, 1).contiguous()  # [B, T, ...] -> [T, B, ...]
 
@@ -225,58 +131,76 @@ def evaluate(model: HetSynNet, loader, max_batches: int | None = None) -> dict[s
     }
 
 
-def run(cfg: HetSynConfig) -> dict[str, Any]:
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    tr, te, n_in, k, pool = _datasets(cfg)
-    g = torch.Generator().manual_seed(cfg.seed)
-    tl = DataLoader(tr, batch_size=cfg.batch_size, shuffle=True, generator=g)
-    el = DataLoader(te, batch_size=128, shuffle=False)
-    model = HetSynNet(n_in, k, cfg, pool)
-    rho = [p for n, p in model.named_parameters() if n.endswith("rho") and p.requires_grad]
-    rest = [p for n, p in model.named_parameters() if not n.endswith("rho")]
-    opt = torch.optim.Adam([{"params": rest, "lr": cfg.lr}] + ([{"params": rho, "lr": cfg.rho_lr}] if rho else []))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
-    out = Path(cfg.output_dir)
-    t0 = time.time()
-    ev: dict[str, Any] = {}
-    for epoch in range(cfg.epochs):
-        model.train()
-        seen = correct = 0
-        loss_sum = 0.0
-        for i, (x, y) in enumerate(tl):
-            if cfg.max_batches is not None and i >= cfg.max_batches:
-                break
-            logits = model(_seq(x))
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            seen += y.numel()
-            correct += int((logits.argmax(1) == y).sum())
-            loss_sum += float(loss.detach()) * y.numel()
-        sched.step()
-        ev = evaluate(model, el, cfg.max_batches)
-        if cfg.progress:
-            print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {loss_sum / max(seen, 1):.4f} "
-                  f"acc {correct / max(seen, 1):.4f} | test acc {ev['accuracy']:.4f} | "
-                  f"firing {ev['firing_rate']:.3f} | {time.time() - t0:.1f}s", flush=True)
-    ev["train_s"] = time.time() - t0
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "checkpoint.pt.tmp"
-    torch.save({"model": model.state_dict(), "config": dataclasses.asdict(cfg), "result": ev}, tmp)
-    os.replace(tmp, out / "checkpoint.pt")
-    ev["checkpoint"] = str(out / "checkpoint.pt")
-    print(f"done: {cfg.variant} on {cfg.dataset}: test accuracy {ev['accuracy']:.4f}, firing {ev['firing_rate']:.3f}, "
-          f"SOPs {ev['sops'] / 1e6:.3f} M, state mults {ev['state_mults'] / 1e6:.3f} M, "
-          f"energy {ev['energy_sop_uJ']:.3f} uJ (SOP) / {ev['energy_total_uJ']:.3f} uJ (with state), "
-          f"params {ev['params']}, state floats {ev['state_floats']}, checkpoint {ev['checkpoint']}")
-    return ev
+class HetSynMethod(OwnLoopMethod):
+    """HetSynLIF classifier trained by BPTT in its own loop (Adam, cosine schedule, own lr for the decays)."""
+
+    config: "HetSynConfig"
+    data_kinds, data_hint = ("events",), "--dataset nmnist or shd"
+
+    def fit(self) -> OwnLoopResult:
+        c, run, info = self.config, self.ctx.cfg, self.ctx.info
+        tr, te = self.ctx.datasets()
+        if info.name == "nmnist":
+            side = info.input_size // c.pool
+            n_in, pool = info.in_channels * side * side, c.pool
+        else:
+            n_in, pool = info.input_size, 1
+        g = torch.Generator().manual_seed(run.seed)
+        tl = DataLoader(tr, batch_size=run.batch_size, shuffle=True, generator=g)
+        el = DataLoader(te, batch_size=run.eval_batch_size, shuffle=False)
+        model = HetSynNet(n_in, info.num_classes, c, pool)
+        rho = [p for n, p in model.named_parameters() if n.endswith("rho") and p.requires_grad]
+        rest = [p for n, p in model.named_parameters() if not n.endswith("rho")]
+        opt = torch.optim.Adam([{"params": rest, "lr": run.lr}] + ([{"params": rho, "lr": c.rho_lr}] if rho else []))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(run.epochs, 1))
+        t0 = time.time()
+        ev: dict[str, Any] = {}
+        for epoch in range(run.epochs):
+            model.train()
+            seen = correct = 0
+            loss_sum = 0.0
+            for i, (x, y) in enumerate(tl):
+                if run.max_batches is not None and i >= run.max_batches:
+                    break
+                logits = model(_seq(x))
+                loss = F.cross_entropy(logits, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                seen += y.numel()
+                correct += int((logits.argmax(1) == y).sum())
+                loss_sum += float(loss.detach()) * y.numel()
+            sched.step()
+            ev = evaluate(model, el, run.max_batches)
+            if run.progress:
+                print(f"epoch {epoch + 1}/{run.epochs}: train loss {loss_sum / max(seen, 1):.4f} "
+                      f"acc {correct / max(seen, 1):.4f} | test acc {ev['accuracy']:.4f} | "
+                      f"firing {ev['firing_rate']:.3f} | {time.time() - t0:.1f}s", flush=True)
+        summary = (f"{c.variant} on {info.name}: test accuracy {ev['accuracy']:.4f}, firing {ev['firing_rate']:.3f}, "
+                   f"SOPs {ev['sops'] / 1e6:.3f} M, state mults {ev['state_mults'] / 1e6:.3f} M, "
+                   f"energy {ev['energy_sop_uJ']:.3f} uJ (SOP) / {ev['energy_total_uJ']:.3f} uJ (with state), "
+                   f"params {ev['params']}, state floats {ev['state_floats']}")
+        return OwnLoopResult({"model": model.state_dict()}, ev, summary)
 
 
-PRESETS: dict[str, tuple[str, HetSynConfig]] = {
-    "hetsyn-nmnist": ("HetSyn: HetSynLIF (per-synapse learnable decays + reset current) on N-MNIST events.",
-                      HetSynConfig()),
-    "hetsyn-shd": ("HetSyn on SHD (needs <data-root>/shd/shd_{train,test}.h5; nothing is downloaded).",
-                   HetSynConfig(dataset="shd", timesteps=50, output_dir="outputs/vision/hetsyn-shd")),
-}
+@dataclass
+class HetSynConfig(MethodConfig):
+    """HetSynLIF classifier on event data (HetSyn, Deng et al. 2025); data, T, lr, epochs from the run config."""
+
+    _target: tyro.conf.Suppress[type] = field(default_factory=lambda: HetSynMethod)
+    variant: Literal["hetsyn", "neuron", "adaptive", "lif"] = "hetsyn"
+    """hetsyn: per-synapse decays; neuron: per-neuron decays; adaptive: threshold adaptation; lif: vanilla LIF."""
+    pool: int = 2
+    """Max-pool factor on the 34x34 N-MNIST frames (2 -> 578 inputs)."""
+    hidden: int = 128
+    tau_mean: float = 5.0
+    """Initial synaptic time constant (steps); rho = exp(-1/tau)."""
+    tau_std: float = 2.0
+    """Spread of the initial per-synapse / per-neuron time constants (0 for lif)."""
+    tau_reset: float = 5.0
+    """Reset-current time constant (steps); 'adaptive' uses tau_adapt instead."""
+    tau_adapt: float = 20.0
+    v_threshold: float = 1.0
+    surrogate: str = "rect"
+    rho_lr: float = 1e-2
+    """Learning rate of the decays rho (the network's weights use the run's --lr)."""

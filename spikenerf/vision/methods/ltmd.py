@@ -15,13 +15,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+import tyro
 from torch import Tensor, nn
 
 from ..layers import spike_acts
+from .base import Method, MethodConfig
 
-__all__ = ["SeqDropout", "ltmd_consistency", "ltmd_loss", "attach_moderate_dropout", "thresholds"]
+__all__ = ["SeqDropout", "ltmd_consistency", "ltmd_loss", "attach_moderate_dropout", "thresholds", "LTMDConfig",
+           "LTMDMethod"]
 
 
 class SeqDropout(nn.Module):
@@ -68,3 +74,35 @@ def ltmd_loss(model: nn.Module, x_seq: Tensor, y: Tensor, alpha: float = 0.5) ->
 def thresholds(model: nn.Module) -> dict[str, float]:
     """Per-layer thresholds ``tanh(w)`` after training."""
     return {n: float(a.neuron.v_threshold.detach()) for n, a in spike_acts(model) if a.spiking}
+
+
+class LTMDMethod(Method):
+    config: "LTMDConfig"
+
+    def build(self) -> nn.Module:
+        model = self.base_model()
+        for _, a in spike_acts(model):
+            if a.spiking and a.neuron.threshold_mode != "tanh":
+                raise ValueError("LTMD needs --neuron.threshold-mode tanh (V_th = tanh(w)); the ltmd presets set it")
+        attach_moderate_dropout(model, self.config.dropout)
+        return model
+
+    def loss(self, model: nn.Module, x_seq: Tensor, y: Tensor, step: int, total_steps: int) -> tuple[Tensor, Tensor]:
+        return ltmd_loss(model, x_seq, y, self.config.alpha)
+
+    def report(self, model: nn.Module, x_seq: Tensor) -> dict[str, Any]:
+        return {"thresholds": thresholds(model)}
+
+    def format_report(self, rep: dict[str, Any]) -> str:
+        return "thresholds tanh(w): " + ", ".join(f"{k}={v:.3f}" for k, v in rep["thresholds"].items())
+
+
+@dataclass
+class LTMDConfig(MethodConfig):
+    """LTMD (Wang et al. 2022): tanh(w) learnable thresholds + moderate dropout with a two-run consistency loss."""
+
+    _target: tyro.conf.Suppress[type] = field(default_factory=lambda: LTMDMethod)
+    dropout: float = 0.2
+    """Dropout before the classifier, one mask per sample shared over T."""
+    alpha: float = 0.5
+    """Weight of the symmetric-KL consistency term between the two dropout runs."""

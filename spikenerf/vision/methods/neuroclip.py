@@ -22,27 +22,30 @@ rectangular surrogate of width 1 — the paper's neuron). No CLIP text encoder i
 on disk (``--encoder resnet18 --encoder-weights r18.pth``) or one of this project's vision checkpoints
 (``--encoder checkpoint --encoder-weights outputs/vision/.../checkpoint.pt``: features are the input of its
 last linear layer). Nothing is downloaded; without weights the command says so and exits with status 2.
+
+Run: ``spikenerf-vision train neuroclip-nmnist --method.encoder-weights W`` (an own-loop method,
+:meth:`NeuroCLIPMethod.fit`). Energies use the core's 45 nm figures (:class:`spikenerf.snn.energy.EnergyModel`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+import tyro
 from torch import Tensor, nn
 
 from spikenerf.snn import DecayLIFNode
+from spikenerf.snn.energy import EnergyModel
 
-from ..data import DatasetNotFoundError, get_dataset
+from ..data import DatasetNotFoundError
+from .base import MethodConfig, OwnLoopMethod, OwnLoopResult
 
-__all__ = ["EncoderNotFoundError", "event_frames", "InterTimestepAdapter", "FrozenEncoder", "load_encoder", "prototype_logits",
-           "smooth_ce", "NeuroCLIPConfig", "PRESETS", "run"]
+__all__ = ["EncoderNotFoundError", "event_frames", "InterTimestepAdapter", "FrozenEncoder", "load_encoder",
+           "prototype_logits", "smooth_ce", "NeuroCLIPConfig", "NeuroCLIPMethod"]
 
 
 class EncoderNotFoundError(DatasetNotFoundError):
@@ -159,8 +162,10 @@ class FrozenEncoder(nn.Module):
         return self.macs_per_frame
 
 
-def load_encoder(name: str, weights: str | None, size: int = 224) -> FrozenEncoder:
-    """``checkpoint`` (a spikenerf-vision checkpoint) or a torchvision architecture name; weights must be on disk."""
+def load_encoder(name: str, weights: str | None, size: int = 224,
+                 restore: Callable[[str], tuple[Any, nn.Module, Any, dict]] | None = None) -> FrozenEncoder:
+    """``checkpoint`` (a spikenerf-vision checkpoint, built by ``restore``, e.g.
+    :func:`spikenerf.vision.build.restore`) or a torchvision architecture name; weights must be on disk."""
     hint = ("NeuroCLIP needs a frozen image encoder on disk and never downloads one: pass "
             "--encoder-weights <torchvision .pth state dict> with --encoder <arch> (e.g. resnet18), or "
             "--encoder checkpoint --encoder-weights <spikenerf-vision checkpoint.pt> (e.g. from "
@@ -170,19 +175,12 @@ def load_encoder(name: str, weights: str | None, size: int = 224) -> FrozenEncod
     if not Path(weights).is_file():
         raise EncoderNotFoundError(f"encoder weights {weights} not found. {hint}")
     if name == "checkpoint":
-        from ..config import config_from_dict
-        from ..data import DATASETS
-        from ..engine import build, load_checkpoint
-
-        state = load_checkpoint(weights)
-        if "config" not in state or "model" not in state:
-            raise EncoderNotFoundError(f"{weights} is not a spikenerf-vision checkpoint. {hint}")
-        cfg = config_from_dict(state["config"])
-        info = DATASETS[cfg.dataset]
-        model = build(cfg, info)
-        model.load_state_dict(state["model"])
-        if hasattr(model, "materialize"):
-            model = model.materialize("snn")
+        if restore is None:
+            raise EncoderNotFoundError(f"--encoder checkpoint needs a checkpoint reader. {hint}")
+        try:
+            cfg, model, info, _ = restore(weights)
+        except ValueError as e:  # not a spikenerf-vision checkpoint
+            raise EncoderNotFoundError(f"{e} {hint}") from None
         last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
         steps = cfg.timesteps if model.spiking else 1
         return FrozenEncoder(model, "checkpoint", info.in_channels, info.input_size, steps, last)
@@ -202,39 +200,7 @@ def load_encoder(name: str, weights: str | None, size: int = 224) -> FrozenEncod
     return FrozenEncoder(model, "torchvision", 3, size, imagenet_norm=True)
 
 
-# ----------------------------------------------------------------------------- run
-@dataclass
-class NeuroCLIPConfig:
-    """NeuroCLIP inter-timestep adapter, few-shot N-MNIST, on a frozen local encoder (``train neuroclip-nmnist``)."""
-
-    encoder: str = "checkpoint"
-    """'checkpoint' (a spikenerf-vision checkpoint) or a torchvision architecture name (resnet18, ...)."""
-    encoder_weights: str | None = None
-    """Path of the encoder's weights on disk (required; nothing is downloaded)."""
-    encoder_size: int = 224
-    """Input side for torchvision encoders (frames are resized to it)."""
-    data_root: str | None = None
-    timesteps: int = 6
-    shots: int = 16
-    """Training samples per class (few-shot)."""
-    test_subset: int | None = None
-    adapter: str = "spiking"
-    """spiking (NeuroCLIP, LIF), relu (ANN twin of the adapter) or none (prototype head on frozen features)."""
-    ratio: float = 0.5
-    """alpha: weight of the adapted features against the frozen ones."""
-    reduction: int = 8
-    dropout: float = 0.0
-    epochs: int = 60
-    lr: float = 1e-3
-    batch_size: int = 32
-    seed: int = 0
-    output_dir: str = "outputs/vision/neuroclip-nmnist"
-    progress: bool = True
-
-    def run(self) -> dict[str, Any]:
-        return run(self)
-
-
+# ----------------------------------------------------------------------------- the method
 def _few_shot(ds, shots: int, num_classes: int, seed: int) -> list[int]:
     labels = [ds[i][1] for i in range(len(ds))] if not hasattr(ds, "samples") else [l for _, l in ds.samples]
     g = torch.Generator().manual_seed(seed)
@@ -257,64 +223,80 @@ def encode_set(enc: FrozenEncoder, ds, idx: list[int]) -> tuple[Tensor, Tensor]:
     return torch.stack(feats), torch.tensor(ys)
 
 
-def run(cfg: NeuroCLIPConfig) -> dict[str, Any]:
-    torch.manual_seed(cfg.seed)
-    enc = load_encoder(cfg.encoder, cfg.encoder_weights, cfg.encoder_size)
-    tr, info = get_dataset("nmnist", True, cfg.data_root, T=cfg.timesteps)
-    te, _ = get_dataset("nmnist", False, cfg.data_root, T=cfg.timesteps, subset=cfg.test_subset)
-    t0 = time.time()
-    ftr, ytr = encode_set(enc, tr, _few_shot(tr, cfg.shots, info.num_classes, cfg.seed))
-    fte, yte = encode_set(enc, te, list(range(len(te))))
-    x0, _ = te[0]
-    enc_macs = enc.count_macs(event_frames(x0.unsqueeze(0))[0], x0)
-    B, T, D = ftr.shape
-    protos = torch.stack([ftr[ytr == c].reshape(-1, T * D).mean(0) for c in range(info.num_classes)])
-    res: dict[str, Any] = {"feature_dim": D, "shots": cfg.shots, "encoder_macs_per_sample": enc_macs * T}
-    if cfg.adapter == "none":
-        logits = prototype_logits(fte.reshape(-1, T * D), protos)
-        res.update(accuracy=float((logits.argmax(1) == yte).float().mean()), adapter_energy_uJ=0.0, firing_rate=0.0)
-    else:
-        ad = InterTimestepAdapter(D, T, cfg.ratio, cfg.reduction, cfg.dropout, spiking=cfg.adapter == "spiking")
-        opt = torch.optim.AdamW(ad.parameters(), lr=cfg.lr, weight_decay=1e-4)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
-        g = torch.Generator().manual_seed(cfg.seed)
-        for ep in range(cfg.epochs):
-            ad.train()
-            for bi in torch.randperm(B, generator=g).split(cfg.batch_size):
-                if len(bi) < 2:
-                    continue
-                loss = smooth_ce(prototype_logits(ad(ftr[bi]), protos), ytr[bi])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            sched.step()
-        ad.eval()
-        with torch.no_grad():
-            logits = prototype_logits(ad(fte), protos)
-            g_spk = ad.last_spikes
-        rate = float((g_spk != 0).float().mean())
-        hid = ad.fc1.out_features
-        macs = T * D * hid + (0 if ad.spiking else T * hid * D)  # fc1 fed real features; fc2 fed spikes or ReLU
-        sops = float((g_spk != 0).float().sum()) / len(yte) * D if ad.spiking else 0.0
-        res.update(accuracy=float((logits.argmax(1) == yte).float().mean()), firing_rate=rate,
-                   adapter_macs=macs, adapter_sops=sops, adapter_energy_uJ=(4.6 * macs + 0.9 * sops) * 1e-6,
-                   adapter_params=sum(p.numel() for p in ad.parameters()))
-        out = Path(cfg.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "adapter.pt.tmp"
-        torch.save({"adapter": ad.state_dict(), "prototypes": protos, "config": dataclasses.asdict(cfg)}, tmp)
-        os.replace(tmp, out / "adapter.pt")
-        res["checkpoint"] = str(out / "adapter.pt")
-    res["encoder_energy_uJ"] = 4.6 * res["encoder_macs_per_sample"] * 1e-6
-    res["train_s"] = time.time() - t0
-    print(f"done: NeuroCLIP adapter={cfg.adapter} ({cfg.shots}-shot, encoder {cfg.encoder}, D={D}, T={T}): "
-          f"test accuracy {res['accuracy']:.4f} on {len(yte)} samples, adapter energy "
-          f"{res['adapter_energy_uJ']:.4f} uJ (firing {res['firing_rate']:.3f}), encoder "
-          f"{res['encoder_energy_uJ']:.3f} uJ")
-    return res
+class NeuroCLIPMethod(OwnLoopMethod):
+    """Few-shot training of the inter-timestep adapter on frozen encoder features (own loop, AdamW + cosine)."""
+
+    config: "NeuroCLIPConfig"
+    data_kinds, data_hint = ("events",), "event streams: --dataset nmnist"
+
+    def fit(self) -> OwnLoopResult:
+        cfg, run, info = self.config, self.ctx.cfg, self.ctx.info
+        enc = load_encoder(cfg.encoder, cfg.encoder_weights, cfg.encoder_size, restore=self.ctx.restore)
+        tr, te = self.ctx.datasets()
+        energy = EnergyModel()
+        ftr, ytr = encode_set(enc, tr, _few_shot(tr, cfg.shots, info.num_classes, run.seed))
+        fte, yte = encode_set(enc, te, list(range(len(te))))
+        x0, _ = te[0]
+        enc_macs = enc.count_macs(event_frames(x0.unsqueeze(0))[0], x0)
+        B, T, D = ftr.shape
+        protos = torch.stack([ftr[ytr == c].reshape(-1, T * D).mean(0) for c in range(info.num_classes)])
+        res: dict[str, Any] = {"feature_dim": D, "shots": cfg.shots, "encoder_macs_per_sample": enc_macs * T}
+        state: dict[str, Any] = {"prototypes": protos}
+        if cfg.adapter == "none":
+            logits = prototype_logits(fte.reshape(-1, T * D), protos)
+            res.update(accuracy=float((logits.argmax(1) == yte).float().mean()), adapter_energy_uJ=0.0, firing_rate=0.0)
+        else:
+            ad = InterTimestepAdapter(D, T, cfg.ratio, cfg.reduction, cfg.dropout, spiking=cfg.adapter == "spiking")
+            opt = torch.optim.AdamW(ad.parameters(), lr=run.lr, weight_decay=1e-4)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, run.epochs)
+            g = torch.Generator().manual_seed(run.seed)
+            for _ in range(run.epochs):
+                ad.train()
+                for bi in torch.randperm(B, generator=g).split(run.batch_size):
+                    if len(bi) < 2:
+                        continue
+                    loss = smooth_ce(prototype_logits(ad(ftr[bi]), protos), ytr[bi])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                sched.step()
+            ad.eval()
+            with torch.no_grad():
+                logits = prototype_logits(ad(fte), protos)
+                g_spk = ad.last_spikes
+            rate = float((g_spk != 0).float().mean())
+            hid = ad.fc1.out_features
+            macs = T * D * hid + (0 if ad.spiking else T * hid * D)  # fc1 fed real features; fc2 spikes or ReLU
+            sops = float((g_spk != 0).float().sum()) / len(yte) * D if ad.spiking else 0.0
+            res.update(accuracy=float((logits.argmax(1) == yte).float().mean()), firing_rate=rate,
+                       adapter_macs=macs, adapter_sops=sops, adapter_energy_uJ=energy.energy_uj(macs, sops),
+                       adapter_params=sum(p.numel() for p in ad.parameters()))
+            state["adapter"] = ad.state_dict()
+        res["encoder_energy_uJ"] = energy.energy_uj(res["encoder_macs_per_sample"], 0.0)
+        summary = (f"NeuroCLIP adapter={cfg.adapter} ({cfg.shots}-shot, encoder {cfg.encoder}, D={D}, T={T}): "
+                   f"test accuracy {res['accuracy']:.4f} on {len(yte)} samples, adapter energy "
+                   f"{res['adapter_energy_uJ']:.4f} uJ (firing {res['firing_rate']:.3f}), encoder "
+                   f"{res['encoder_energy_uJ']:.3f} uJ")
+        return OwnLoopResult(state, res, summary)
 
 
-PRESETS: dict[str, tuple[str, NeuroCLIPConfig]] = {
-    "neuroclip-nmnist": ("NeuroCLIP inter-timestep spiking adapter, few-shot N-MNIST, on a frozen local encoder "
-                         "(--encoder-weights required; nothing is downloaded).", NeuroCLIPConfig()),
-}
+@dataclass
+class NeuroCLIPConfig(MethodConfig):
+    """NeuroCLIP inter-timestep adapter (Guo et al. 2023), few-shot, on a frozen local encoder (T, lr, epochs,
+    batch size and data from the run config)."""
+
+    _target: tyro.conf.Suppress[type] = field(default_factory=lambda: NeuroCLIPMethod)
+    encoder: str = "checkpoint"
+    """'checkpoint' (a spikenerf-vision checkpoint) or a torchvision architecture name (resnet18, ...)."""
+    encoder_weights: str | None = None
+    """Path of the encoder's weights on disk (required; nothing is downloaded)."""
+    encoder_size: int = 224
+    """Input side for torchvision encoders (frames are resized to it)."""
+    shots: int = 16
+    """Training samples per class (few-shot)."""
+    adapter: str = "spiking"
+    """spiking (NeuroCLIP, LIF), relu (ANN twin of the adapter) or none (prototype head on frozen features)."""
+    ratio: float = 0.5
+    """alpha: weight of the adapted features against the frozen ones."""
+    reduction: int = 8
+    dropout: float = 0.0

@@ -35,15 +35,19 @@ from __future__ import annotations
 
 import types
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
+import tyro
 from torch import Tensor, nn
 
 from ..layers import SpikeAct, spike_acts
+from .base import Method, MethodConfig
 
-__all__ = ["RateFn", "rate_bp_loss", "rate_sensitivity", "rate_bp_state", "saved_tensor_bytes"]
+__all__ = ["RateFn", "rate_bp_loss", "rate_sensitivity", "rate_bp_state", "saved_tensor_bytes", "RateBPConfig",
+           "RateBPMethod"]
 
 
 class RateFn(torch.autograd.Function):
@@ -211,3 +215,15 @@ def saved_tensor_bytes(exclude: nn.Module | None = None) -> Iterator[list[int]]:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         yield total
+
+
+class RateBPMethod(Method):
+    def loss(self, model: nn.Module, x_seq: Tensor, y: Tensor, step: int, total_steps: int) -> tuple[Tensor, Tensor]:
+        return rate_bp_loss(model, x_seq, y)
+
+
+@dataclass
+class RateBPConfig(MethodConfig):
+    """Rate-based backpropagation (Yu et al. 2024): graph-free forward over T, one backward on rates."""
+
+    _target: tyro.conf.Suppress[type] = field(default_factory=lambda: RateBPMethod)

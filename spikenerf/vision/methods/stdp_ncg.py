@@ -31,31 +31,30 @@ Training of the classifier, per sample of class ``y`` (S2-STDP with NCGs):
   ``eta_th`` and each of the ``M - 1`` others falls by ``eta_th / (M - 1)`` (sum preserved), which
   evens out how often each neuron of a group wins and is updated.
 
-Energy: inference counts one accumulate per input spike per classifier neuron (SOPs, 0.9 pJ) plus the
-extractor's SOPs; memory is the number of weights.
+Energy: inference counts one accumulate per input spike per classifier neuron (SOPs, the core's ``E_AC_PJ``) plus
+the extractor's SOPs; memory is the number of weights.
+
+Run: ``spikenerf-vision train stdp-ncg-digits`` (an own-loop method, :meth:`STDPNCGMethod.fit`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Literal
 
-import numpy as np
 import torch
+import tyro
 from torch import Tensor
 
 from spikenerf.snn import IFNode
+from spikenerf.snn.energy import E_AC_PJ
 
-from ..data import get_dataset
+from .base import MethodConfig, OwnLoopMethod, OwnLoopResult
 
-__all__ = ["STDPNCGConfig", "latency_encode", "times_to_spikes", "first_spike", "STDPExtractor", "NCGClassifier",
-           "s2stdp_targets", "stdp_delta", "PRESETS", "run"]
+__all__ = ["STDPNCGConfig", "STDPNCGMethod", "latency_encode", "times_to_spikes", "first_spike", "STDPExtractor",
+           "NCGClassifier", "s2stdp_targets", "stdp_delta"]
 
-E_AC_PJ = 0.9
 NO_SPIKE = float("inf")
 
 
@@ -228,15 +227,82 @@ class NCGClassifier:
         return {"t": t, "V": V, "winners": winners, "targets": tgt, "errors": err}
 
 
-# ----------------------------------------------------------------------------- run
-@dataclass
-class STDPNCGConfig:
-    """Supervised-STDP NCG classifier (``spikenerf-vision train stdp-ncg-digits``); no backprop anywhere."""
+# ----------------------------------------------------------------------------- the method
+def _images(ds) -> tuple[Tensor, Tensor]:
+    xs, ys = zip(*[ds[i] for i in range(len(ds))])
+    return torch.stack(xs), torch.tensor(ys)
 
-    dataset: Literal["digits"] = "digits"
+
+class STDPNCGMethod(OwnLoopMethod):
+    """Feature extractor + NCG classifier trained sample by sample with (S2-)STDP; no backprop anywhere."""
+
+    config: "STDPNCGConfig"
+    data_kinds, data_hint = ("static",), "gray images in [0, 1]: --dataset digits"
+
+    def fit(self) -> OwnLoopResult:
+        cfg, run, info = self.config, self.ctx.cfg, self.ctx.info
+        if info.in_channels != 1:
+            raise ValueError(f"STDP-NCG takes gray images (--dataset digits), not the {info.in_channels}-channel "
+                             f"set {info.name!r}")
+        tr, te = self.ctx.datasets()
+        xtr, ytr = _images(tr)
+        xte, yte = _images(te)
+        t0 = time.time()
+        T = run.timesteps
+        ext_sops = 0.0
+        if cfg.extractor == "stdp":
+            ext = STDPExtractor(cfg.extractor_filters, T=T, seed=run.seed)
+            ext.fit(xtr, cfg.extractor_epochs)
+            ftr, fte = ext(xtr), ext(xte)
+            # extractor inference cost: every input spike of every patch reaches K filters
+            pt, _ = ext._patches(xte)
+            ext_sops = float(torch.isfinite(latency_encode(pt, T, 0.05)).sum()) / len(xte) * ext.w.shape[0]
+        else:
+            flat = lambda x: torch.cat([x.flatten(1), 1 - x.flatten(1)], 1)  # noqa: E731
+            ftr, fte = latency_encode(flat(xtr), T, 0.05), latency_encode(flat(xte), T, 0.05)
+        n_in = ftr.shape[1]
+        if cfg.threshold is None:
+            threshold = 0.5 * 0.5 * float(torch.isfinite(ftr).sum(1).float().mean())  # w ~ 0.5 at init
+        else:
+            threshold = cfg.threshold
+        eta = threshold / 50 if cfg.eta_th is None else cfg.eta_th
+        clf = NCGClassifier(n_in, info.num_classes, cfg.neurons_per_class, T, threshold, cfg.a_plus, cfg.a_minus,
+                            cfg.gap, cfg.beta, eta, cfg.regulate, run.seed)
+        g = torch.Generator().manual_seed(run.seed)
+        acc = 0.0
+        for epoch in range(run.epochs):
+            for i in torch.randperm(len(ytr), generator=g).tolist():
+                clf.step(ftr[i], int(ytr[i]))
+            acc = float((clf.predict(fte) == yte).float().mean())
+            if run.progress:
+                tr_acc = float((clf.predict(ftr) == ytr).float().mean())
+                print(f"epoch {epoch + 1}/{run.epochs}: train acc {tr_acc:.4f} | test acc {acc:.4f} | "
+                      f"{time.time() - t0:.1f}s", flush=True)
+        in_spikes = float(torch.isfinite(fte).sum()) / len(fte)
+        sops = in_spikes * clf.w.shape[0] + ext_sops
+        res = {
+            "accuracy": acc,
+            "samples": len(yte),
+            "features": n_in,
+            "input_spikes": in_spikes,
+            "sops": sops,
+            "energy_uJ": sops * E_AC_PJ * 1e-6,
+            "weights": int(clf.w.numel()) + (0 if cfg.extractor == "pixels" else int(cfg.extractor_filters * 32)),
+            "wins_per_neuron": clf.wins.view(clf.C, clf.M).tolist(),
+        }
+        summary = (f"S2-STDP+NCG ({cfg.extractor} features, M={cfg.neurons_per_class}) on {info.name}: test accuracy "
+                   f"{acc:.4f}, {in_spikes:.1f} input spikes, SOPs {sops / 1e3:.1f} K, energy {res['energy_uJ']:.5f} "
+                   f"uJ, {res['weights']} weights")
+        return OwnLoopResult({"w": clf.w, "theta": clf.theta, "theta_train": clf.theta_train}, res, summary)
+
+
+@dataclass
+class STDPNCGConfig(MethodConfig):
+    """Supervised-STDP NCG classifier (Goupy et al. 2024); no backprop anywhere. T, epochs, data from the run."""
+
+    _target: tyro.conf.Suppress[type] = field(default_factory=lambda: STDPNCGMethod)
     extractor: Literal["pixels", "stdp"] = "stdp"
     """pixels: fixed ON/OFF latency code; stdp: Hebbian filters trained by unsupervised STDP."""
-    timesteps: int = 16
     neurons_per_class: int = 5
     """M; 1 gives the plain S2-STDP layer (no intra-class competition)."""
     regulate: bool = True
@@ -250,88 +316,5 @@ class STDPNCGConfig:
     beta: float = 1.0
     eta_th: float | None = None
     """Competition-regulation step (None: threshold / 50)."""
-    epochs: int = 5
     extractor_filters: int = 16
     extractor_epochs: int = 1
-    train_subset: int | None = None
-    test_subset: int | None = None
-    seed: int = 0
-    output_dir: str = "outputs/vision/stdp-ncg-digits"
-    progress: bool = True
-
-    def run(self) -> dict[str, Any]:
-        return run(self)
-
-
-def _images(ds) -> tuple[Tensor, Tensor]:
-    xs, ys = zip(*[ds[i] for i in range(len(ds))])
-    return torch.stack(xs), torch.tensor(ys)
-
-
-def run(cfg: STDPNCGConfig) -> dict[str, Any]:
-    torch.manual_seed(cfg.seed)
-    tr, info = get_dataset(cfg.dataset, True, subset=cfg.train_subset, seed=cfg.seed)
-    te, _ = get_dataset(cfg.dataset, False, subset=cfg.test_subset, seed=cfg.seed)
-    xtr, ytr = _images(tr)
-    xte, yte = _images(te)
-    t0 = time.time()
-    T = cfg.timesteps
-    ext_sops = 0.0
-    if cfg.extractor == "stdp":
-        ext = STDPExtractor(cfg.extractor_filters, T=T, seed=cfg.seed)
-        ext.fit(xtr, cfg.extractor_epochs)
-        ftr, fte = ext(xtr), ext(xte)
-        # extractor inference cost: every input spike of every patch reaches K filters
-        pt, _ = ext._patches(xte)
-        ext_sops = float(torch.isfinite(latency_encode(pt, T, 0.05)).sum()) / len(xte) * ext.w.shape[0]
-    else:
-        flat = lambda x: torch.cat([x.flatten(1), 1 - x.flatten(1)], 1)  # noqa: E731
-        ftr, fte = latency_encode(flat(xtr), T, 0.05), latency_encode(flat(xte), T, 0.05)
-    n_in = ftr.shape[1]
-    if cfg.threshold is None:
-        threshold = 0.5 * 0.5 * float(torch.isfinite(ftr).sum(1).float().mean())  # w ~ 0.5 at init
-    else:
-        threshold = cfg.threshold
-    eta = threshold / 50 if cfg.eta_th is None else cfg.eta_th
-    clf = NCGClassifier(n_in, info.num_classes, cfg.neurons_per_class, T, threshold, cfg.a_plus, cfg.a_minus,
-                        cfg.gap, cfg.beta, eta, cfg.regulate, cfg.seed)
-    g = torch.Generator().manual_seed(cfg.seed)
-    acc = 0.0
-    for epoch in range(cfg.epochs):
-        for i in torch.randperm(len(ytr), generator=g).tolist():
-            clf.step(ftr[i], int(ytr[i]))
-        acc = float((clf.predict(fte) == yte).float().mean())
-        if cfg.progress:
-            tr_acc = float((clf.predict(ftr) == ytr).float().mean())
-            print(f"epoch {epoch + 1}/{cfg.epochs}: train acc {tr_acc:.4f} | test acc {acc:.4f} | "
-                  f"{time.time() - t0:.1f}s", flush=True)
-    in_spikes = float(torch.isfinite(fte).sum()) / len(fte)
-    sops = in_spikes * clf.w.shape[0] + ext_sops
-    res = {
-        "accuracy": acc,
-        "samples": len(yte),
-        "features": n_in,
-        "input_spikes": in_spikes,
-        "sops": sops,
-        "energy_uJ": sops * E_AC_PJ * 1e-6,
-        "weights": int(clf.w.numel()) + (0 if cfg.extractor == "pixels" else int(cfg.extractor_filters * 32)),
-        "wins_per_neuron": clf.wins.view(clf.C, clf.M).tolist(),
-        "train_s": time.time() - t0,
-    }
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "checkpoint.pt.tmp"
-    torch.save({"w": clf.w, "theta": clf.theta, "theta_train": clf.theta_train,
-                "config": dataclasses.asdict(cfg), "result": {k: v for k, v in res.items()}}, tmp)
-    os.replace(tmp, out / "checkpoint.pt")
-    res["checkpoint"] = str(out / "checkpoint.pt")
-    print(f"done: S2-STDP+NCG ({cfg.extractor} features, M={cfg.neurons_per_class}) on {cfg.dataset}: test accuracy "
-          f"{acc:.4f}, {in_spikes:.1f} input spikes, SOPs {sops / 1e3:.1f} K, energy {res['energy_uJ']:.5f} uJ, "
-          f"{res['weights']} weights, checkpoint {res['checkpoint']}")
-    return res
-
-
-PRESETS: dict[str, tuple[str, STDPNCGConfig]] = {
-    "stdp-ncg-digits": ("S2-STDP + Neuronal Competition Groups (first-spike, no backprop) on 8x8 digits, "
-                        "features from an unsupervised-STDP extractor.", STDPNCGConfig()),
-}

@@ -32,15 +32,20 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+import tyro
 from torch import Tensor, nn
 
 from ..layers import SpikeAct
+from ..losses import record_membranes
+from .base import Method, MethodConfig
 
 __all__ = ["SubBitConv2d", "sign_ste", "os_quant_select", "kernel_codebook", "convert_convs", "mpfd_loss",
-           "model_size", "subbit_layers"]
+           "model_size", "subbit_layers", "SubBitConfig", "SubBitMethod"]
 
 
 class _SignSTE(torch.autograd.Function):
@@ -201,3 +206,76 @@ def model_size(model: nn.Module) -> dict[str, float]:
                                           if m.mode != "fp") / max(q_weights, 1)),
             "model_size_kb": total / 8 / 1024,
             "quantized_kb": q_bits / 8 / 1024}
+
+
+# ----------------------------------------------------------------------------- the method
+class SubBitMethod(Method):
+    config: "SubBitConfig"
+
+    def __init__(self, config, ctx) -> None:
+        super().__init__(config, ctx)
+        self.teacher: nn.Module | None = None
+
+    def build(self) -> nn.Module:
+        c = self.config
+        model = self.base_model()
+        convert_convs(model, "binary" if c.stage == "binary" else "subbit", c.codebook,
+                      c.os_kappa if c.os_kappa > 0 else None, skip=model.first_layers())
+        return model
+
+    def start(self, model: nn.Module, total_steps: int) -> None:
+        """Stage 2: latent weights (and BN, neurons) from the stage-1 binary SNN, codebooks clustered from them."""
+        c = self.config
+        if c.stage != "subbit":
+            return
+        if c.teacher:
+            _, teacher, _, state = self.ctx.need_restore()(c.teacher)
+            teacher.to(self.ctx.device).eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+            self.teacher = teacher
+            own = model.state_dict()  # the codebook buffers stay ours
+            own.update({k: v for k, v in state["model"].items() if k in own and not k.endswith("codebook")})
+            model.load_state_dict(own)
+        for m in subbit_layers(model):
+            if m.uses_codebook:
+                m.fit_codebook()
+
+    def loss(self, model: nn.Module, x_seq: Tensor, y: Tensor, step: int, total_steps: int) -> tuple[Tensor, Tensor]:
+        if self.teacher is None or self.config.mpfd <= 0:
+            return super().loss(model, x_seq, y, step, total_steps)
+        with record_membranes(self.teacher) as t_acts, torch.no_grad():
+            self.teacher(x_seq)
+        with record_membranes(model) as s_acts:
+            logits = model(x_seq)
+        loss = F.cross_entropy(logits, y) + self.config.mpfd * mpfd_loss(s_acts, t_acts)
+        for a in list(s_acts) + list(t_acts):
+            a.last_membrane = None
+        return logits, loss
+
+    def report(self, model: nn.Module, x_seq: Tensor) -> dict[str, Any]:
+        return model_size(model)
+
+    def format_report(self, rep: dict[str, Any]) -> str:
+        return (f"bits/weight (quantized convs, with scales+codebooks) {rep['bits_per_weight_quantized']:.3f}, "
+                f"index bits/weight {rep['bits_per_weight_index']:.3f}, model size {rep['model_size_kb']:.1f} KB")
+
+    export_refusal = ("subbit checkpoints keep quantized weights and are not re-parameterized (folding BN into a "
+                      "quantized conv would change the model)")
+
+
+@dataclass
+class SubBitConfig(MethodConfig):
+    """Sub-bit SNN (S2NN, Wei et al. 2025): binary stage, then codebook sub-bit weights + OS-Quant + MPFD."""
+
+    _target: tyro.conf.Suppress[type] = field(default_factory=lambda: SubBitMethod)
+    stage: Literal["binary", "subbit"] = "subbit"
+    teacher: str | None = None
+    """Binary-SNN checkpoint: codebooks are clustered from its kernels, latent weights start from it, and it is
+    the MPFD teacher."""
+    codebook: int = 16
+    """Codewords per layer K (bits per weight = log2(K)/9 for 3x3 kernels)."""
+    os_kappa: float = 2.0
+    """OS-Quant outlier bound (|w - mu| > kappa*sigma); <= 0 disables OS-Quant."""
+    mpfd: float = 1.0
+    """Weight beta of the membrane-potential feature distillation (0 = off)."""
