@@ -16,14 +16,17 @@ from torch.utils.data import Dataset
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigFileError, VisionConfig, config_from_dict
-from .data import DATASETS, DatasetInfo
+from .data import DATASETS, FOLDER_DATASETS, DatasetInfo, folder_info
 from .methods.base import Method, MethodContext
 
 __all__ = ["dataset_info", "make_method", "build", "restore", "load_weights"]
 
 
 def dataset_info(cfg: VisionConfig) -> DatasetInfo:
-    """Class count, channels, input size and kind of ``cfg.dataset`` (points: ``cfg.n_points``)."""
+    """Class count, channels, input size and kind of ``cfg.dataset`` (points: ``cfg.n_points``; class folders: read
+    from the folder)."""
+    if cfg.dataset in FOLDER_DATASETS:
+        return folder_info(cfg.dataset, cfg.data_root, cfg.image_size)
     info = DATASETS[cfg.dataset]
     if info.kind == "points":
         info = DatasetInfo(info.name, info.num_classes, info.in_channels, cfg.n_points, info.kind)
@@ -64,7 +67,9 @@ def restore(path: str | Path) -> tuple[VisionConfig, nn.Module, DatasetInfo, dic
         cfg = config_from_dict(state["config"])
     except (ConfigFileError, TypeError) as e:
         raise CheckpointError(f"{path}: its config does not load ({e}).") from None
-    info = dataset_info(cfg)
+    # the data the network was built for (class folders: stored with the weights, the folder may be gone)
+    info = DatasetInfo(**{**state["data_info"], "classes": tuple(state["data_info"].get("classes", ()))}) \
+        if state.get("data_info") else dataset_info(cfg)
     method = make_method(cfg, info)
     if method.own_loop:
         raise CheckpointError(f"{path} was written by the own-loop method {type(cfg.method).__name__}; "

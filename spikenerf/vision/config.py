@@ -45,9 +45,14 @@ class VisionConfig:
     """Architecture (each has an ANN twin: ``--no-spiking``; own-loop methods bring their own network)."""
     dataset: Literal["digits", "synthetic", "cifar10-jpeg", "cifar10", "cifar100", "mnist", "fashion-mnist", "nmnist",
                      "shd", "modelnet10-2class", "modelnet10", "modelnet40", "imagenet", "cifar10-dvs",
-                     "dvs128-gesture"] = "cifar10-jpeg"
+                     "dvs128-gesture", "image-folder", "event-folder"] = "cifar10-jpeg"
+    """``image-folder`` / ``event-folder``: your own ``DIR/{train,test}/<class>/*`` (``--data-root DIR``); class count
+    and input size come from the data."""
     data_root: str | None = None
-    """Folder holding the datasets (default ``$SPIKENERF_DATA`` or ``../shared/data``)."""
+    """Folder holding the datasets (default ``$SPIKENERF_DATA`` or ``../shared/data``); for image-folder /
+    event-folder the folder itself."""
+    image_size: int | None = None
+    """image-folder: side the images are resized to (None: the first training image's larger side)."""
     spiking: bool = True
     """False trains the ANN twin (ReLU in every neuron slot, one time step for static inputs)."""
     timesteps: int = 4

@@ -9,6 +9,7 @@ Checkpoints hold only tensors and plain Python values and are written atomically
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import random
 import time
@@ -133,9 +134,10 @@ def _make_optimizer(cfg: VisionConfig, params) -> torch.optim.Optimizer:
 def _datasets(cfg: VisionConfig) -> tuple[Dataset, Dataset, DatasetInfo]:
     """The run's (train, test) sets with the configured subsets, and the data's description."""
     train_ds, info = get_dataset(cfg.dataset, True, cfg.data_root, T=cfg.timesteps, augment=cfg.augment,
-                                 n_points=cfg.n_points, subset=cfg.train_subset, seed=cfg.seed)
+                                 n_points=cfg.n_points, subset=cfg.train_subset, seed=cfg.seed,
+                                 image_size=cfg.image_size)
     test_ds, _ = get_dataset(cfg.dataset, False, cfg.data_root, T=cfg.timesteps, augment=False,
-                             n_points=cfg.n_points, subset=cfg.test_subset, seed=cfg.seed)
+                             n_points=cfg.n_points, subset=cfg.test_subset, seed=cfg.seed, info=info)
     return train_ds, test_ds, info
 
 
@@ -269,6 +271,7 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
                 "accuracy": ev["accuracy"],
                 "rng_cpu": torch.get_rng_state(),
                 "config": config_to_dict(cfg),
+                "data_info": dataclasses.asdict(info),
             })
             result = {"accuracy": ev["accuracy"], "best_accuracy": best, "mean_firing_rate": ev["mean_firing_rate"],
                       "epoch": epoch, "checkpoint": str(ckpt_path)}
@@ -307,7 +310,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | None = None, ba
     ts = tuple(timesteps) or tuple(cfg.eval_timesteps) or (cfg.timesteps,)
     ds, _ = get_dataset(cfg.dataset, False, cfg.data_root, T=max(ts) if info.kind != "events" else cfg.timesteps,
                         augment=False, n_points=cfg.n_points, subset=test_subset if test_subset is not None else cfg.test_subset,
-                        seed=cfg.seed)
+                        seed=cfg.seed, info=info)
     loader = _loader(ds, batch_size, False, cfg)
     results: dict[str, Any] = {"checkpoint": str(checkpoint), "model": cfg.model, "dataset": cfg.dataset,
                                "spiking": model.spiking, "per_T": {}}
@@ -315,7 +318,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | None = None, ba
     for T in ts:
         T_eff = _steps_for(cfg, info, model.spiking, T)
         if info.kind == "events" and T != cfg.timesteps:
-            print(f"note: N-MNIST frames were binned with T={cfg.timesteps}; evaluating at that T")
+            print(f"note: event frames were binned with T={cfg.timesteps}; evaluating at that T")
             T_eff = cfg.timesteps
         ev = evaluate(model, loader, info, T_eff, dev, max_batches, progress, count_energy=True)
         twin = _twin_ops(cfg, info, lambda t: [to_sequence(first_x, info.kind, _steps_for(cfg, info, False, T_eff))], dev)
@@ -354,7 +357,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
     if data_root is not None:
         cfg.data_root = data_root
     ds, _ = get_dataset(cfg.dataset, False, cfg.data_root, T=cfg.timesteps, augment=False, n_points=cfg.n_points,
-                        subset=batches * batch_size, seed=cfg.seed)
+                        subset=batches * batch_size, seed=cfg.seed, info=info)
     loader = _loader(ds, batch_size, False, cfg)
     T = _steps_for(cfg, info, model.spiking)
     xs = [to_sequence(x, info.kind, T) for i, (x, _) in zip(range(batches), loader)]

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from .base import DatasetInfo, DatasetNotFoundError, InputKind, _missing, default_data_root
+from .base import DatasetFormatError, DatasetInfo, DatasetNotFoundError, InputKind, _missing, default_data_root
+from .folders import EventFolderSet, ImageFolderSet, bin_events, event_folder_info, image_folder_info, read_events
 from .shd import SHD, SHD_POOL
 
 __all__ = [
@@ -39,6 +40,13 @@ __all__ = [
     "ModelNetPoints",
     "to_sequence",
     "SHD",
+    "DatasetFormatError",
+    "ImageFolderSet",
+    "EventFolderSet",
+    "image_folder_info",
+    "event_folder_info",
+    "read_events",
+    "folder_info",
 ]
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -58,6 +66,13 @@ DATASETS: dict[str, DatasetInfo] = {
     "cifar10-dvs": DatasetInfo("cifar10-dvs", 10, 2, 128, "events"),
     "dvs128-gesture": DatasetInfo("dvs128-gesture", 11, 2, 128, "events"),
 }
+FOLDER_DATASETS = ("image-folder", "event-folder")
+"""A user's own class folders (:mod:`.folders`): class count and input size come from the data."""
+
+
+def folder_info(name: str, root: str | Path | None, image_size: int | None = None) -> DatasetInfo:
+    """The :class:`DatasetInfo` of an ``image-folder`` / ``event-folder`` dataset, read from the folder."""
+    return image_folder_info(root, image_size) if name == "image-folder" else event_folder_info(root)
 
 
 # ----------------------------------------------------------------------------- small offline sets
@@ -144,19 +159,6 @@ def read_nmnist_bs2(path: str | Path) -> dict[str, np.ndarray]:
         "p": raw[:, 2] >> 7,
         "t": ((raw[:, 2] & 0x7F) << 16) | (raw[:, 3] << 8) | raw[:, 4],
     }
-
-
-def bin_events(ev: dict[str, np.ndarray], T: int, size: int = 34) -> Tensor:
-    """Event counts in ``T`` equal time bins over the recording: ``[T, 2, size, size]`` float (channel = polarity)."""
-    frames = np.zeros((T, 2, size, size), dtype=np.float32)
-    if len(ev["t"]) == 0:
-        return torch.from_numpy(frames)
-    t = ev["t"] - ev["t"].min()
-    span = max(int(t.max()) + 1, 1)
-    tb = np.minimum(t * T // span, T - 1)
-    keep = (ev["x"] < size) & (ev["y"] < size)
-    np.add.at(frames, (tb[keep], ev["p"][keep], ev["y"][keep], ev["x"][keep]), 1.0)
-    return torch.from_numpy(frames)
 
 
 class NMNIST(Dataset):
@@ -391,14 +393,27 @@ class ModelNetPoints(Dataset):
 
 # ----------------------------------------------------------------------------- entry points
 def get_dataset(name: str, train: bool, root: str | Path | None = None, T: int = 10, augment: bool = True,
-                n_points: int = 1024, subset: int | None = None, seed: int = 0) -> tuple[Dataset, DatasetInfo]:
-    """Build ``(dataset, info)``; ``subset`` keeps the first ``subset`` samples (short CPU runs)."""
+                n_points: int = 1024, subset: int | None = None, seed: int = 0,
+                info: DatasetInfo | None = None, image_size: int | None = None) -> tuple[Dataset, DatasetInfo]:
+    """Build ``(dataset, info)``; ``subset`` keeps the first ``subset`` samples (short CPU runs).
+
+    Folder datasets (``image-folder``, ``event-folder``: ``root`` is the folder itself) take their classes and
+    input size from the data, or from ``info`` (a trained model's: the images are converted and resized to it, and
+    the classes must match).
+    """
+    if name in FOLDER_DATASETS:
+        info = info or folder_info(name, root, image_size)
+        if name == "image-folder":
+            ds: Dataset = ImageFolderSet(root, train, info, augment)
+        else:
+            ds = EventFolderSet(root, train, info, T)
+        return _subset(ds, subset), info
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS) + list(FOLDER_DATASETS)}")
     info = DATASETS[name]
     root = Path(root) if root is not None else default_data_root()
     if name == "digits":
-        ds: Dataset = _digits(train, seed)
+        ds = _digits(train, seed)
     elif name == "synthetic":
         ds = _synthetic(train, seed=seed)
     elif name == "cifar10-jpeg":
@@ -419,11 +434,15 @@ def get_dataset(name: str, train: bool, root: str | Path | None = None, T: int =
     else:
         ds = ModelNetVoxelPoints(root, train, n_points=n_points, seed=seed)
         info = DatasetInfo(info.name, info.num_classes, info.in_channels, n_points, info.kind)
+    return _subset(ds, subset), info
+
+
+def _subset(ds: Dataset, subset: int | None) -> Dataset:
+    """``subset`` samples spread over the set (class folders are sorted by label), or the set itself."""
     if subset is not None and subset < len(ds):  # type: ignore[arg-type]
-        # spread the subset over the set (class folders are sorted by label)
         idx = torch.linspace(0, len(ds) - 1, subset).round().long().tolist()  # type: ignore[arg-type]
         ds = Subset(ds, idx)
-    return ds, info
+    return ds
 
 
 def to_sequence(x: Tensor, kind: InputKind, T: int) -> Tensor:

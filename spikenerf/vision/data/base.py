@@ -7,13 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["DatasetNotFoundError", "DatasetInfo", "InputKind", "default_data_root"]
+__all__ = ["DatasetNotFoundError", "DatasetFormatError", "DatasetInfo", "InputKind", "default_data_root"]
 
 InputKind = Literal["static", "events", "points"]
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """The requested dataset is not on disk (this package never downloads)."""
+
+
+class DatasetFormatError(ValueError):
+    """The data is there but not in the layout the dataset reads (empty class folder, mismatched classes...)."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,7 @@ class DatasetInfo:
     in_channels: int
     input_size: int  # spatial side (images), or number of points
     kind: InputKind
+    classes: tuple[str, ...] = ()  # class names, when the data names them (class folders)
 
 
 def default_data_root() -> Path:
