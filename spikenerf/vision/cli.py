@@ -24,7 +24,7 @@ import tyro
 from .checkpoint import CheckpointError
 from .config import PRESETS, ConfigFileError, VisionConfig, load_config_file, save_config_file
 from .data import DatasetNotFoundError
-from .engine import evaluate_checkpoint, export_checkpoint, format_eval, train
+from .engine import TrainingDiverged, evaluate_checkpoint, export_checkpoint, format_eval, train
 
 __all__ = ["main", "EvalArgs", "ExportArgs"]
 
@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     except _USER_ERRORS as e:  # a clear message, no traceback
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(3) from None
 
 
 if __name__ == "__main__":

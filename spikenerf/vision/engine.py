@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from .build import dataset_info, make_method, restore
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import VisionConfig, config_to_dict
 from .data import DatasetInfo, get_dataset, to_sequence
 from .energy import OpReport, count_ops
@@ -34,7 +36,7 @@ from .methods.base import OwnLoopMethod
 from .models import SeqClassifier, build_model
 
 __all__ = ["train", "evaluate", "evaluate_checkpoint", "export_checkpoint", "save_checkpoint", "load_checkpoint",
-           "seed_everything"]
+           "seed_everything", "TrainingDiverged", "lr_factor"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -71,6 +73,83 @@ def _loader(ds: Dataset, batch_size: int, shuffle: bool, cfg: VisionConfig, samp
     g = torch.Generator().manual_seed(cfg.seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                       num_workers=cfg.num_workers, generator=g, drop_last=False)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of epoch ``epoch``'s data order (and worker seeds): a function of the run seed and the epoch only, so
+    a resumed run draws the same order as an uninterrupted one."""
+    return (seed * 1_000_003 + epoch) % (2 ** 63)
+
+
+# ----------------------------------------------------------------------------- checkpoints of a run
+class TrainingDiverged(RuntimeError):
+    """The loss became non-finite; the run stopped and its last good checkpoint is untouched (CLI exit status 3)."""
+
+
+RESUMABLE_CHANGES = {"epochs", "resume", "progress", "tensorboard", "output_dir", "data_root", "num_workers", "device",
+                     "eval_batch_size"}
+"""Config fields a resumed run may change. ``epochs`` is applied explicitly: the learning-rate schedule is a
+function of (epoch, epochs), so it is re-planned for the new length from the resumed epoch on (and said so)."""
+
+
+def _rng_state() -> dict:
+    """Every random stream a training step draws from, as plain values (loadable with ``weights_only=True``)."""
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    v, t, h = state["python"]
+    random.setstate((v, tuple(t), h))
+    n = state["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _resume_file(out_dir: Path) -> Path | None:
+    for name in ("last.pt", "checkpoint.pt"):  # checkpoint.pt: runs written before last.pt existed
+        if (out_dir / name).is_file():
+            return out_dir / name
+    return None
+
+
+def _check_resumable(saved: dict, cfg: VisionConfig, path: Path) -> list[str]:
+    """Differences between the saved and the current config; a change other than RESUMABLE_CHANGES is refused."""
+    now = config_to_dict(cfg)
+    diff = [k for k in now if k in saved and _plain(saved[k]) != _plain(now[k])]
+    refused = [k for k in diff if k not in RESUMABLE_CHANGES]
+    if refused:
+        pairs = "; ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in refused)
+        raise CheckpointError(f"--resume from {path}: the run's config changed ({pairs}). A resumed run must be the "
+                              f"same run (only {', '.join(sorted(RESUMABLE_CHANGES))} may change); start a new run "
+                              "with another --output-dir instead.")
+    return [k for k in diff if k == "epochs"]
+
+
+def _plain(v):
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def _link(src: Path, dst: Path) -> None:
+    """``dst`` becomes the same file as ``src`` (a hard link, atomically replaced; a copy where links fail)."""
+    tmp = dst.with_name(f".{dst.name}.link")
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def _tqdm(it, enabled: bool, **kw):
@@ -123,6 +202,13 @@ def evaluate(model: SeqClassifier, loader: DataLoader, info: DatasetInfo, T: int
 
 
 # ----------------------------------------------------------------------------- training
+def lr_factor(cfg: VisionConfig, epoch: int) -> float:
+    """Learning-rate multiplier of epoch ``epoch`` (0-based): cosine from 1 to 0 over ``epochs``, or constant."""
+    if cfg.scheduler == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(epoch, cfg.epochs) / max(cfg.epochs, 1)))
+    return 1.0
+
+
 def _make_optimizer(cfg: VisionConfig, params) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -191,23 +277,41 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
     opt = _make_optimizer(cfg, method.param_groups(model))
     steps_per_epoch = len(train_loader) if cfg.max_batches is None else min(len(train_loader), cfg.max_batches)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.scheduler == "cosine" else None
+    # the schedule is a pure function of (epoch, cfg): resuming restores the epoch counter, and a changed --epochs
+    # re-plans the remaining epochs explicitly
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(cfg, e))
     method.start(model, total_steps)
 
     out_dir = Path(cfg.output_dir)
-    ckpt_path = out_dir / "checkpoint.pt"
-    start_epoch, step, best = 0, 0, 0.0
-    if cfg.resume and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path, need=("model", "optimizer", "epoch", "step"))
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    start_epoch, step, best = 0, 0, -1.0
+    if cfg.resume:
+        src = _resume_file(out_dir)
+        if src is None:
+            raise CheckpointError(f"--resume: no checkpoint in {out_dir} (last.pt or checkpoint.pt); train without "
+                                  "--resume to start the run, or pass the --output-dir of the run to continue.")
+        state = load_checkpoint(src, need=("model", "optimizer", "epoch", "step", "config"))
+        changed = _check_resumable(state["config"], cfg, src)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        if sched is not None and state.get("scheduler"):
+        if state.get("scheduler"):
             sched.load_state_dict(state["scheduler"])
+        for g, base_lr in zip(opt.param_groups, sched.base_lrs):
+            g["lr"] = base_lr * lr_factor(cfg, sched.last_epoch)
         method.load_state_dict(state.get("method") or ({"esg": state["esg"]} if state.get("esg") else {}))
         start_epoch, step, best = int(state["epoch"]) + 1, int(state["step"]), float(state["best_accuracy"])
-        torch.set_rng_state(state["rng_cpu"])
+        if main and not best_path.is_file() and state.get("accuracy") == best:
+            _link(src, best_path)  # killed between writing the checkpoint and linking it as the best one
+        if "rng" in state:
+            _set_rng_state(state["rng"])
+        else:  # checkpoints written before every stream was saved
+            torch.set_rng_state(state["rng_cpu"])
         if main:
-            print(f"resumed from {ckpt_path} at epoch {start_epoch}")
+            print(f"resumed from {src} at epoch {start_epoch}")
+            if changed:
+                print(f"note: --epochs changed on resume ({state['config']['epochs']} -> {cfg.epochs}): the "
+                      f"learning-rate schedule is re-planned for {cfg.epochs} epochs from epoch {start_epoch}, so "
+                      "this run differs from an uninterrupted one from here on.")
 
     raw_model = model
     if distributed:
@@ -222,9 +326,11 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
             print(f"tensorboard disabled: {e}")
 
     result: dict[str, Any] = {}
+    saved_epoch = start_epoch - 1 if start_epoch > 0 else None
     for epoch in range(start_epoch, cfg.epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
+        train_loader.generator.manual_seed(_epoch_seed(cfg.seed, epoch))  # data order of this epoch
         model.train()
         t0, seen, correct, loss_sum = time.time(), 0, 0, 0.0
         bar = _tqdm(train_loader, main and cfg.progress, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch)
@@ -233,6 +339,12 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
                 break
             x, y = x.to(device), y.to(device)
             logits, loss = method.loss(model, to_sequence(x, info.kind, T_train), y, step, total_steps)
+            if not bool(torch.isfinite(loss.detach())):
+                kept = (f"its last good checkpoint {last_path} (after epoch {saved_epoch + 1}) is kept"
+                        if saved_epoch is not None else "no checkpoint had been written yet")
+                raise TrainingDiverged(f"training diverged: the loss became {float(loss.detach())} at step {step} "
+                                       f"(epoch {epoch + 1}, batch {i + 1}); the run stopped and {kept}. Lower --lr, "
+                                       "add warm-up, or check the data for non-finite values.")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -243,11 +355,11 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
             loss_sum += float(loss.detach()) * y.numel()
             if main and cfg.progress and hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        if sched is not None:
-            sched.step()
+        sched.step()
         if main:
             ev = evaluate(method.eval_model(_unwrap(raw_model)), test_loader, info, T_train, device, cfg.max_batches,
                           progress=cfg.progress)
+            is_best = ev["accuracy"] > best
             best = max(best, ev["accuracy"])
             msg = (f"epoch {epoch + 1}: train loss {loss_sum / max(seen, 1):.4f} acc {correct / max(seen, 1):.4f} | "
                    f"test acc {ev['accuracy']:.4f} (best {best:.4f}) | firing {ev['mean_firing_rate']:.3f} | "
@@ -260,21 +372,25 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
                 writer.add_scalar("test/mean_firing_rate", ev["mean_firing_rate"], epoch)
                 writer.add_scalar("lr", opt.param_groups[0]["lr"], epoch)
                 writer.flush()
-            save_checkpoint(ckpt_path, {
+            save_checkpoint(last_path, {
                 "model": raw_model.state_dict(),
                 "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict() if sched is not None else {},
+                "scheduler": sched.state_dict(),
                 "method": method.state_dict(),
                 "epoch": epoch,
                 "step": step,
                 "best_accuracy": best,
                 "accuracy": ev["accuracy"],
-                "rng_cpu": torch.get_rng_state(),
+                "rng": _rng_state(),
                 "config": config_to_dict(cfg),
                 "data_info": dataclasses.asdict(info),
             })
+            saved_epoch = epoch
+            _link(last_path, out_dir / "checkpoint.pt")  # the name earlier runs and scripts read
+            if is_best:
+                _link(last_path, best_path)
             result = {"accuracy": ev["accuracy"], "best_accuracy": best, "mean_firing_rate": ev["mean_firing_rate"],
-                      "epoch": epoch, "checkpoint": str(ckpt_path)}
+                      "epoch": epoch, "checkpoint": str(last_path), "best_checkpoint": str(best_path)}
         if distributed:
             dist.barrier()
     if main and result:
