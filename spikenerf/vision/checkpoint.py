@@ -59,9 +59,10 @@ def load_checkpoint(path: str | Path, need: tuple[str, ...] = ()) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:160]}); it may be "
-                              "truncated or not a torch file: use a checkpoint written by `spikenerf-vision train` "
-                              "or `export`.") from None
+        what = str(e).split(".")[0][:90]
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {what}); it is truncated or "
+                              "not a torch file: use a checkpoint written by `spikenerf-vision train` or "
+                              "`export`.") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a spikenerf-vision checkpoint dict.")
     missing = [k for k in need if k not in state]

@@ -15,6 +15,7 @@ Examples::
 
 from __future__ import annotations
 
+import difflib
 import sys
 from dataclasses import dataclass
 from typing import Annotated
@@ -115,6 +116,15 @@ def _pop_option(argv: list[str], name: str) -> str | None:
 _CONF = (tyro.conf.CascadeSubcommandArgs,)
 
 
+def _check_preset(rest: list[str]) -> None:
+    """An unknown preset name as one paragraph (tyro would print a box of every subcommand)."""
+    if rest and not rest[0].startswith("-") and rest[0] not in PRESETS:
+        near = difflib.get_close_matches(rest[0], list(PRESETS), n=3)
+        hint = f" Did you mean {', '.join(near)}?" if near else ""
+        raise ConfigFileError(f"unknown preset {rest[0]!r}.{hint} Presets: {', '.join(PRESETS)} "
+                              "(`spikenerf-vision train --help` describes each), or start from a file with --config.")
+
+
 def _parse(argv: list[str]):
     """``(command, save_config_path)`` from the command line."""
     if argv and argv[0] == "train":
@@ -126,6 +136,7 @@ def _parse(argv: list[str]):
                            prog=f"spikenerf-vision train --config {config_file}",
                            config=(tyro.conf.CascadeSubcommandArgs,))
             return cfg, save_to
+        _check_preset(rest)
         cmd = tyro.cli(Annotated[Train, tyro.conf.subcommand("train")], args=rest, prog="spikenerf-vision train",
                        config=_CONF)
         return cmd.config, save_to

@@ -236,7 +236,12 @@ class SubBitMethod(Method):
             self.teacher = teacher
             own = model.state_dict()  # the codebook buffers stay ours
             own.update({k: v for k, v in state["model"].items() if k in own and not k.endswith("codebook")})
-            model.load_state_dict(own)
+            try:
+                model.load_state_dict(own)
+            except RuntimeError as e:
+                detail = str(e).split("\n")[1].strip()[:200] if "\n" in str(e) else str(e)[:200]
+                raise ValueError(f"--method.teacher {c.teacher}: its weights do not fit this network ({detail}); "
+                                 "the teacher must be the stage-1 binary run of the same model and width.") from None
         for m in subbit_layers(model):
             if m.uses_codebook:
                 m.fit_codebook()
