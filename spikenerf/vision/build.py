@@ -75,6 +75,14 @@ def restore(path: str | Path) -> tuple[VisionConfig, nn.Module, DatasetInfo, dic
         raise CheckpointError(f"{path} was written by the own-loop method {type(cfg.method).__name__}; "
                               "`eval` / `export` take backprop-trained networks.")
     model = method.build()
+    if state.get("exported"):
+        # an `export` output: the same folds applied to a fresh network give its module structure
+        model = method.eval_model(model)
+        model.eval()
+        with torch.no_grad():
+            method.export(model)
+        load_weights(model, state["model"], path, cfg)
+        return cfg, model, info, state
     load_weights(model, state["model"], path, cfg)
     model = method.eval_model(model)
     model.eval()

@@ -26,6 +26,7 @@ from .checkpoint import CheckpointError
 from .config import PRESETS, ConfigFileError, VisionConfig, load_config_file, save_config_file
 from .data import DatasetNotFoundError
 from .engine import TrainingDiverged, evaluate_checkpoint, export_checkpoint, format_eval, train
+from .report import plot_eval, write_json
 
 __all__ = ["main", "EvalArgs", "ExportArgs"]
 
@@ -46,6 +47,10 @@ class EvalArgs:
     """T values to evaluate at (default: the config's eval_timesteps, else its training T)."""
     device: str = "auto"
     progress: bool = True
+    json: str | None = None
+    """Write accuracy, per-class accuracy, confusion matrix, firing rates and energy to this file (strict JSON)."""
+    plot: str | None = None
+    """Draw per-layer firing rates and the confusion matrix to this image (e.g. eval.png)."""
 
 
 @dataclass
@@ -86,6 +91,10 @@ def _eval(args: EvalArgs) -> None:
     res = evaluate_checkpoint(args.checkpoint, args.data_root, args.batch_size, args.max_batches, args.test_subset,
                               args.timesteps, args.device, args.progress)
     print(format_eval(res))
+    if args.json:
+        print(f"wrote {write_json(res, args.json)}")
+    if args.plot:
+        print(f"wrote {plot_eval(res, args.plot)}")
 
 
 def _export(args: ExportArgs) -> None:

@@ -165,13 +165,15 @@ def _tqdm(it, enabled: bool, **kw):
 def evaluate(model: SeqClassifier, loader: DataLoader, info: DatasetInfo, T: int, device: torch.device,
              max_batches: int | None = None, progress: bool = False, count_energy: bool = False,
              ) -> dict[str, Any]:
-    """Accuracy, per-layer firing rates and (optionally) op counts of ``model`` at ``T`` steps."""
+    """Accuracy, confusion matrix ``[true, predicted]``, per-layer firing rates and (optionally) op counts of
+    ``model`` at ``T`` steps."""
     model.eval()
     acts = spike_acts(model)
     for _, a in acts:
         a.reset_stats()
         a.record_stats = True
     correct, total, loss_sum = 0, 0, 0.0
+    confusion = torch.zeros(info.num_classes, info.num_classes, dtype=torch.long)
     seqs: list[Tensor] = []
     try:
         for i, (x, y) in enumerate(_tqdm(loader, progress, desc=f"eval T={T}", leave=False)):
@@ -180,8 +182,11 @@ def evaluate(model: SeqClassifier, loader: DataLoader, info: DatasetInfo, T: int
             x_seq, y = to_sequence(x.to(device), info.kind, T), y.to(device)
             logits = model(x_seq)
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
+            pred = logits.argmax(1)
+            correct += int((pred == y).sum())
             total += y.numel()
+            confusion += torch.bincount(y.cpu() * info.num_classes + pred.cpu(),
+                                        minlength=info.num_classes ** 2).reshape(info.num_classes, -1)
             if count_energy and len(seqs) < 2:
                 seqs.append(x_seq)
     finally:
@@ -193,6 +198,7 @@ def evaluate(model: SeqClassifier, loader: DataLoader, info: DatasetInfo, T: int
         "samples": total,
         "timesteps": T,
         "firing_rates": {n: a.firing_rate for n, a in acts},
+        "confusion": confusion,
     }
     rates = [a.firing_rate for _, a in acts]
     out["mean_firing_rate"] = float(np.mean(rates)) if rates else 0.0
@@ -429,7 +435,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | None = None, ba
                         seed=cfg.seed, info=info)
     loader = _loader(ds, batch_size, False, cfg)
     results: dict[str, Any] = {"checkpoint": str(checkpoint), "model": cfg.model, "dataset": cfg.dataset,
-                               "spiking": model.spiking, "per_T": {}}
+                               "spiking": model.spiking, "classes": list(info.classes), "per_T": {}}
     first_x = next(iter(loader))[0][: min(batch_size, 32)].to(dev)
     for T in ts:
         T_eff = _steps_for(cfg, info, model.spiking, T)
@@ -487,7 +493,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
     out = Path(output) if output is not None else Path(checkpoint).with_name("exported.pt")
     thresholds = {n: a.neuron.v_threshold.detach().clone() for n, a in spike_acts(folded) if a.spiking}
     save_checkpoint(out, {"model": folded.state_dict(), "thresholds": thresholds, "config": config_to_dict(cfg),
-                          "report": {k: v for k, v in report.items()}})
+                          "report": {k: v for k, v in report.items()}, "exported": True,
+                          "data_info": dataclasses.asdict(info)})
     report["output"] = str(out)
     if not same:
         raise RuntimeError(f"export changed predictions (max logit diff {max_diff:g}); report: {report}")
