@@ -36,7 +36,10 @@ def positional_encoding(x: Tensor, num_freqs: int) -> Tensor:
 
 @dataclass
 class ColorStats:
-    """Spike / op counts of one colour-network pass (plain Python numbers and per-ray tensors).
+    """Spike / op counts of one colour-network pass (numbers or 0-d tensors, and per-ray tensors).
+
+    The spike counts stay 0-d tensors on the network's device (no host sync per step); ``float()`` them when
+    logging.
 
     ``spikes_per_layer[i]`` spikes emitted by LIF layer i on valid samples; ``neurons_per_layer[i]`` = valid
     samples x width. ``macs`` / ``sops`` count the whole pass; ``ann_macs`` what the ANN twin would need on
@@ -45,12 +48,12 @@ class ColorStats:
     """
 
     num_samples: int
-    spikes_per_layer: list[float]
+    spikes_per_layer: list[float | Tensor]
     neurons_per_layer: list[float]
     macs: float
-    sops: float
+    sops: float | Tensor
     ann_macs: float
-    tensor_density: float
+    tensor_density: float | Tensor
     ray_spikes: Tensor
     ray_neurons: Tensor
     ray_sops: Tensor
@@ -71,6 +74,8 @@ class SpikingNeRFField(nn.Module):
         pack_mode: ``padding`` | ``condensing`` (ray-aligned time layout).
         flip: time runs far -> near.
         alpha_init: initial alpha of an all-zero density grid (sets the softplus shift).
+        color_bias: biases in fc2 / fc3 (fc1 never has one). ``False`` is the paper's colour net (no bias in
+            its three Linear layers: a spike-free sample reads out exactly sigmoid(0)).
     """
 
     def __init__(
@@ -86,6 +91,7 @@ class SpikingNeRFField(nn.Module):
         pack_mode: str = "padding",
         flip: bool = False,
         alpha_init: float = 1e-2,
+        color_bias: bool = True,
     ) -> None:
         super().__init__()
         if pack_mode not in ("padding", "condensing"):
@@ -102,13 +108,19 @@ class SpikingNeRFField(nn.Module):
         self.hidden_dim = int(hidden_dim)
         # first layer has no bias: zero holes in the padded sequence must stay zero input
         self.fc1 = nn.Linear(self.in_dim, hidden_dim, bias=False)
-        self.fc2 = nn.Linear(hidden_dim, hidden_dim)
-        self.fc3 = nn.Linear(hidden_dim, 3)
+        self.fc2 = nn.Linear(hidden_dim, hidden_dim, bias=color_bias)
+        self.fc3 = nn.Linear(hidden_dim, 3, bias=color_bias)
         if self.spiking:
             self.lif1 = LIFNode(tau=tau, v_threshold=v_threshold, reset="hard", surrogate="atan")
             self.lif2 = LIFNode(tau=tau, v_threshold=v_threshold, reset="hard", surrogate="atan")
 
     # -- geometry ------------------------------------------------------------------------------
+    def set_box(self, aabb: Tensor, resolution: tuple[int, int, int]) -> None:
+        """Both grids span ``aabb`` ``[2, 3]`` at ``resolution`` from now on, all values zero (new Parameters)."""
+        self.aabb.copy_(aabb)
+        for grid in (self.density_grid, self.feature_grid):
+            grid.set_box(aabb, resolution)
+
     def density_raw(self, xyz: Tensor) -> Tensor:
         """``[N, 3]`` -> raw density ``[N]`` (before the shifted softplus)."""
         return self.density_grid(xyz)[..., 0]
@@ -202,7 +214,7 @@ class SpikingNeRFField(nn.Module):
         with torch.no_grad():
             sp1 = self._events(s1_).sum(-1)  # [N] spikes per sample
             sp2 = self._events(s2_).sum(-1)
-            n_spk1, n_spk2 = float(sp1.sum()), float(sp2.sum())
+            n_spk1, n_spk2 = sp1.sum(), sp2.sum()  # 0-d tensors: no host-device sync per step
             ray_sp1 = zeros_r.index_add(0, r_of, sp1.to(zeros_r.dtype))
             ray_sp2 = zeros_r.index_add(0, r_of, sp2.to(zeros_r.dtype))
             ray_spikes = ray_sp1 + ray_sp2

@@ -19,8 +19,10 @@ from torch import Tensor, nn
 
 from spikenerf.snn.fused import CKernel
 
+from .contraction import contract, contracted_box, contracted_lattice, contracted_sample_count, outer_ratio
+
 __all__ = ["DenseGrid", "trilinear", "trilinear_reference", "c_grid_available", "march", "march_reference",
-           "Marched"]
+           "march_contracted", "march_contracted_reference", "Marched", "occupied"]
 
 _SRC = Path(__file__).with_name("csrc") / "grid.c"
 
@@ -32,6 +34,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn.restype = i32
     lib.march.argtypes = [p, p, i64, p, p, f32, f32, i32, p, i32, i32, i32, p, i32, p, p, p, i32]
     lib.march.restype = i32
+    lib.march_contracted.argtypes = [p, p, i64, p, p, f32, f32, f32, i32, i32, f32, p, i32, i32, i32, p, i32, p, p,
+                                     p, i32]
+    lib.march_contracted.restype = i32
 
 
 _KERNEL = CKernel(_SRC, "grid", "grid_sample / torch marching (slower)", _declare)
@@ -128,6 +133,20 @@ class DenseGrid(nn.Module):
         self.channels = int(channels)
         self.register_buffer("aabb", aabb.detach().clone().float())
         self.grid = nn.Parameter(torch.zeros(*[int(r) for r in resolution], self.channels))
+        self._register_load_state_dict_pre_hook(self._take_checkpoint_shape)
+
+    def _take_checkpoint_shape(self, state_dict, prefix, *args) -> None:
+        """Loading: a checkpoint's grid may have another resolution (up-scaling, a tightened fine box); the
+        grid takes its shape first (a new zero Parameter; optimisers are re-pointed by the model)."""
+        q = state_dict.get(prefix + "grid")
+        if q is not None and tuple(q.shape) != tuple(self.grid.shape) and q.dim() == 4:
+            self.grid = nn.Parameter(torch.zeros(q.shape, dtype=self.grid.dtype, device=self.grid.device))
+
+    def set_box(self, aabb: Tensor, resolution: tuple[int, int, int]) -> None:
+        """Move the grid to the box ``aabb`` at ``resolution``, all values zero (a new Parameter)."""
+        self.aabb.copy_(aabb)
+        self.grid = nn.Parameter(torch.zeros(*[int(r) for r in resolution], self.channels,
+                                             dtype=self.grid.dtype, device=self.grid.device))
 
     @property
     def resolution(self) -> tuple[int, int, int]:
@@ -186,16 +205,39 @@ def march_reference(origins: Tensor, dirs: Tensor, aabb: Tensor, step: float, nu
         occ = torch.zeros_like(keep)
         occ[keep] = occupied(occupancy, xyz[keep], aabb)
         keep = keep & occ
+    return _pack_kept(t, keep)
+
+
+def _pack_kept(t: Tensor, keep: Tensor) -> Marched:
+    """Lattice ``t`` / ``keep`` ``[R, S]`` -> the kept samples packed from column 0 (index = lattice column)."""
     counts = keep.sum(1)
     smax = max(1, int(counts.max())) if counts.numel() else 1
     r, s = keep.nonzero(as_tuple=True)
     col = (torch.cumsum(keep.long(), 1) - 1)[r, s]
-    R = origins.shape[0]
+    R = t.shape[0]
     t_out = t.new_zeros(R, smax)
     idx = torch.zeros(R, smax, dtype=torch.long, device=t.device)
     valid = torch.zeros(R, smax, dtype=torch.bool, device=t.device)
     t_out[r, col], idx[r, col], valid[r, col] = t[r, s], s, True
     return Marched(t_out, idx, valid)
+
+
+def _march_c(fn, origins: Tensor, dirs: Tensor, head: tuple, occupancy: Optional[Tensor], threads: int) -> Marched:
+    """Two passes of a C marcher: counts, then the kept samples in a ``[R, Smax]`` layout."""
+    o, d = origins.contiguous(), dirs.contiguous()
+    R = o.shape[0]
+    occ = occupancy.to(torch.uint8).contiguous() if occupancy is not None else None
+    X, Y, Z = (tuple(occ.shape) if occ is not None else (1, 1, 1))
+    counts = torch.empty(R, dtype=torch.int32)
+    args = (o.data_ptr(), d.data_ptr(), R, *head, occ.data_ptr() if occ is not None else None, X, Y, Z,
+            counts.data_ptr())
+    fn(*args, 0, None, None, None, threads)
+    smax = max(1, int(counts.max())) if R else 1
+    t = torch.zeros(R, smax)
+    idx = torch.zeros(R, smax, dtype=torch.int32)
+    valid = torch.zeros(R, smax, dtype=torch.uint8)
+    fn(*args, smax, t.data_ptr(), idx.data_ptr(), valid.data_ptr(), threads)
+    return Marched(t, idx.long(), valid.bool())
 
 
 def march(origins: Tensor, dirs: Tensor, aabb: Tensor, step: float, num_steps: int, near_plane: float,
@@ -226,20 +268,44 @@ def march(origins: Tensor, dirs: Tensor, aabb: Tensor, step: float, num_steps: i
     lib = _load() if origins.device.type == "cpu" and origins.dtype == torch.float32 else None
     if lib is None:
         return march_reference(origins, dirs, aabb, step, num_steps, near_plane, occupancy)
-    o, d = origins.contiguous(), dirs.contiguous()
     lo = aabb[0].detach().float().cpu().contiguous()
     hi = aabb[1].detach().float().cpu().contiguous()
-    R = o.shape[0]
-    occ = occupancy.to(torch.uint8).contiguous() if occupancy is not None else None
-    X, Y, Z = (tuple(occ.shape) if occ is not None else (1, 1, 1))
-    counts = torch.empty(R, dtype=torch.int32)
-    args = (o.data_ptr(), d.data_ptr(), R, lo.data_ptr(), hi.data_ptr(), float(step), float(near_plane),
-            int(num_steps), occ.data_ptr() if occ is not None else None, X, Y, Z, counts.data_ptr())
-    threads = torch.get_num_threads()
-    lib.march(*args, 0, None, None, None, threads)
-    smax = max(1, int(counts.max())) if R else 1
-    t = torch.zeros(R, smax)
-    idx = torch.zeros(R, smax, dtype=torch.int32)
-    valid = torch.zeros(R, smax, dtype=torch.uint8)
-    lib.march(*args, smax, t.data_ptr(), idx.data_ptr(), valid.data_ptr(), threads)
-    return Marched(t, idx.long(), valid.bool())
+    head = (lo.data_ptr(), hi.data_ptr(), float(step), float(near_plane), int(num_steps))
+    return _march_c(lib.march, origins, dirs, head, occupancy, torch.get_num_threads())
+
+
+def march_contracted_reference(origins: Tensor, dirs: Tensor, aabb: Tensor, bg_len: float, step: float,
+                               near_plane: float, occupancy: Optional[Tensor] = None) -> Marched:
+    """Torch version of :func:`march_contracted` (any device)."""
+    t, keep = contracted_lattice(origins, dirs, aabb, bg_len, step, near_plane)
+    if occupancy is not None:
+        xyz = contract(origins[:, None] + dirs[:, None] * t[..., None], aabb, bg_len)
+        occ = torch.zeros_like(keep)
+        occ[keep] = occupied(occupancy, xyz[keep], contracted_box(aabb, bg_len).to(xyz))
+        keep = keep & occ
+    return _pack_kept(t, keep)
+
+
+def march_contracted(origins: Tensor, dirs: Tensor, aabb: Tensor, bg_len: float, step: float, near_plane: float,
+                     occupancy: Optional[Tensor] = None) -> Marched:
+    """Samples of unbounded scenes (:mod:`~.contraction`): ``step`` apart inside the inner box ``aabb``, then
+    about ``step`` apart in the contracted space out to infinity; kept where the occupancy cache (``[X, Y, Z]``
+    over the contracted box, nearest vertex of the contracted point) is set. Same outputs as :func:`march`
+    (``t`` is the world distance; look the grids up at ``contract(o + t d)``).
+
+    >>> box = torch.tensor([[-1.0, -1, -1], [1, 1, 1]])
+    >>> m = march_contracted(torch.zeros(1, 3), torch.tensor([[1.0, 0, 0]]), box, 1.0, 0.25, 0.0)
+    >>> m.t[0, :4].tolist(), int(m.valid.sum())  # 4 inner samples, then 4 outer ones from t = 1
+    ([0.0, 0.25, 0.5, 0.75], 8)
+    >>> [round(v, 3) for v in m.t[0, 4:].tolist()]  # t_exit / (1 - k q), q = step / bg_len = 0.25
+    [1.0, 1.333, 2.0, 4.0]
+    """
+    lib = _load() if origins.device.type == "cpu" and origins.dtype == torch.float32 else None
+    if lib is None:
+        return march_contracted_reference(origins, dirs, aabb, bg_len, step, near_plane, occupancy)
+    lo = aabb[0].detach().float().cpu().contiguous()
+    hi = aabb[1].detach().float().cpu().contiguous()
+    n_in, n_out = contracted_sample_count(step, aabb, bg_len)
+    head = (lo.data_ptr(), hi.data_ptr(), float(bg_len), float(step), float(near_plane), n_in, n_out,
+            float(outer_ratio(step, aabb, bg_len)))
+    return _march_c(lib.march_contracted, origins, dirs, head, occupancy, torch.get_num_threads())

@@ -22,19 +22,24 @@ from nerfstudio.configs.config_utils import to_immutable_dict
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
 
+from .contraction import contract, contracted_box, looks_unbounded
+from .export import NerfstudioToolsMixin
 from .field import ColorStats, SpikingNeRFField
-from .grid import DenseGrid, Marched
+from .grid import DenseGrid, Marched, occupied
 from .grid_training import (average_new_grads, axis_resolution, progressive_resolution, rescale_grids,
                             sync_optimizers)
 from .metrics import (batch_op_metrics, build_lpips, ground_truth, image_op_metrics, image_quality_of, psnr,
                       render_images)
 from .rendering import (background_rgb, composite, density_shift, density_to_alpha, sample_masks)
-from .sampling import build_occupancy_cache, sample_along_rays
+from .sampling import coarse_geometry_box, grid_vertices, mask_cache, refresh_occupancy, sample_along_rays
 from .video import ensure_ffmpeg_on_path
 
 ensure_ffmpeg_on_path()  # ns-render videos without a system ffmpeg (imageio-ffmpeg's binary)
 
-__all__ = ["SpikingNeRFModelConfig", "SpikingNeRFModel"]
+__all__ = ["SpikingNeRFModelConfig", "SpikingNeRFModel", "SCENE_UNDECIDED", "SCENE_BOUNDED", "SCENE_UNBOUNDED"]
+
+SCENE_UNDECIDED, SCENE_BOUNDED, SCENE_UNBOUNDED = 0, 1, 2
+"""Values of the model's ``scene_code`` buffer."""
 
 
 @dataclass
@@ -44,6 +49,15 @@ class SpikingNeRFModelConfig(ModelConfig):
     _target: Type = field(default_factory=lambda: SpikingNeRFModel)
     enable_collider: bool = False
     """Samples are placed inside the scene box by the model itself (ray/box intersection)."""
+    scene: Literal["auto", "bounded", "unbounded"] = "auto"
+    """Scene parameterization. ``bounded``: the grids span the data parser's box (Blender scenes).
+    ``unbounded``: that box is the inner box of a contraction and the grids span the contracted space, which
+    holds everything outside it (real captures: floor, walls, sky). ``auto``: unbounded when at least half of
+    the training cameras are inside the box (nerfstudio's colmap / nerfstudio-data / instant-ngp-data parsers
+    scale the poses into it), else bounded; decided when training starts and saved with the checkpoint."""
+    bg_len: float = 0.5
+    """Unbounded scenes: thickness of the contracted shell (everything outside the inner box) in inner
+    half-sizes; the grids span ``(1 + bg_len)`` times the inner box (DVGOv2's ``bg_len``)."""
     near_plane: float = 0.05
     """Samples closer than this to the camera are dropped."""
     coarse_steps: int = 300
@@ -72,7 +86,24 @@ class SpikingNeRFModelConfig(ModelConfig):
     alpha_init_coarse: float = 1e-6
     alpha_init_fine: float = 1e-2
     occupancy_threshold: float = 1e-3
-    """Coarse alpha above which a voxel is kept in the occupancy cache."""
+    """DVGO's ``MaskGrid`` rule: a vertex is in the occupancy cache when the alpha over one coarse voxel of
+    the 3x3x3 max-pooled coarse density is at least this."""
+    occupancy_refresh_every: int = 1000
+    """Fine stage: every this many steps (and at every up-scale) the cache is ANDed with the max-pooled fine
+    alpha over one voxel ``> alpha_threshold`` (DVGO); 0 turns the periodic refresh off."""
+    tighten_fine_box: bool = True
+    """Bounded scenes: the fine grids span the box of the coarse geometry (DVGO's
+    ``compute_bbox_by_coarse_geo``: coarse alpha over one voxel ``> bbox_threshold``, scaled by
+    ``bbox_scale``) instead of the data parser's whole box. Unbounded scenes keep the contracted box."""
+    bbox_threshold: float = 1e-3
+    bbox_scale: float = 1.05
+    decay_after_scale: float = 1.0
+    """DVGO: the fine density's activation shift drops by this after each up-scale."""
+    color_bias: bool = True
+    """Biases in the colour net's 2nd and 3rd Linear layers (the 1st never has one). ``False`` is the paper's
+    net (no bias in any of its three layers). ``True`` stays the default: Spik-NeRF's inference-time
+    re-parameterization folds its spike offset into fc2's bias, and no run here has shown the bias-free net
+    better."""
     alpha_threshold: float = 1e-4
     """Samples with a smaller alpha are dropped before compositing/colour."""
     weight_threshold: float = 1e-4
@@ -83,12 +114,15 @@ class SpikingNeRFModelConfig(ModelConfig):
     every coarse sample would be dropped and the coarse grids would never receive a gradient."""
     background_color: Literal["white", "black"] = "white"
     loss_coefficients: Dict[str, float] = to_immutable_dict(
-        {"rgb_loss": 1.0, "entropy_loss": 0.01, "rgbper_loss": 0.01, "tv_loss": 0.0}
+        {"rgb_loss": 1.0, "entropy_loss": 0.001, "rgbper_loss": 0.01, "coarse_entropy_loss": 0.01,
+         "coarse_rgbper_loss": 0.1, "tv_loss": 0.0}
     )
+    """Per stage as DVGO / SpikingNeRF-D: fine ``entropy_loss`` / ``rgbper_loss``, coarse ``coarse_*``. The
+    entropy acts on the background weight, the per-point colour loss uses detached compositing weights."""
     eval_num_rays_per_chunk: int = 4096
 
 
-class SpikingNeRFModel(Model):
+class SpikingNeRFModel(NerfstudioToolsMixin, Model):
     """SpikingNeRF (and its ANN twin with ``spiking=False``).
 
     ``get_outputs`` strings the steps of :mod:`~spikenerf.nerf.sampling` and :mod:`~spikenerf.nerf.rendering`
@@ -106,7 +140,7 @@ class SpikingNeRFModel(Model):
         cfg = self.config
         return dict(feature_channels=cfg.feature_channels, hidden_dim=cfg.hidden_dim, dir_freqs=cfg.dir_freqs,
                     spiking=cfg.spiking, tau=cfg.tau, v_threshold=cfg.v_threshold, pack_mode=cfg.pack_mode,
-                    flip=cfg.flip, alpha_init=cfg.alpha_init_fine)
+                    flip=cfg.flip, alpha_init=cfg.alpha_init_fine, color_bias=cfg.color_bias)
 
     def populate_modules(self) -> None:
         super().populate_modules()
@@ -122,23 +156,74 @@ class SpikingNeRFModel(Model):
         aabb = self.scene_box.aabb.detach().clone().float()
         if not bool((aabb[1] > aabb[0]).all()):
             raise ValueError(f"scene box must have positive extent, got {aabb.tolist()}")
-        self.register_buffer("aabb", aabb)
-        max_size = float((aabb[1] - aabb[0]).max())
-        self.coarse_res = axis_resolution(aabb, cfg.coarse_resolution)
-        self.coarse_voxel = max_size / (cfg.coarse_resolution - 1)
-        self.fine_voxel_base = max_size / (cfg.fine_resolution - 1)  # interval unit of the fine density
+        if cfg.bg_len <= 0:
+            raise ValueError("bg_len must be > 0")
+        self.register_buffer("aabb", aabb)  # the data parser's box (the inner box of unbounded scenes)
+        self.coarse_res = axis_resolution(aabb, cfg.coarse_resolution)  # the contracted box has the same shape
         self.coarse_density = DenseGrid(1, self.coarse_res, aabb)
         self.coarse_color = DenseGrid(3, self.coarse_res, aabb)
         self.coarse_shift = density_shift(cfg.alpha_init_coarse)
+        self.fine_shift0 = density_shift(cfg.alpha_init_fine)
         self.field = self.field_class(aabb, self.fine_resolution_at(0), **self.field_kwargs())
-        # occupancy cache from the coarse stage; fixed shape so checkpoints always load
+        # occupancy cache over the fine box at the fine resolution (its shape follows the checkpoint on load)
         self.register_buffer("occupancy", torch.ones(self.coarse_res, dtype=torch.bool))
         self.register_buffer("occupancy_ready", torch.tensor(False))
+        self.register_buffer("scene_code", torch.tensor(SCENE_UNDECIDED))
+        self._occ_ready = False  # Python copies of the two flags: no host-device sync per step
+        self.unbounded = False
+        if cfg.scene != "auto":
+            self.set_scene(cfg.scene == "unbounded")
+        self._register_load_state_dict_pre_hook(self._take_checkpoint_shapes)
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._restore_flags())
         self.step = 0  # plain int; set by the training callback / update_to_step
         self.lpips = build_lpips()
         # the parameters a DDP wrapper registers (nerfstudio wraps the model right after this); grids that
         # progressive up-scaling creates later are averaged across processes by _average_new_grads
         self._ddp_param_ids = {id(p) for p in self.parameters()}
+
+    # -- scene ------------------------------------------------------------------------------------
+    def set_scene(self, unbounded: bool) -> None:
+        """Fix the parameterization (before training): the grids span the box, or the contracted box."""
+        box = contracted_box(self.aabb, self.config.bg_len) if unbounded else self.aabb.clone()
+        self.unbounded = bool(unbounded)
+        self.scene_code.fill_(SCENE_UNBOUNDED if unbounded else SCENE_BOUNDED)
+        for grid in (self.coarse_density, self.coarse_color):
+            grid.aabb.copy_(box)
+        self.field.aabb.copy_(box)
+        for grid in (self.field.density_grid, self.field.feature_grid):
+            grid.aabb.copy_(box)
+
+    def detect_scene(self, camera_origins: Tensor) -> bool:
+        """``scene="auto"``: choose from the training camera centres ``[N, 3]`` unless already decided."""
+        if int(self.scene_code) == SCENE_UNDECIDED:
+            self.set_scene(looks_unbounded(camera_origins, self.aabb))
+        return self.unbounded
+
+    def _take_checkpoint_shapes(self, state_dict, prefix, *args) -> None:
+        occ = state_dict.get(prefix + "occupancy")
+        if occ is not None and tuple(occ.shape) != tuple(self.occupancy.shape):
+            self.occupancy = torch.ones(occ.shape, dtype=torch.bool, device=self.occupancy.device)
+
+    def _restore_flags(self) -> None:
+        self._occ_ready = bool(self.occupancy_ready)
+        self.unbounded = int(self.scene_code) == SCENE_UNBOUNDED
+
+    @property
+    def coarse_box(self) -> Tensor:
+        return self.coarse_density.aabb
+
+    @property
+    def fine_box(self) -> Tensor:
+        return self.field.density_grid.aabb
+
+    @property
+    def coarse_voxel(self) -> float:
+        return float((self.coarse_box[1] - self.coarse_box[0]).max()) / (self.config.coarse_resolution - 1)
+
+    @property
+    def fine_voxel_base(self) -> float:
+        """Interval unit of the fine density: the final fine voxel (longest axis of the fine box)."""
+        return float((self.fine_box[1] - self.fine_box[0]).max()) / (self.config.fine_resolution - 1)
 
     # -- schedule ---------------------------------------------------------------------------------
     @property
@@ -149,37 +234,80 @@ class SpikingNeRFModel(Model):
         """Fine grid resolution at a global training step (DVGO: voxel count halves per pending scale)."""
         cfg = self.config
         n = progressive_resolution(cfg.fine_resolution, step - cfg.coarse_steps, cfg.pg_scale_steps)
-        return axis_resolution(self.aabb, n)
+        box = self.field.density_grid.aabb if hasattr(self, "field") else self.aabb
+        return axis_resolution(box, n)
+
+    def scales_done(self, step: int) -> int:
+        """Up-scalings of the fine grids before global step ``step``."""
+        return sum(1 for s in self.config.pg_scale_steps if step - self.config.coarse_steps >= s)
 
     def fine_voxel(self) -> float:
-        """Voxel size (world units, longest axis) of the fine grids at their current resolution."""
-        return float((self.aabb[1] - self.aabb[0]).max()) / (max(self.field.density_grid.resolution) - 1)
+        """Voxel size (world / contracted units, longest axis) of the fine grids at their current resolution."""
+        return float((self.fine_box[1] - self.fine_box[0]).max()) / (max(self.field.density_grid.resolution) - 1)
 
-    def _rescale_fine(self, step: int, optimizers: Any = None) -> None:
+    def _rescale_fine(self, step: int, optimizers: Any = None) -> bool:
+        """Fine grids at the resolution of ``step`` and the activation shift after its up-scalings; True when
+        the grids changed."""
+        before = self.field.density_grid.resolution
         rescale_grids((self.field.density_grid, self.field.feature_grid), self.fine_resolution_at(step))
+        self.field.shift = self.fine_shift0 - self.config.decay_after_scale * self.scales_done(step)
         if optimizers is not None:
             sync_optimizers(optimizers, self.get_param_groups())
+        return self.field.density_grid.resolution != before
 
     def _average_new_grads(self) -> None:
         """Multi-process training: average the gradients of grids created after DDP wrapped the model."""
         average_new_grads(self.get_param_groups()["grids"], self._ddp_param_ids)
 
-    def build_occupancy(self) -> None:
-        """Binary occupancy cache from the coarse density (alpha > threshold), dilated by one voxel."""
-        occ = build_occupancy_cache(lambda xyz: self.coarse_density(xyz)[..., 0], self.aabb, self.coarse_res,
-                                    self.coarse_shift, self.config.step_ratio, self.config.occupancy_threshold)
-        self.occupancy.copy_(occ)
+    def _coarse_raw(self, xyz: Tensor) -> Tensor:
+        return self.coarse_density(xyz)[..., 0]
+
+    def build_occupancy(self, step: int | None = None) -> None:
+        """End of the coarse stage: the coarse ``MaskGrid`` cache, the tightened fine box (bounded scenes) and
+        the cache on the fine grid's vertices (nearest coarse vertex)."""
+        cfg = self.config
+        step = self.config.coarse_steps if step is None else step
+        coarse = mask_cache(self._coarse_raw, self.coarse_box, self.coarse_res, self.coarse_shift,
+                            cfg.occupancy_threshold)
+        if cfg.tighten_fine_box and not self.unbounded:
+            box = coarse_geometry_box(self._coarse_raw, self.coarse_box, self.coarse_res, self.coarse_shift,
+                                      cfg.bbox_threshold, cfg.bbox_scale)
+            self.field.set_box(box, self.fine_resolution_at(step))  # the fine grids are still all zero here
+        res = self.field.density_grid.resolution
+        xyz = grid_vertices(self.fine_box, res)
+        from_coarse = torch.zeros(res, dtype=torch.bool, device=xyz.device)
+        inside = ((xyz >= self.coarse_box[0]) & (xyz <= self.coarse_box[1])).all(-1).reshape(res)
+        from_coarse[inside] = occupied(coarse, xyz.reshape(*res, 3)[inside], self.coarse_box)
+        self.occupancy = from_coarse if bool(from_coarse.any()) else torch.ones_like(from_coarse)
         self.occupancy_ready.fill_(True)
+        self._occ_ready = True
+
+    def refresh_occupancy(self, shift: float | None = None) -> None:
+        """Fine stage: cache at the fine grid's vertices AND max-pooled fine alpha over one voxel > threshold."""
+        res = self.field.density_grid.resolution
+        self.occupancy = refresh_occupancy(
+            self.occupancy, self.fine_box, self.field.density_raw, self.fine_box, res,
+            self.field.shift if shift is None else shift, self.fine_voxel() / self.fine_voxel_base,
+            self.config.alpha_threshold)
 
     def _set_step(self, step: int, optimizers: Any = None) -> None:
         cfg = self.config
-        if step >= cfg.coarse_steps and not bool(self.occupancy_ready) and cfg.coarse_steps > 0:
-            self.build_occupancy()
+        if step >= cfg.coarse_steps and not self._occ_ready and cfg.coarse_steps > 0:
+            self.build_occupancy(step)
+            if optimizers is not None:
+                sync_optimizers(optimizers, self.get_param_groups())
         self.step = int(step)
-        self._rescale_fine(step, optimizers)
+        shift_before = self.field.shift
+        scaled = self._rescale_fine(step, optimizers)
+        fine_step = step - cfg.coarse_steps
+        if self._occ_ready and step > cfg.coarse_steps and (
+                scaled or (cfg.occupancy_refresh_every > 0 and fine_step % cfg.occupancy_refresh_every == 0)):
+            # DVGO refreshes with the shift of before the decay that follows the up-scale
+            self.refresh_occupancy(shift_before if scaled else None)
 
     def update_to_step(self, step: int) -> None:
-        """Checkpoint loading: grids take the resolution they had at ``step`` before the state loads."""
+        """Checkpoint loading: grids take the resolution they had at ``step`` before the state loads (the load
+        itself then takes the checkpoint's shapes, e.g. of a tightened fine box)."""
         self.step = int(step)
         self._rescale_fine(step)
 
@@ -189,6 +317,10 @@ class SpikingNeRFModel(Model):
         def set_step(step: int) -> None:
             self._set_step(step, training_callback_attributes.optimizers)
 
+        outputs = getattr(getattr(training_callback_attributes.pipeline, "datamanager", None),
+                          "train_dataparser_outputs", None)
+        if outputs is not None and int(self.scene_code) == SCENE_UNDECIDED:
+            self.detect_scene(outputs.cameras.camera_to_worlds[..., :3, 3].to(self.aabb.device))
         opts = getattr(training_callback_attributes.optimizers, "optimizers", {})
         if "grids" in opts:
             opts["grids"].register_step_pre_hook(lambda *_: self._average_new_grads())
@@ -210,11 +342,22 @@ class SpikingNeRFModel(Model):
 
     # -- rendering --------------------------------------------------------------------------------
     def sample(self, origins: Tensor, dirs: Tensor, fine: bool) -> tuple[Marched, float]:
-        """Samples every ``step_ratio`` voxels of the current stage inside the box and, in the fine stage,
-        the occupancy cache (:func:`~.sampling.sample_along_rays`); returns them and the step (world units)."""
+        """Samples every ``step_ratio`` voxels of the current stage (:func:`~.sampling.sample_along_rays`): in
+        the stage's box (bounded) or along the contracted lattice (unbounded), and in the fine stage only in
+        the occupancy cache; returns them and the step (world / contracted units)."""
         step = self.config.step_ratio * (self.fine_voxel() if fine else self.coarse_voxel)
-        occ = self.occupancy if (fine and bool(self.occupancy_ready)) else None
-        return sample_along_rays(origins, dirs, self.aabb, step, self.config.near_plane, occ), step
+        occ = self.occupancy if (fine and self._occ_ready) else None
+        if self.unbounded:
+            return sample_along_rays(origins, dirs, self.aabb, step, self.config.near_plane, occ,
+                                     self.config.bg_len), step
+        box = self.fine_box if fine else self.coarse_box
+        return sample_along_rays(origins, dirs, box, step, self.config.near_plane, occ), step
+
+    def lookup_points(self, origins: Tensor, dirs: Tensor, t: Tensor) -> Tensor:
+        """``[R, S, 3]`` grid look-up points of samples at distances ``t`` ``[R, S]``: the world points, or
+        their contraction (:func:`~.contraction.contract`) in unbounded scenes."""
+        xyz = origins[:, None] + dirs[:, None] * t[..., None]
+        return contract(xyz, self.aabb, self.config.bg_len) if self.unbounded else xyz
 
     def sample_alpha(self, xyz: Tensor, valid: Tensor, step: float, fine: bool) -> Tensor:
         """Alpha ``[R, S]`` of the valid samples (zero elsewhere) from the stage's density grid; never spikes."""
@@ -245,12 +388,12 @@ class SpikingNeRFModel(Model):
         fine = self.in_fine_stage
         marched, step = self.sample(origins, dirs, fine)
         t, valid = marched.t, marched.valid  # [R, S'] the kept samples of each ray, near -> far
-        xyz = origins[:, None] + dirs[:, None] * t[..., None]
+        xyz = self.lookup_points(origins, dirs, t)
         alpha = self.sample_alpha(xyz, valid, step, fine)
-        keep, weights = sample_masks(alpha, valid, cfg.alpha_threshold if fine else cfg.coarse_threshold,
-                                     cfg.weight_threshold if fine else cfg.coarse_threshold)
+        keep, weights, bg_weight = sample_masks(alpha, valid, cfg.alpha_threshold if fine else cfg.coarse_threshold,
+                                                cfg.weight_threshold if fine else cfg.coarse_threshold)
         rgb_s, stats = self.sample_color(xyz, dirs, keep, marched, fine)
-        out = composite(weights, rgb_s, t, background_rgb(cfg.background_color, rgb_s))
+        out = composite(weights, rgb_s, t, background_rgb(cfg.background_color, rgb_s), bg_weight)
         n_col = keep.sum(1, keepdim=True).to(out.rgb.dtype)  # samples that reached the colour stage, per ray
         if stats is not None:
             ray_rate = (stats.ray_spikes / stats.ray_neurons.clamp_min(1.0))[:, None]
@@ -311,18 +454,23 @@ class SpikingNeRFModel(Model):
         return metrics
 
     def get_loss_dict(self, outputs: Dict[str, Any], batch: Dict[str, Tensor], metrics_dict=None) -> Dict[str, Tensor]:
+        """DVGO's losses with per-stage weights: MSE, entropy of the background weight (pushes it to 0 or 1),
+        per-point colour loss weighted by the detached compositing weights, optional TV."""
         c = self.config.loss_coefficients
+        fine = self.in_fine_stage
+        w_ent = c.get("entropy_loss", 0.0) if fine else c.get("coarse_entropy_loss", c.get("entropy_loss", 0.0))
+        w_per = c.get("rgbper_loss", 0.0) if fine else c.get("coarse_rgbper_loss", c.get("rgbper_loss", 0.0))
         gt = self._gt(batch, outputs["rgb"])
         loss = {"rgb_loss": c.get("rgb_loss", 1.0) * F.mse_loss(outputs["rgb"], gt)}
-        if c.get("entropy_loss", 0.0) > 0:  # DVGO: push accumulation to 0 or 1 (clean background)
-            pout = (1.0 - outputs["accumulation"]).clamp(1e-6, 1 - 1e-6)
+        if w_ent > 0:
+            pout = (1.0 - outputs["accumulation"]).clamp(1e-6, 1 - 1e-6)  # the background weight
             ent = -(pout * torch.log(pout) + (1 - pout) * torch.log(1 - pout)).mean()
-            loss["entropy_loss"] = c["entropy_loss"] * ent
-        if c.get("rgbper_loss", 0.0) > 0 and "_weights" in outputs:  # per-point colour loss
+            loss["entropy_loss"] = w_ent * ent
+        if w_per > 0 and "_weights" in outputs:
             per = ((outputs["_sample_rgb"] - gt[:, None, :3]) ** 2).sum(-1)
-            loss["rgbper_loss"] = c["rgbper_loss"] * (per * outputs["_weights"]).sum(1).mean()
+            loss["rgbper_loss"] = w_per * (per * outputs["_weights"].detach()).sum(1).mean()
         if c.get("tv_loss", 0.0) > 0:
-            grids = ((self.field.density_grid, self.field.feature_grid) if self.in_fine_stage
+            grids = ((self.field.density_grid, self.field.feature_grid) if fine
                      else (self.coarse_density, self.coarse_color))
             loss["tv_loss"] = c["tv_loss"] * sum(g.total_variation() for g in grids)
         return loss
@@ -342,3 +490,4 @@ class SpikingNeRFModel(Model):
                     metrics[f"firing_rate_{k}"] = float(outputs[f"ray_spikes_{k}"].sum()) / neurons
         metrics["color_samples_per_ray"] = n_col / num_rays
         return metrics, render_images(outputs, rgb, gt)
+

@@ -218,11 +218,12 @@ def pack(x: Tensor, mask: Tensor, mode: PackMode = "padding", flip: bool = False
     raise ValueError(f"unknown packing mode {mode!r}; use 'padding' or 'condensing'")
 
 
-def tensor_density(mask_or_info: Tensor | PackInfo) -> float:
-    """Fraction of valid entries in a packed ``[T, B]`` mask (or a :class:`PackInfo`); 0 for an empty one."""
+def tensor_density(mask_or_info: Tensor | PackInfo) -> Tensor:
+    """Fraction of valid entries in a packed ``[T, B]`` mask (or a :class:`PackInfo`), a 0-d tensor on its
+    device (no host sync; ``float()`` it to log); 0 for an empty one."""
     m = mask_or_info.packed_mask if isinstance(mask_or_info, PackInfo) else mask_or_info
     total = m.numel()
-    return float(m.sum().item()) / total if total > 0 else 0.0
+    return m.sum() / total if total > 0 else m.new_zeros((), dtype=torch.float32)
 
 
 def sequence_lengths(info: PackInfo) -> Tensor:

@@ -57,22 +57,30 @@ def compositing_weights(alpha: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class Masked(NamedTuple):
-    """Samples that survive the alpha and weight masks, and their compositing weights (zero elsewhere)."""
+    """Samples that survive the alpha and weight masks, their compositing weights (zero elsewhere) and the
+    background weight of each ray."""
 
     keep: Tensor  # [R, S] bool
     weights: Tensor  # [R, S]
+    background: Tensor  # [R, 1] transmittance left after the alpha-kept samples
 
 
 def sample_masks(alpha: Tensor, valid: Tensor, alpha_threshold: float, weight_threshold: float) -> Masked:
     """Masks after sampling: ``valid`` -> ``alpha > alpha_threshold`` -> weight ``> weight_threshold``.
 
     ``alpha`` ``[R, S]`` (anything where ``valid`` ``[R, S]`` is False is ignored). The weights are those of
-    the alpha-masked samples, zeroed where the weight mask drops a sample (DVGO's ``fast_color_thres``).
+    the alpha-masked samples, zeroed where the weight mask drops a sample (DVGO's ``fast_color_thres``); the
+    background weight is the transmittance after every alpha-kept sample (DVGO's ``alphainv_last``), so a
+    sample dropped by the weight mask darkens nothing and lends the background nothing.
+
+    >>> m = sample_masks(torch.tensor([[0.5, 0.5, 1e-5]]), torch.ones(1, 3, dtype=torch.bool), 1e-4, 0.3)
+    >>> m.keep.tolist(), m.weights.tolist(), m.background.tolist()  # the 2nd weight is 0.25 < 0.3
+    ([[True, False, False]], [[0.5, 0.0, 0.0]], [[0.25]])
     """
     keep = valid & (alpha > alpha_threshold)
-    weights, _ = compositing_weights(alpha * keep)
+    weights, trans_last = compositing_weights(alpha * keep)
     keep = keep & (weights > weight_threshold)
-    return Masked(keep, weights * keep)
+    return Masked(keep, weights * keep, trans_last.clamp_max(1.0)[:, None])
 
 
 class Composited(NamedTuple):
@@ -89,10 +97,16 @@ def background_rgb(color: str, ref: Tensor) -> Tensor:
     return torch.full((3,), v, dtype=ref.dtype, device=ref.device)
 
 
-def composite(weights: Tensor, rgb: Tensor, t: Tensor, background: Tensor) -> Composited:
+def composite(weights: Tensor, rgb: Tensor, t: Tensor, background: Tensor,
+              background_weight: Tensor | None = None) -> Composited:
     """``weights`` ``[R, S]``, per-sample ``rgb`` ``[R, S, 3]``, distances ``t`` ``[R, S]``, ``background``
-    ``[3]`` -> rgb ``[R, 3]`` (the background fills what the samples leave), depth and accumulation ``[R, 1]``."""
+    ``[3]`` -> rgb ``[R, 3]``, depth and accumulation ``[R, 1]``.
+
+    ``background_weight`` ``[R, 1]`` (:attr:`Masked.background`) is how much of the background shows through;
+    accumulation is ``1 - background_weight``. Without it, ``1 - sum(weights)``.
+    """
     acc = weights.sum(1, keepdim=True)
-    out_rgb = (weights[..., None] * rgb).sum(1) + (1.0 - acc) * background
+    bg_w = (1.0 - acc) if background_weight is None else background_weight
+    out_rgb = (weights[..., None] * rgb).sum(1) + bg_w * background
     depth = (weights * t).sum(1, keepdim=True) / acc.clamp_min(1e-10)
-    return Composited(out_rgb, depth, acc)
+    return Composited(out_rgb, depth, 1.0 - bg_w)

@@ -161,3 +161,82 @@ int march(const float *o, const float *d, int64_t R, const float *lo, const floa
     }
     return 0;
 }
+
+/* Contracted space (../contraction.py): the inner box [lo, hi] (centre c, half size h) stays as it is, and a
+ * box-normalized point u = (x - c) / h with n = |u|_inf > 1 maps to (1 + b - b / n) u / n, so all of space
+ * fits in |u|_inf < 1 + b. Nearest vertex of that point in an occupancy cache over the contracted box. */
+INL int64_t contracted_vertex(const float *x, const float *c, const float *h, float b, const int *res) {
+    float u[3], n = 0.0f;
+    for (int a = 0; a < 3; ++a) {
+        u[a] = (x[a] - c[a]) / h[a];
+        const float m = fabsf(u[a]);
+        if (m > n) n = m;
+    }
+    const float sc = n > 1.0f ? (1.0f + b - b / n) / n : 1.0f;
+    int64_t idx = 0;
+    for (int a = 0; a < 3; ++a) {
+        float v = nearbyintf((u[a] * sc + (1.0f + b)) / (2.0f * (1.0f + b)) * (float)(res[a] - 1));
+        int i = v < 0.0f ? 0 : (v > (float)(res[a] - 1) ? res[a] - 1 : (int)v);
+        idx = idx * res[a] + i;
+    }
+    return idx;
+}
+
+/* Ray marching in the contracted space, same outputs as march(): inner samples t = t0 + step * s while
+ * t < t_exit of the inner box (t0 = max(t_entry, near_plane), s < Si), then outer samples t_e / (1 - k q),
+ * k < So (t_e = t_exit, or near_plane when the ray misses the inner box); the lattice index of an outer
+ * sample is (inner samples of the ray) + k. The torch reference is contraction.contracted_lattice. */
+int march_contracted(const float *o, const float *d, int64_t R, const float *lo, const float *hi, float b,
+                     float step, float near_plane, int Si, int So, float q, const uint8_t *occ, int X, int Y, int Z,
+                     int32_t *counts, int Smax, float *t_out, int32_t *s_out, uint8_t *valid_out, int threads) {
+    const float c[3] = {(lo[0] + hi[0]) * 0.5f, (lo[1] + hi[1]) * 0.5f, (lo[2] + hi[2]) * 0.5f};
+    const float h[3] = {(hi[0] - lo[0]) * 0.5f, (hi[1] - lo[1]) * 0.5f, (hi[2] - lo[2]) * 0.5f};
+    const int res[3] = {X, Y, Z};
+#pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
+    for (int64_t r = 0; r < R; ++r) {
+        const float *orr = o + 3 * r, *dr = d + 3 * r;
+        float t_in = -INFINITY, t_ex = INFINITY;
+        for (int a = 0; a < 3; ++a) {
+            const float dd = fabsf(dr[a]) < 1e-9f ? 1e-9f : dr[a];
+            const float inv = 1.0f / dd;
+            const float t0 = (lo[a] - orr[a]) * inv, t1 = (hi[a] - orr[a]) * inv;
+            const float tmin = t0 < t1 ? t0 : t1, tmax = t0 > t1 ? t0 : t1;
+            if (tmin > t_in) t_in = tmin;
+            if (tmax < t_ex) t_ex = tmax;
+        }
+        const int hit = t_ex > t_in;
+        const float t0 = t_in > near_plane ? t_in : near_plane;
+        int32_t n = 0, n_in = 0;
+        for (int s = 0; s < Si; ++s) {
+            const float t = t0 + step * (float)s;
+            if (!(hit && t < t_ex)) break;
+            ++n_in;
+            if (occ != NULL) {
+                const float x[3] = {orr[0] + dr[0] * t, orr[1] + dr[1] * t, orr[2] + dr[2] * t};
+                if (!occ[contracted_vertex(x, c, h, b, res)]) continue;
+            }
+            if (t_out != NULL && n < Smax) {
+                t_out[r * Smax + n] = t;
+                s_out[r * Smax + n] = s;
+                valid_out[r * Smax + n] = 1;
+            }
+            ++n;
+        }
+        const float te = (hit && t_ex > near_plane) ? t_ex : near_plane;
+        for (int k = 0; k < So; ++k) {
+            const float t = te / (1.0f - (float)k * q);
+            if (occ != NULL) {
+                const float x[3] = {orr[0] + dr[0] * t, orr[1] + dr[1] * t, orr[2] + dr[2] * t};
+                if (!occ[contracted_vertex(x, c, h, b, res)]) continue;
+            }
+            if (t_out != NULL && n < Smax) {
+                t_out[r * Smax + n] = t;
+                s_out[r * Smax + n] = n_in + k;
+                valid_out[r * Smax + n] = 1;
+            }
+            ++n;
+        }
+        counts[r] = n;
+    }
+    return 0;
+}
