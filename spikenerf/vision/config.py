@@ -208,46 +208,87 @@ def _resnet20(**kw) -> VisionConfig:
     return VisionConfig(**base)
 
 
+_GUO = dict(decay=0.25, v_threshold=0.5)
+"""The neuron of the Guo-group papers' released code: u = 0.25 u + x, V_th = 0.5, hard reset."""
+_MPR_PAPER = dict(kind="if", v_threshold=1.0, reset="soft", mpr=True, mpr_tails="cuberoot", mpr_scale=2.0)
+"""InfLoR-SNN (ECCV 2022): integrate-and-fire, no decay, fires on 2 phi(u) >= 1, soft reset subtracting V_th = 1."""
+
 PRESETS: dict[str, tuple[str, VisionConfig]] = {
-    "resnet19-cifar10": ("Spiking ResNet-19 on CIFAR-10 (JPEG folders), T=4, LIF decay 0.5, V_th 0.5.",
-                         _resnet19(output_dir="outputs/vision/resnet19-cifar10")),
-    "ternary-resnet19-cifar10": ("Ternary Spike: {-1,0,1} spikes with a layer-wise learnable amplitude.",
-                                 _resnet19(neuron=NeuronConfig(spike_code="ternary", amplitude="learnable"),
+    "resnet19-cifar10": ("[project defaults] Spiking ResNet-19 on CIFAR-10 (JPEG folders), T=4, LIF decay 0.5, "
+                         "V_th 0.5.", _resnet19(output_dir="outputs/vision/resnet19-cifar10")),
+    "ternary-resnet19-cifar10": ("[paper] Ternary Spike (AAAI 2024): {-1,0,1} spikes, layer-wise learnable "
+                                 "amplitude; authors' neuron decay 0.25, V_th 0.5.",
+                                 _resnet19(neuron=NeuronConfig(spike_code="ternary", amplitude="learnable", **_GUO),
                                            output_dir="outputs/vision/ternary-resnet19-cifar10")),
-    "mpbn-resnet19-cifar10": ("MPBN: BN on the membrane before firing, folded into thresholds at export.",
-                              _resnet19(neuron=NeuronConfig(mpbn=True), output_dir="outputs/vision/mpbn-resnet19-cifar10")),
-    "rmp-resnet19-cifar10": ("RMP-Loss: CE + lambda * membrane-to-spike-value regularizer.",
-                             _resnet19(method=RMPConfig(weight=0.1), output_dir="outputs/vision/rmp-resnet19-cifar10")),
-    "im-resnet19-cifar10": ("IM-Loss with the evolving (tanh, K 1->10) surrogate gradient.",
-                            _resnet19(method=IMLossConfig(weight=1.0, esg=True), neuron=NeuronConfig(surrogate="tanh"),
+    "mpbn-resnet19-cifar10": ("[paper] MPBN (ICCV 2023): BN on the membrane before firing, folded into thresholds "
+                              "at export; decay 0.25, V_th 0.5.",
+                              _resnet19(neuron=NeuronConfig(mpbn=True, **_GUO),
+                                        output_dir="outputs/vision/mpbn-resnet19-cifar10")),
+    "rmp-resnet19-cifar10": ("[paper] RMP-Loss (ICCV 2023): CE + lambda * membrane-to-spike-value regularizer; "
+                             "decay 0.25, V_th 0.5.",
+                             _resnet19(method=RMPConfig(weight=0.1), neuron=NeuronConfig(**_GUO),
+                                       output_dir="outputs/vision/rmp-resnet19-cifar10")),
+    "im-resnet19-cifar10": ("[paper] IM-Loss (NeurIPS 2022) with the evolving (tanh, K 1->10) surrogate gradient; "
+                            "decay 0.25, V_th 0.5.",
+                            _resnet19(method=IMLossConfig(weight=1.0, esg=True),
+                                      neuron=NeuronConfig(surrogate="tanh", **_GUO),
                                       output_dir="outputs/vision/im-resnet19-cifar10")),
-    "mpr-resnet20-cifar10": ("Soft reset + membrane potential rectifier (MPR) on ResNet-20.",
-                             _resnet20(neuron=NeuronConfig(reset="soft", mpr=True),
+    "mpr-resnet20-cifar10": ("[paper] InfLoR-SNN (ECCV 2022) on ResNet-20: IF neuron (no decay), soft reset by "
+                             "V_th = 1, membrane potential rectifier (cube-root tails) before firing.",
+                             _resnet20(neuron=NeuronConfig(**_MPR_PAPER),
                                        output_dir="outputs/vision/mpr-resnet20-cifar10")),
-    "realspike-resnet20-cifar10": ("Real Spike: per-channel learnable spike amplitudes, folded at export.",
-                                   _resnet20(neuron=NeuronConfig(real_spike=True),
+    "realspike-resnet20-cifar10": ("[paper] Real Spike (ECCV 2022): per-channel learnable spike amplitudes, folded "
+                                   "at export; decay 0.25, V_th 0.5.",
+                                   _resnet20(neuron=NeuronConfig(real_spike=True, **_GUO),
                                              output_dir="outputs/vision/realspike-resnet20-cifar10")),
-    "joint-resnet20-cifar10": ("Joint ANN-SNN training (shared SVD factors, ANN->SNN distillation).",
-                               _resnet20(method=JointConfig(), output_dir="outputs/vision/joint-resnet20-cifar10")),
-    "sew-resnet18-cifar10": ("SEW-ResNet-18 (ADD connection, CIFAR stem).",
+    "joint-resnet20-cifar10": ("[paper] Joint A-SNN (PR 2023): shared SVD factors, ANN->SNN distillation; "
+                               "decay 0.25, V_th 0.5.",
+                               _resnet20(method=JointConfig(), neuron=NeuronConfig(**_GUO),
+                                         output_dir="outputs/vision/joint-resnet20-cifar10")),
+    "sew-resnet18-cifar10": ("[project defaults] SEW-ResNet-18 (ADD connection, CIFAR stem).",
                              VisionConfig(model="sew-resnet18", dataset="cifar10-jpeg", timesteps=4, epochs=200,
                                           output_dir="outputs/vision/sew-resnet18-cifar10")),
-    "vgg11-nmnist": ("Spiking VGG-11 on the N-MNIST subset, T=10 frames.",
+    "vgg11-nmnist": ("[project defaults] Spiking VGG-11 on the N-MNIST subset, T=10 frames.",
                      VisionConfig(model="vgg11", dataset="nmnist", timesteps=10, epochs=30, batch_size=32,
                                   optimizer="adam", lr=1e-3, weight_decay=0.0, width=0.5,
                                   output_dir="outputs/vision/vgg11-nmnist")),
-    "spiking-pointnet-modelnet10": ("Spiking PointNet, ModelNet10 chair/monitor: train T=1 with membrane "
-                                    "perturbation, evaluate T=1..4.",
+    "spiking-pointnet-modelnet10": ("[paper] Spiking PointNet (NeurIPS 2023), ModelNet10 chair/monitor: train T=1 "
+                                    "with membrane perturbation U(0, 0.5), drawn at test time too; evaluate T=1..4.",
                                     VisionConfig(model="spiking-pointnet", dataset="modelnet10-2class", timesteps=1,
                                                  eval_timesteps=(1, 2, 3, 4), epochs=50, batch_size=32,
                                                  optimizer="adam", lr=1e-3, weight_decay=1e-4, n_points=1024,
-                                                 neuron=NeuronConfig(init_membrane=(0.0, 0.5)),
+                                                 neuron=NeuronConfig(init_membrane=(0.0, 0.5),
+                                                                     init_membrane_at_test=True),
                                                  output_dir="outputs/vision/spiking-pointnet-modelnet10")),
-    "digits-demo": ("Offline demo: small VGG-11 on scikit-learn's 8x8 digits, a minute on a CPU.",
+    "digits-demo": ("[project defaults] Offline demo: small VGG-11 on scikit-learn's 8x8 digits, a minute on a CPU.",
                     VisionConfig(model="vgg11", dataset="digits", timesteps=4, width=0.125, epochs=10, batch_size=64,
                                  optimizer="adam", lr=3e-3, weight_decay=0.0, augment=False,
                                  output_dir="outputs/vision/digits-demo")),
 }
+
+
+def _project(name: str, what: str, neuron: NeuronConfig) -> tuple[str, VisionConfig]:
+    """The paper preset ``name`` with the project's default neuron instead of the authors' (``<name>-project``)."""
+    cfg = PRESETS[name][1]
+    return (f"[project defaults] {what} with the project's neuron (decay 0.5, V_th 0.5, hard reset unless named); "
+            f"`{name}` has the authors' settings.",
+            dataclasses.replace(cfg, neuron=neuron, output_dir=cfg.output_dir + "-project"))
+
+
+PRESETS.update({
+    f"{name}-project": _project(name, what, neuron) for name, what, neuron in (
+        ("ternary-resnet19-cifar10", "Ternary Spike", NeuronConfig(spike_code="ternary", amplitude="learnable")),
+        ("mpbn-resnet19-cifar10", "MPBN", NeuronConfig(mpbn=True)),
+        ("rmp-resnet19-cifar10", "RMP-Loss", NeuronConfig()),
+        ("im-resnet19-cifar10", "IM-Loss + ESG (tanh surrogate)", NeuronConfig(surrogate="tanh")),
+        ("mpr-resnet20-cifar10", "soft reset (subtracting 0.5) + MPR (constant tails)",
+         NeuronConfig(reset="soft", mpr=True)),
+        ("realspike-resnet20-cifar10", "Real Spike", NeuronConfig(real_spike=True)),
+        ("joint-resnet20-cifar10", "Joint A-SNN", NeuronConfig()),
+        ("spiking-pointnet-modelnet10", "Spiking PointNet, membrane perturbation in training only",
+         NeuronConfig(init_membrane=(0.0, 0.5))),
+    )
+})
 
 
 # ----------------------------------------------------------------------------- issue 6: efficiency methods
@@ -285,7 +326,8 @@ PRESETS.update({
              batch_size=32, optimizer="adam", lr=1e-3, weight_decay=0.0, width=0.5,
              neuron=NeuronConfig(reset="soft", surrogate="sigmoid"))),
     "ltmd-resnet20-cifar10": (
-        "LTMD: tanh(w) learnable thresholds + moderate dropout with the two-run consistency loss.",
+        "[paper] LTMD (NeurIPS 2022): tanh(w) learnable thresholds (w = 0.5), decay 0.25, the authors' "
+        "|u - V_th| < 0.5 surrogate window, moderate dropout with the two-run consistency loss.",
         _eff("resnet20", "cifar10-jpeg", "ltmd-resnet20-cifar10", LTMDConfig(), neuron=NeuronConfig(**_LTMD_NEURON))),
 })
 

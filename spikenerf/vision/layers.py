@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -45,7 +46,10 @@ class NeuronConfig:
     real_spike: per-channel learnable spike amplitude, folded into the next layer at export
         (Real Spike, Guo et al., ECCV 2022).
     init_membrane: ``(lo, hi)`` random initial membrane in training (membrane potential perturbation
-        of Spiking PointNet, NeurIPS 2023).
+        of Spiking PointNet, NeurIPS 2023); ``init_membrane_at_test`` draws it at test time too (the paper).
+    mpr_tails / mpr_scale: the rectifier's form. ``constant`` / 1 is this package's earlier stand-in (fires at
+        ``V_th = 0.5``); the paper's neuron (ECCV 2022: IF, soft reset by ``V_th = 1``, fires on
+        ``2 phi(u) >= 1``) is ``kind='if', v_threshold=1, reset='soft', mpr_tails='cuberoot', mpr_scale=2``.
     """
 
     kind: Literal["decaylif", "lif", "if", "plif"] = "decaylif"
@@ -63,6 +67,9 @@ class NeuronConfig:
     mpr: bool = False
     real_spike: bool = False
     init_membrane: tuple[float, float] | None = None
+    init_membrane_at_test: bool = False
+    mpr_tails: Literal["constant", "cuberoot", "code"] = "constant"
+    mpr_scale: float = 1.0
 
 
 class MembraneBN(MPBN):
@@ -86,8 +93,8 @@ class MembraneRectifier(MPR):
     ``tests/vision/test_methods.py::test_mpr_function_and_gradient``.
     """
 
-    def __init__(self, k: float = 3.0) -> None:
-        super().__init__(k=k, tails="constant")
+    def __init__(self, k: float = 3.0, scale: float = 1.0, tails: str = "constant") -> None:
+        super().__init__(k=k, scale=scale, tails=tails)  # type: ignore[arg-type]
 
 
 class RealSpikeScale(RealSpike):
@@ -104,7 +111,7 @@ def build_neuron(cfg: NeuronConfig, channels: int, dim: int) -> nn.Module:
     if cfg.mpbn:
         transforms.append(MembraneBN(channels, dim))
     if cfg.mpr:
-        transforms.append(MembraneRectifier())
+        transforms.append(MembraneRectifier(scale=cfg.mpr_scale, tails=cfg.mpr_tails))
     transform = None if not transforms else (transforms[0] if len(transforms) == 1 else nn.Sequential(*transforms))
     kwargs = dict(
         v_threshold=cfg.v_threshold,
@@ -142,6 +149,8 @@ class SpikeAct(nn.Module):
         cfg = cfg or NeuronConfig()
         self.neuron: nn.Module = build_neuron(cfg, channels, dim) if spiking else nn.ReLU()
         self.real_spike = RealSpikeScale(channels) if (spiking and cfg.real_spike) else None
+        # Spiking PointNet draws the random initial membrane at test time too (BaseNode does it in training)
+        self.test_membrane = cfg.init_membrane if (spiking and cfg.init_membrane_at_test) else None
         self.record_membrane = False
         self.record_stats = False
         self.last_membrane: Tensor | None = None
@@ -163,11 +172,14 @@ class SpikeAct(nn.Module):
                 self.spike_count += float((y != 0).sum())
                 self.element_count += float(y.numel())
             return y
+        v0 = None
+        if self.test_membrane is not None and not self.training:
+            v0 = torch.empty_like(x[0]).uniform_(*self.test_membrane)
         if self.record_membrane:
-            s, h = self.neuron(x, return_membrane=True)
+            s, h = self.neuron(x, v0, return_membrane=True)
             self.last_membrane = h
         else:
-            s = self.neuron(x)
+            s = self.neuron(x, v0)
         if self.record_stats:
             self.spike_count += float((s != 0).sum())
             self.element_count += float(s.numel())

@@ -6,7 +6,11 @@
   Real Spike's per-channel ``a_c``) that only feeds linear layers is replaced by ``s`` with the next
   layers' weights scaled along their input channels: ``W'[:, c] = a_c W[:, c]``. Exact because conv /
   linear / average pooling are linear and zero padding is unchanged. Slots listed by the model's
-  ``fold_pairs`` only (an identity shortcut or a max pool would not absorb the scale).
+  ``fold_pairs``; and, in a (non-SEW) ResNet, a slot that feeds the next block's conv *and* its identity
+  shortcut: the block computes ``act2(cb2(.) + a s)``; dividing that sum by ``a`` per channel (``cb2``'s weights
+  and bias, ``act2``'s threshold) gives ``act2'(cb2'(.) + s)`` with the same spikes (the membrane recurrence,
+  the hard reset to 0, the soft reset and the ternary thresholds ``+-V_th`` all scale with it), so the spikes
+  sent along the shortcut are the raw code and no spike-fed layer multiplies.
 - :func:`fold_mpbn`: MPBN fires on ``BN(h) = k h + b``; for ``k > 0`` that is ``h >= (V_th - b) / k``,
   a per-channel threshold, so the BN is removed (binary code, hard reset: with a soft reset the
   subtracted amount would change).
@@ -32,6 +36,7 @@ from spikenerf.snn.reparam import fold_bn as _core_fold_bn
 from spikenerf.snn.reparam import fold_input_affine_layer
 
 from .layers import ConvBN, ConvMaxBN, LinearBN, SpikeAct, spike_acts
+from .models.resnet import SpikingResNet
 
 __all__ = ["fold_bn", "fold_amplitudes", "fold_mpbn", "drop_mpr", "reparameterize"]
 
@@ -109,8 +114,48 @@ def fold_amplitudes(model: nn.Module) -> tuple[int, list[str]]:
         act.real_spike = None
         done.add(id(act))
         folded += 1
+    folded += _fold_through_shortcuts(model, done)
     left = [name for name, a in spike_acts(model) if id(a) not in done and _slot_scale(a) is not None]
     return folded, left
+
+
+def _rescalable(act: SpikeAct) -> bool:
+    """Whether dividing this slot's input current by ``a > 0`` per channel can be undone by ``V_th / a``."""
+    n = act.neuron
+    return (act.spiking and n.spec.code in ("binary", "ternary") and n.threshold_mode == "fixed"
+            and n.membrane_transform is None and getattr(n, "init_membrane", None) is None
+            and (n.spec.reset == "soft" or n.spec.v_reset == 0.0) and n.amplitude_mode != "threshold")
+
+
+@torch.no_grad()
+def _fold_through_shortcuts(model: nn.Module, done: set[int]) -> int:
+    """Fold the scale of slots feeding an identity shortcut of a standard ResNet block (module docstring)."""
+    if not isinstance(model, SpikingResNet):
+        return 0
+    blocks = list(model.blocks)
+    if not blocks or blocks[0].sew or not isinstance(model.stem_pool, nn.Identity):
+        return 0
+    feeds = [(model.stem_act, blocks[0])] + [(blocks[i].act2, blocks[i + 1]) for i in range(len(blocks) - 1)]
+    folded = 0
+    for act, nxt in feeds:
+        scale = _slot_scale(act)
+        if scale is None or id(act) in done or nxt.down is not None or not bool((scale > 0).all()):
+            continue
+        if not _rescalable(nxt.act2) or isinstance(nxt.cb2.bn, nn.modules.batchnorm._BatchNorm):
+            continue
+        conv1, conv2, n2 = nxt.cb1.conv, nxt.cb2.conv, nxt.act2.neuron
+        _copy_into(conv1, fold_input_affine_layer(conv1, scale=scale))
+        conv2.weight.div_(scale.view(-1, 1, 1, 1))
+        if conv2.bias is not None:
+            conv2.bias.div_(scale)
+        vth = n2.v_threshold.detach()
+        theta = (vth.reshape(-1, 1, 1) if vth.numel() > 1 else vth) / scale.view(-1, 1, 1)
+        n2._buffers["v_threshold_value"] = theta.to(conv2.weight.dtype)
+        act.neuron.amplitude_mode = None
+        act.real_spike = None
+        done.add(id(act))
+        folded += 1
+    return folded
 
 
 def _split_transform(t: nn.Module | None) -> list[nn.Module]:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from spikenerf.snn import SurrogateSchedule, Tanh
 from spikenerf.vision.joint import FactorizedLayer, JointANNSNN
-from spikenerf.vision.layers import MembraneRectifier, NeuronConfig, SpikeAct
+from spikenerf.vision.layers import MembraneRectifier, NeuronConfig, SpikeAct, spike_acts
 from spikenerf.vision.losses import distillation_loss, im_loss, record_membranes, rmp_loss, spike_value
 from spikenerf.vision.models import build_model
 from spikenerf.vision.reparam import reparameterize
@@ -225,3 +225,82 @@ def test_pointnet_folds_with_mpbn_and_real_spike():
     rep = reparameterize(f)
     assert rep["bn_folded"] == 5 and rep["mpbn_folded"] == 5 and rep["amplitudes_folded"] == 5
     assert torch.allclose(f(x), m(x), atol=1e-4)
+
+
+# ---------------------------------------------------------------- faithfulness (issue 15, item 6)
+def test_mpr_preset_is_the_eccv_neuron():
+    """IF, no decay, fires on 2 phi(u) >= 1 (u >= 1/2), soft reset subtracting V_th = 1; raw membrane carried."""
+    from spikenerf.vision.config import PRESETS
+
+    act = SpikeAct(True, PRESETS["mpr-resnet20-cifar10"][1].neuron, channels=1, dim=1)
+    x = torch.full((4, 1, 1), 0.6)
+    act.record_membrane = True
+    s = act(x)
+    # u: 0.6 fire -> -0.4; 0.2; 0.8 fire -> -0.2; 0.4 (by hand)
+    assert s.flatten().tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert torch.allclose(act.last_membrane.flatten(), torch.tensor([0.6, 0.2, 0.8, 0.4]))
+    old = SpikeAct(True, PRESETS["mpr-resnet20-cifar10-project"][1].neuron, channels=1, dim=1)
+    assert old(x).flatten().tolist() == [1.0, 1.0, 1.0, 1.0]  # decay 0.5, subtract 0.5: the project's form
+
+
+def test_guo_group_presets_use_the_authors_neuron():
+    from spikenerf.vision.config import PRESETS
+
+    for name in ("ternary-resnet19-cifar10", "mpbn-resnet19-cifar10", "rmp-resnet19-cifar10", "im-resnet19-cifar10",
+                 "realspike-resnet20-cifar10", "joint-resnet20-cifar10"):
+        n = PRESETS[name][1].neuron
+        assert (n.kind, n.decay, n.v_threshold, n.reset) == ("decaylif", 0.25, 0.5, "hard"), name
+        assert PRESETS[name + "-project"][1].neuron.decay == 0.5 and "[project defaults]" in PRESETS[name + "-project"][0]
+        assert PRESETS[name][0].startswith("[paper]")
+    a = SpikeAct(True, PRESETS["ternary-resnet19-cifar10"][1].neuron, channels=1, dim=1)
+    # u = 0.25 u + x: x = 0.4 -> 0.4 (no spike), 0.5 (spike, reset), 0.4 ...
+    assert a(torch.full((3, 1, 1), 0.4)).flatten().tolist() == [0.0, 1.0, 0.0]
+    # LTMD: surrogate window |u - V_th| < 0.5 (rect of width 1), V_th = tanh(0.5)
+    ltmd = SpikeAct(True, PRESETS["ltmd-resnet20-cifar10"][1].neuron, channels=1, dim=1).neuron
+    g = ltmd.surrogate.grad(torch.tensor([-0.49, 0.49, 0.51]))
+    assert g.tolist() == [1.0, 1.0, 0.0]
+
+
+def test_spiking_pointnet_draws_the_initial_membrane_at_test_time():
+    from spikenerf.vision.config import PRESETS
+
+    cfg = PRESETS["spiking-pointnet-modelnet10"][1]
+    assert cfg.timesteps == 1
+    act = SpikeAct(True, cfg.neuron, channels=64, dim=1).eval()
+    act.record_membrane = True
+    torch.manual_seed(0)
+    act(torch.zeros(1, 8, 64))
+    h = act.last_membrane  # h_1 = decay * v0 + 0, v0 ~ U(0, 0.5)
+    assert float(h.min()) >= 0.0 and float(h.max()) <= 0.5 * cfg.neuron.decay and float(h.std()) > 0
+    old = SpikeAct(True, PRESETS["spiking-pointnet-modelnet10-project"][1].neuron, channels=64, dim=1).eval()
+    old.record_membrane = True
+    old(torch.zeros(1, 8, 64))
+    assert float(old.last_membrane.abs().max()) == 0.0  # perturbation only in training
+
+
+def test_ternary_resnet20_export_is_multiplication_free():
+    m = build_model("resnet20", 4, 3, True, NeuronConfig(spike_code="ternary", amplitude="learnable", decay=0.25),
+                    width=0.25)
+    _randomize(m)
+    m.eval()
+    x = torch.rand(3, 2, 3, 16, 16) * 2
+    f = copy.deepcopy(m).double()
+    rep = reparameterize(f)
+    ternary = [a for _, a in spike_acts(m)]
+    assert len(ternary) == 19 and rep["amplitudes_folded"] == 19 and not rep["not_folded"]
+    # every spike-fed conv / linear of the export sees the raw code {-1, 0, 1}
+    first = {id(l) for l in f.first_layers()}
+    seen = []
+
+    def hook(mod, inp, out):
+        if id(mod) not in first:
+            seen.append(set(inp[0].unique().tolist()) <= {-1.0, 0.0, 1.0})
+
+    # convs, and the global average pool in front of the fc (a sum, then 1/N folded into the fc)
+    hs = [mm.register_forward_hook(hook) for mm in f.modules() if isinstance(mm, torch.nn.Conv2d)]
+    hs.append(f.pool.register_forward_hook(hook))
+    out = f(x.double())
+    for h in hs:
+        h.remove()
+    assert len(seen) == 21 and all(seen)  # 18 block convs, 2 downsample convs, the pool feeding fc
+    assert torch.allclose(out.float(), m(x), atol=1e-4)
