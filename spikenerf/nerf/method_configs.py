@@ -26,7 +26,6 @@ from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConf
 from nerfstudio.engine.optimizers import AdamOptimizerConfig, OptimizerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.models.base_model import ModelConfig
-from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from .datamanager import SpikingNeRFDataManagerConfig
@@ -35,8 +34,9 @@ from .nerf_mlp import NeRFMLPModelConfig
 from .optim import FusedAdamOptimizerConfig
 from .schedulers import FloatExponentialDecaySchedulerConfig
 from .spiknerf import SpikNeRFModelConfig
+from .trainer import SCHEDULE_FIELDS, SpikingNeRFPipelineConfig, SpikingNeRFTrainerConfig
 
-__all__ = ["BUNDLED_SCENE", "VIEWER_HOST", "Schedule", "MINI", "FULL", "make_trainer_config", "optimizer_group",
+__all__ = ["BUNDLED_SCENE", "VIEWER_HOST", "Schedule", "MINI", "FULL", "make_trainer_config", "preset_schedule", "optimizer_group",
            "grid_model_config", "grid_trainer_config", "mlp_trainer_config", "METHODS", "spikingnerf",
            "spikingnerf_ann", "spikingnerf_full", "spikingnerf_ann_full", "spiknerf", "spiknerf_ann", "spiknerf_mlp",
            "spiknerf_mlp_ann"]
@@ -83,17 +83,30 @@ def optimizer_group(optimizer: OptimizerConfig, lr_final: float, max_steps: int)
             "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=lr_final, max_steps=max_steps)}
 
 
+def preset_schedule(model: ModelConfig, optimizers: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """Every step count of a preset that ``--max-num-iterations`` scales (dotted config path -> value): the
+    schedulers' ``max_steps`` and the model's :data:`~.trainer.SCHEDULE_FIELDS`."""
+    steps: Dict[str, Any] = {f"pipeline.model.{name}": getattr(model, name) for name in SCHEDULE_FIELDS
+                             if hasattr(model, name)}
+    for group, spec in optimizers.items():
+        if getattr(spec.get("scheduler"), "max_steps", None) is not None:
+            steps[f"optimizers.{group}.scheduler.max_steps"] = spec["scheduler"].max_steps
+    return steps
+
+
 def make_trainer_config(method_name: str, model: ModelConfig, optimizers: Dict[str, Dict[str, Any]], *,
                         max_steps: int, rays_per_batch: int, eval_rays_per_batch: int = 1024,
-                        viewer_rays_per_chunk: int = 4096) -> TrainerConfig:
+                        viewer_rays_per_chunk: int = 4096) -> SpikingNeRFTrainerConfig:
     """The TrainerConfig every method of this package is built on.
 
-    It fixes what all methods share: the scene-checking data manager on the bundled scene, the viewer on
+    It fixes what all methods share: the crash-safe, divergence-guarded trainer
+    (:class:`~.trainer.SpikingNeRFTrainerConfig`; its schedules follow ``--max-num-iterations``, see
+    :func:`preset_schedule`), the scene-checking data manager on the bundled scene, the viewer on
     :data:`VIEWER_HOST` (quitting when training ends), evaluation / checkpoint cadence from ``max_steps``,
     no mixed precision, CUDA when there is one. ``model`` and ``optimizers`` (built with
     :func:`optimizer_group`, decaying over ``max_steps``) are the method's own.
     """
-    return TrainerConfig(
+    return SpikingNeRFTrainerConfig(
         method_name=method_name,
         steps_per_eval_batch=100,
         steps_per_eval_image=max(200, max_steps // 4),
@@ -101,10 +114,12 @@ def make_trainer_config(method_name: str, model: ModelConfig, optimizers: Dict[s
         steps_per_save=max(200, max_steps // 8),
         save_only_latest_checkpoint=True,
         max_num_iterations=max_steps,
+        preset_steps=max_steps,
+        preset_schedule=preset_schedule(model, optimizers),
         mixed_precision=False,  # CPU autocast would only slow this down; GPU gains little for grids
         machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
-        pipeline=VanillaPipelineConfig(
-            datamanager=SpikingNeRFDataManagerConfig(  # checks Blender scenes up front
+        pipeline=SpikingNeRFPipelineConfig(
+            datamanager=SpikingNeRFDataManagerConfig(  # checks the scene up front (every parser)
                 dataparser=BlenderDataParserConfig(data=BUNDLED_SCENE),
                 train_num_rays_per_batch=rays_per_batch,
                 eval_num_rays_per_batch=eval_rays_per_batch,
