@@ -425,3 +425,52 @@ def test_adaptive_bits_param_group_and_wrap_roundtrip():
     n_bits = sum(1 for n, _ in m.named_parameters() if n.endswith(("t_param", "bits_param")))
     assert groups[1]["lr"] == cfg.method.bits_lr and len(groups[1]["params"]) == n_bits > 0
     assert len(groups[0]["params"]) + n_bits == len(list(m.parameters()))
+
+
+class _TinyBN(SeqClassifier):
+    def __init__(self):
+        super().__init__(True, NeuronConfig(reset="soft", decay=0.5, surrogate="sigmoid", v_threshold=0.5,
+                                            detach_reset=True))
+        self.fc1 = nn.Linear(3, 4, bias=False)
+        self.bn = nn.BatchNorm1d(4)
+        self.act1 = self.act(4, 1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward_seq(self, x):
+        t, b = x.shape[:2]
+        c = self.bn(self.fc1(x).flatten(0, 1)).reshape(t, b, -1)
+        return self.fc(self.act1(c))
+
+
+def test_rate_bp_batchnorm_uses_the_spike_pass_statistics():
+    """The rate pass normalizes with the mean / variance of the BN input over all T steps of the spike pass,
+    held constant (straight-through), not with the rate batch's own statistics."""
+    torch.manual_seed(0)
+    m = _TinyBN().train()
+    with torch.no_grad():
+        m.bn.weight.uniform_(0.5, 1.5)
+        m.bn.bias.uniform_(-0.2, 0.2)
+    x = torch.rand(6, 5, 3) * 2  # an input that changes over T: the spike pass sees T different batches
+    y = torch.tensor([0, 1, 0, 1, 1])
+    F.cross_entropy(rate_bp_forward(m, x), y).backward()
+    # by hand: a = W1 x_t over all t and b; mu, var over (t, b); the rate-pass BN output for the rate input
+    W1, g, b = m.fc1.weight.detach(), m.bn.weight.detach(), m.bn.bias.detach()
+    a = x @ W1.t()  # [T, B, 4]
+    mu, var = a.mean((0, 1)), a.var((0, 1), unbiased=False)
+    xb = x.mean(0)
+    c_hand = (xb @ W1.t() - mu) / torch.sqrt(var + m.bn.eps) * g + b
+    seen = {}
+    h = m.act1.register_forward_pre_hook(lambda mod, args: seen.__setitem__("c", args[0]))  # last call: rate pass
+    m.zero_grad()
+    logits = rate_bp_forward(m, x)
+    h.remove()
+    assert torch.allclose(seen["c"][0], c_hand, atol=1e-5)
+    logits.sum().backward()
+    # gradient with the statistics held constant: dL/dW1 = ((dL/dr * J) * g / sigma)^T xb, where (r, J) come from
+    # the spike pass's currents (each step normalized by its own batch, as BN in training does step by step)
+    c_seq = torch.stack([(a[t] - a[t].mean(0)) / torch.sqrt(a[t].var(0, unbiased=False) + m.bn.eps) * g + b
+                         for t in range(6)])
+    _, J = rate_sensitivity(c_seq, m.act1.neuron)
+    dr = m.fc.weight.detach().sum(0).expand(5, 4)
+    dW1 = ((dr * J) * g / torch.sqrt(var + m.bn.eps)).t() @ xb
+    assert torch.allclose(m.fc1.weight.grad, dW1, atol=1e-5)

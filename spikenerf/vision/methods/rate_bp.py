@@ -26,9 +26,11 @@ Memory: step 1 holds one step of state per layer, step 2 builds a graph of a ``T
 training memory does not grow with ``T`` (``tools/bench_vision_efficiency.py`` measures it against BPTT).
 
 Limits (documented, checked): binary spikes, no membrane transform (MPBN / MPR) and no Real Spike
-scale; neuron parameters (threshold, decay) get no gradient from the rate path; BatchNorm in the
-graph-free pass normalizes each step's batch (running statistics are updated there only: the rate pass
-runs BN with ``momentum = 0``).
+scale; neuron parameters (threshold, decay) get no gradient from the rate path. BatchNorm: the graph-free
+pass normalizes each step's batch and updates the running statistics; it also accumulates, per BN layer, the
+mean and variance of its input over all ``T`` steps and the batch (the spike pass's statistics). The rate pass
+normalizes with those statistics, held constant (straight-through: the gradient flows through
+``(x - mu) / sigma`` as through an affine map), not with the statistics of the rate batch.
 """
 
 from __future__ import annotations
@@ -149,13 +151,63 @@ def rate_bp_state(model: nn.Module) -> Iterator[dict[SpikeAct, _NeuronState]]:
             del a.forward
 
 
+class _BNStats:
+    """Per-channel sum, sum of squares and count of a BatchNorm's input over the spike pass (all steps)."""
+
+    def __init__(self) -> None:
+        self.s: Tensor | float = 0.0
+        self.sq: Tensor | float = 0.0
+        self.n = 0
+
+    def add(self, x: Tensor) -> None:
+        dims = [d for d in range(x.dim()) if d != 1]
+        xd = x.detach().double()
+        self.s = self.s + xd.sum(dims)
+        self.sq = self.sq + (xd * xd).sum(dims)
+        self.n += x.numel() // x.shape[1]
+
+    def mean_var(self) -> tuple[Tensor, Tensor]:
+        mean = self.s / self.n
+        return mean, (self.sq / self.n - mean * mean).clamp(min=0.0)  # biased, as BN normalizes
+
+
 @contextmanager
-def _rate_pass(model: nn.Module, states: dict[SpikeAct, _NeuronState]):
-    """Pass 2: each spiking slot returns ``RateFn(c, r, J)``; BatchNorm keeps its running statistics."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    moms = [m.momentum for m in bns]
+def _record_bn_stats(model: nn.Module) -> Iterator[dict[nn.Module, _BNStats]]:
+    """Pass 1: accumulate every BatchNorm's input statistics over the ``T`` step-wise forwards."""
+    stats: dict[nn.Module, _BNStats] = {}
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            st = stats[m] = _BNStats()
+            hooks.append(m.register_forward_pre_hook(lambda mod, args, st=st: st.add(args[0])))
+    try:
+        yield stats
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def _bn_with(bn: nn.Module, mean: Tensor, var: Tensor):
+    """``bn``'s forward with fixed (spike-pass) statistics: ``gamma (x - mu) / sqrt(var + eps) + beta``."""
+
+    def fwd(self, x: Tensor) -> Tensor:
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        m, v = mean.to(x.dtype).view(shape), var.to(x.dtype).view(shape)
+        y = (x - m) / torch.sqrt(v + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
+
+    return types.MethodType(fwd, bn)
+
+
+@contextmanager
+def _rate_pass(model: nn.Module, states: dict[SpikeAct, _NeuronState], bn_stats: dict[nn.Module, _BNStats]):
+    """Pass 2: each spiking slot returns ``RateFn(c, r, J)``; in training, each BatchNorm normalizes with the
+    spike pass's statistics (running statistics untouched)."""
+    bns = list(bn_stats) if model.training else []
     for m in bns:
-        m.momentum = 0.0
+        m.forward = _bn_with(m, *bn_stats[m].mean_var())  # type: ignore[method-assign]
     for a, st in states.items():
         r = st.rate().unsqueeze(0)
         scale = a.neuron.output_scale()
@@ -170,8 +222,8 @@ def _rate_pass(model: nn.Module, states: dict[SpikeAct, _NeuronState]):
     try:
         yield
     finally:
-        for m, mom in zip(bns, moms):
-            m.momentum = mom
+        for m in bns:
+            del m.forward
         for a in states:
             del a.forward
 
@@ -181,13 +233,13 @@ def rate_bp_forward(model: nn.Module, x_seq: Tensor) -> Tensor:
     is the one-step rate network (memory independent of ``T``). The value equals the spiking forward's
     logits (mean over T of the classifier output) whenever the head after the last neuron is linear."""
     T = x_seq.shape[0]
-    with rate_bp_state(model) as states:
+    with rate_bp_state(model) as states, _record_bn_stats(model) as bn_stats:
         with torch.no_grad():
             for t in range(T):
                 model.forward_seq(x_seq[t:t + 1])
     # the graph: the network on the rate-coded input, neurons replaced by their recorded rates
     x_rate = x_seq.mean(0, keepdim=True)
-    with _rate_pass(model, states):
+    with _rate_pass(model, states, bn_stats):
         return model.forward_seq(x_rate).mean(0)
 
 
