@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 
-from spikenerf.snn.deploy import count_events, deployed_spikes, fold_consumer
+from spikenerf.snn.deploy import DEPLOY_OFFSET, count_events, deployed_spikes, fold_consumer
+from spikenerf.snn.energy import energy_pj
 
 from .field import ColorStats, SpikingNeRFField, positional_encoding
 from .distill import TeacherMixin, distill_losses
@@ -62,6 +63,8 @@ class SpikNeRFField(SpikingNeRFField):
         self.time_mode = time_mode
         self.time_steps = int(time_steps) if (time_mode == "repeat" and self.spiking) else 1
         self.reparam = bool(reparam)
+        self.last_ray_train_spikes: Tensor | None = None
+        """Per ray ``[R]``: non-zero training-code outputs of the last repeat-time colour pass (None otherwise)."""
         if self.spiking:
             tau = kwargs.get("tau", 4.0)
             vth = kwargs.get("v_threshold", 0.5)
@@ -92,6 +95,7 @@ class SpikNeRFField(SpikingNeRFField):
         n = int(mask.sum())
         zeros_r = torch.zeros(R, device=mask.device)
         rgb = xyz.new_zeros(R, S, 3)
+        self.last_ray_train_spikes = zeros_r
         if n == 0:
             return rgb, ColorStats(0, [0.0, 0.0], [0.0, 0.0], 0.0, 0.0, 0.0, 1.0, zeros_r, zeros_r, zeros_r,
                                    [zeros_r, zeros_r])
@@ -107,6 +111,9 @@ class SpikNeRFField(SpikingNeRFField):
             ray_sp1 = zeros_r.index_add(0, r_of, sp1.to(zeros_r.dtype))
             ray_sp2 = zeros_r.index_add(0, r_of, sp2.to(zeros_r.dtype))
             n1, n2 = float(sp1.sum()), float(sp2.sum())
+            zero = -DEPLOY_OFFSET[self.spike_code] if self.deployed else 0.0  # the training code's 0, as sent
+            nz = ((s1 != zero).sum((0, 2), dtype=zeros_r.dtype) + (s2 != zero).sum((0, 2), dtype=zeros_r.dtype))
+            self.last_ray_train_spikes = zeros_r.index_add(0, r_of, nz)
         stats = ColorStats(
             num_samples=n,
             spikes_per_layer=[n1, n2],
@@ -193,8 +200,19 @@ class SpikNeRFModel(TeacherMixin, SpikingNeRFModel):
                                            self.config.distill_density_space, delta))
         return loss
 
-    # -- metrics: firing rates per neuron and time step ---------------------------------------------
+    def get_outputs(self, ray_bundle):
+        self.field.last_ray_train_spikes = None
+        outputs = super().get_outputs(ray_bundle)
+        train_spikes = self.field.last_ray_train_spikes
+        if train_spikes is not None and "ray_spikes" in outputs:  # fine stage, repeat time
+            outputs["ray_train_spikes"] = train_spikes[:, None].to(outputs["ray_spikes"].dtype)
+        return outputs
+
+    # -- metrics: firing rates per neuron and time step, both MAC conventions ------------------------
     def get_image_metrics_and_images(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]):
+        """Adds ``train_spike_rate`` (non-zero training-code outputs per neuron and step, beside the deployed
+        ``firing_rate``) and the energy with the repeated input counted at every step (``*_input_xT``: fc1
+        is the only MAC layer of the colour net, so its MACs x T)."""
         metrics, images = super().get_image_metrics_and_images(outputs, batch)
         T = self.field.time_steps
         if self.field.spiking and T > 1:
@@ -202,4 +220,13 @@ class SpikNeRFModel(TeacherMixin, SpikingNeRFModel):
                 if k in metrics:
                     metrics[k] = metrics[k] / T
         metrics["time_steps"] = float(T)
+        n_col = float(outputs["num_color_samples"].sum())
+        if "ray_train_spikes" in outputs and n_col > 0:
+            metrics["train_spike_rate"] = float(outputs["ray_train_spikes"].sum()) / (2 * n_col * self.field.hidden_dim * T)
+        if "macs_per_image" in metrics:
+            macs_t = T * metrics["macs_per_image"] if self.field.spiking else metrics["macs_per_image"]
+            e_t = energy_pj(macs_t, metrics["sops_per_image"])
+            metrics.update({"macs_per_image_input_xT": macs_t, "energy_uj_per_image_input_xT": e_t * 1e-6,
+                            "energy_reduction_vs_ann_input_xT": metrics["ann_energy_uj_per_image"] * 1e6 / e_t
+                            if e_t > 0 else float("nan")})
         return metrics, images

@@ -140,6 +140,32 @@ def test_reparameterization_is_exact_on_rendered_image(code, time_mode):
         assert not torch.allclose(trained["rgb"], torch.zeros_like(trained["rgb"]))
 
 
+@pytest.mark.parametrize("code", CODES)
+def test_grid_energy_both_conventions_and_training_rate(code):
+    """Grid backbone: fc1 (the only MAC layer) counted once or x T; the deployed event rate beside the
+    training-code firing rate (they differ only for ternary012, whose silent neurons send -1)."""
+    m = _model(spike_code=code, time_steps=2)
+    m.update_to_step(10)
+    _randomize(m)
+    m.eval()
+    m.config.eval_num_rays_per_chunk = 64
+    out = m.get_outputs_for_camera(_camera())
+    metrics, _ = m.get_image_metrics_and_images(out, {"image": torch.rand(10, 12, 3)})
+    n_col = float(out["num_color_samples"].sum())
+    assert n_col > 0
+    macs = n_col * m.field.in_dim * m.field.hidden_dim  # by hand: once per sample
+    assert metrics["macs_per_image"] == pytest.approx(macs)
+    assert metrics["macs_per_image_input_xT"] == pytest.approx(2 * macs)
+    sops = metrics["sops_per_image"]
+    assert metrics["energy_uj_per_image"] == pytest.approx((macs * 4.6 + sops * 0.9) * 1e-6)
+    assert metrics["energy_uj_per_image_input_xT"] == pytest.approx((2 * macs * 4.6 + sops * 0.9) * 1e-6)
+    assert 0 < metrics["train_spike_rate"] <= 1 and 0 < metrics["firing_rate"] <= 1
+    if code == "ternary012":
+        assert metrics["train_spike_rate"] != pytest.approx(metrics["firing_rate"])
+    else:
+        assert metrics["train_spike_rate"] == pytest.approx(metrics["firing_rate"])
+
+
 def test_reparameterization_sends_shifted_spikes():
     """The deployed network really runs on {-1, 0, 1}: LIF outputs are s - 1, fc2 is folded (bias + W 1)."""
     m = _model(spike_code="ternary012")
