@@ -43,8 +43,9 @@ class NeuronConfig:
     mpbn: BN on the membrane before firing (MPBN, Guo et al., ICCV 2023).
     mpr: membrane potential rectifier before firing (Guo et al., ECCV 2022; use with ``reset='soft'``
         and ``v_threshold=0.5``, as in the paper).
-    real_spike: per-channel learnable spike amplitude, folded into the next layer at export
-        (Real Spike, Guo et al., ECCV 2022).
+    real_spike: learnable spike amplitude, folded into the next layer at export (Real Spike, Guo et al.,
+        ECCV 2022); ``real_spike_mode='element'`` learns one amplitude per position ``(c, y, x)`` (the paper's
+        element-wise form: the next conv becomes an unshared conv at inference).
     init_membrane: ``(lo, hi)`` random initial membrane in training (membrane potential perturbation
         of Spiking PointNet, NeurIPS 2023); ``init_membrane_at_test`` draws it at test time too (the paper).
     mpr_tails / mpr_scale: the rectifier's form. ``constant`` / 1 is this package's earlier stand-in (fires at
@@ -66,6 +67,7 @@ class NeuronConfig:
     mpbn: bool = False
     mpr: bool = False
     real_spike: bool = False
+    real_spike_mode: Literal["channel", "element"] = "channel"
     init_membrane: tuple[float, float] | None = None
     init_membrane_at_test: bool = False
     mpr_tails: Literal["constant", "cuberoot", "code"] = "constant"
@@ -99,10 +101,13 @@ class MembraneRectifier(MPR):
 
 class RealSpikeScale(RealSpike):
     """Real Spike (:class:`spikenerf.snn.real_spike.RealSpike`): output ``a_c * s`` with a per-channel
-    learnable ``a`` (init 1); ``s`` ``[T, B, C, ...]``."""
+    learnable ``a`` (init 1), or ``a_{c,y,x} * s`` element-wise; ``s`` ``[T, B, C, ...]``."""
 
-    def __init__(self, channels: int) -> None:
-        super().__init__(channels, mode="channel")
+    def __init__(self, channels: int, element_shape: tuple[int, ...] | None = None) -> None:
+        if element_shape is None:
+            super().__init__(channels, mode="channel")
+        else:
+            super().__init__(mode="element", element_shape=element_shape)
 
 
 def build_neuron(cfg: NeuronConfig, channels: int, dim: int) -> nn.Module:
@@ -149,6 +154,10 @@ class SpikeAct(nn.Module):
         cfg = cfg or NeuronConfig()
         self.neuron: nn.Module = build_neuron(cfg, channels, dim) if spiking else nn.ReLU()
         self.real_spike = RealSpikeScale(channels) if (spiking and cfg.real_spike) else None
+        # element-wise amplitudes need the map size: created by `materialize_element_scales` (one dry forward)
+        self.element_pending = spiking and cfg.real_spike and cfg.real_spike_mode == "element"
+        if self.element_pending:
+            self.real_spike = None
         # Spiking PointNet draws the random initial membrane at test time too (BaseNode does it in training)
         self.test_membrane = cfg.init_membrane if (spiking and cfg.init_membrane_at_test) else None
         self.record_membrane = False
@@ -183,6 +192,9 @@ class SpikeAct(nn.Module):
         if self.record_stats:
             self.spike_count += float((s != 0).sum())
             self.element_count += float(s.numel())
+        if self.element_pending:
+            self.real_spike = RealSpikeScale(self.channels, tuple(s.shape[2:])).to(s.device)
+            self.element_pending = False
         if self.real_spike is not None:
             s = self.real_spike(s)
         return s
@@ -234,6 +246,18 @@ class ConvMaxBN(nn.Module):
         t, b = x.shape[:2]
         y = self.bn(self.conv(x.flatten(0, 1)).amax(dim=-1))
         return y.reshape(t, b, -1)
+
+
+@torch.no_grad()
+def materialize_element_scales(model: nn.Module, example: Tensor) -> None:
+    """Create the element-wise Real Spike amplitudes of ``model`` (their shapes come from one dry forward on
+    ``example`` ``[T, B, ...]``); call before building the optimizer or loading weights. No-op without them."""
+    if not any(a.element_pending for _, a in spike_acts(model)):
+        return
+    was = model.training
+    model.eval()
+    model(example)
+    model.train(was)
 
 
 def spike_acts(model: nn.Module) -> list[tuple[str, SpikeAct]]:

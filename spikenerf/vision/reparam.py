@@ -32,6 +32,7 @@ from spikenerf.snn.deploy import deploy_affine
 from spikenerf.snn.mpbn import MPBN, bn_affine
 from spikenerf.snn.mpbn import fold_mpbn as _core_fold_mpbn
 from spikenerf.snn.mpr import MPR, remove_mpr
+from spikenerf.snn.real_spike import fold_real_spike
 from spikenerf.snn.reparam import fold_bn as _core_fold_bn
 from spikenerf.snn.reparam import fold_input_affine_layer
 
@@ -91,12 +92,34 @@ def _slot_scale(act: SpikeAct) -> Tensor | None:
         return None
     scale = torch.ones(act.channels) * (k.detach().reshape(-1) if isinstance(k, Tensor) else float(k))
     if act.real_spike is not None:
-        scale = scale * act.real_spike.scale.detach()
+        rs = act.real_spike.scale.detach()
+        if act.real_spike.mode == "element":  # [C, H, W] (or [F]): one amplitude per position
+            return scale.view(-1, *([1] * (rs.dim() - 1))) * rs
+        scale = scale * rs
     return scale
 
 
 @torch.no_grad()
-def fold_amplitudes(model: nn.Module) -> tuple[int, list[str]]:
+def _input_shapes(model: nn.Module, example: Tensor | None) -> dict[int, tuple[int, ...]]:
+    """``{id(conv / linear): one step's input shape}`` from one forward on ``example`` ``[T, B, ...]``."""
+    if example is None:
+        return {}
+    shapes: dict[int, tuple[int, ...]] = {}
+
+    def keep(mod: nn.Module, args: tuple) -> None:  # a pre-hook returning a value would replace the inputs
+        shapes.setdefault(id(mod), tuple(args[0].shape[1:]))
+
+    hooks = [m.register_forward_pre_hook(keep) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        model(example.to(next(model.parameters()).dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+@torch.no_grad()
+def fold_amplitudes(model: nn.Module, shapes: dict[int, tuple[int, ...]] | None = None) -> tuple[int, list[str]]:
     """Fold spike amplitudes / Real Spike scales into the consumers listed by ``model.fold_pairs()``.
 
     Returns ``(folded_count, names_of_slots_that_still_scale)``.
@@ -108,8 +131,12 @@ def fold_amplitudes(model: nn.Module) -> tuple[int, list[str]]:
         scale = _slot_scale(act)
         if scale is None:
             continue
-        for lin in consumers:
-            _copy_into(lin, fold_input_affine_layer(lin, scale=scale))
+        if scale.dim() > 1:  # element-wise Real Spike: the consumer convs become unshared convs
+            if not _fold_elementwise(model, consumers, scale, shapes or {}):
+                continue
+        else:
+            for lin in consumers:
+                _copy_into(lin, fold_input_affine_layer(lin, scale=scale))
         act.neuron.amplitude_mode = None
         act.real_spike = None
         done.add(id(act))
@@ -117,6 +144,25 @@ def fold_amplitudes(model: nn.Module) -> tuple[int, list[str]]:
     folded += _fold_through_shortcuts(model, done)
     left = [name for name, a in spike_acts(model) if id(a) not in done and _slot_scale(a) is not None]
     return folded, left
+
+
+@torch.no_grad()
+def _fold_elementwise(model: nn.Module, consumers: list[nn.Module], scale: Tensor,
+                      shapes: dict[int, tuple[int, ...]]) -> bool:
+    """Replace each consumer conv by the unshared conv of :func:`spikenerf.snn.real_spike.fold_real_spike` (exact),
+    when every consumer is a ``Conv2d`` fed directly with the slot's ``[C, H, W]`` map (input shapes from a dry
+    forward: a pool in between changes them); False (scale kept, reported) otherwise."""
+    if scale.dim() != 3 or not all(type(c) is nn.Conv2d for c in consumers):
+        return False
+    if not all(shapes.get(id(c)) == tuple(scale.shape) for c in consumers):
+        return False
+    parents = {id(m): (parent, name) for parent in model.modules() for name, m in parent.named_children()}
+    if not all(id(c) in parents for c in consumers):
+        return False
+    for c in consumers:
+        parent, name = parents[id(c)]
+        setattr(parent, name, fold_real_spike(c, scale.to(c.weight.dtype)))
+    return True
 
 
 def _rescalable(act: SpikeAct) -> bool:
@@ -139,7 +185,7 @@ def _fold_through_shortcuts(model: nn.Module, done: set[int]) -> int:
     folded = 0
     for act, nxt in feeds:
         scale = _slot_scale(act)
-        if scale is None or id(act) in done or nxt.down is not None or not bool((scale > 0).all()):
+        if scale is None or scale.dim() > 1 or id(act) in done or nxt.down is not None or not bool((scale > 0).all()):
             continue
         if not _rescalable(nxt.act2) or isinstance(nxt.cb2.bn, nn.modules.batchnorm._BatchNorm):
             continue
@@ -247,13 +293,19 @@ def drop_mpr(model: nn.Module) -> tuple[int, list[str]]:
     return dropped, skipped
 
 
-def reparameterize(model: nn.Module) -> dict:
-    """Apply every inference fold in place (model must be in eval mode). Returns a report dict."""
+def reparameterize(model: nn.Module, example: Tensor | None = None) -> dict:
+    """Apply every inference fold in place (model must be in eval mode). Returns a report dict.
+
+    ``example`` ``[T, B, ...]``: a model input, needed only to fold element-wise Real Spike amplitudes (the
+    consumers' input sizes come from one forward on it).
+    """
     model.eval()
+    shapes = _input_shapes(model, example) if any(
+        a.real_spike is not None and a.real_spike.mode == "element" for _, a in spike_acts(model)) else {}
     report: dict = {}
     report["mpr_dropped"], skipped_mpr = drop_mpr(model)
     report["mpbn_folded"], skipped_mpbn = fold_mpbn(model)
     report["bn_folded"] = fold_bn(model)
-    report["amplitudes_folded"], left = fold_amplitudes(model)
+    report["amplitudes_folded"], left = fold_amplitudes(model, shapes)
     report["not_folded"] = skipped_mpr + skipped_mpbn + [f"{n}: spike scale kept (consumer is not purely linear)" for n in left]
     return report

@@ -304,3 +304,30 @@ def test_ternary_resnet20_export_is_multiplication_free():
         h.remove()
     assert len(seen) == 21 and all(seen)  # 18 block convs, 2 downsample convs, the pool feeding fc
     assert torch.allclose(out.float(), m(x), atol=1e-4)
+
+
+def test_real_spike_elementwise_trains_from_the_cli_and_exports_exactly(tmp_path):
+    from spikenerf.vision.build import restore
+    from spikenerf.vision.cli import main
+    from spikenerf.snn.real_spike import UnsharedConv2d
+
+    out = tmp_path / "rs"
+    main(["train", "realspike-resnet20-cifar10", "--dataset", "digits", "--width", "0.25", "--epochs", "1",
+          "--max-batches", "2", "--batch-size", "16", "--no-augment", "--no-progress", "--no-tensorboard",
+          "--test-subset", "16", "--neuron.real-spike-mode", "element", "--output-dir", str(out)])
+    cfg, m, info, state = restore(out / "last.pt")
+    scales = [a.real_spike.scale for _, a in spike_acts(m) if a.real_spike is not None]
+    assert scales and all(s.dim() == 3 for s in scales)  # one amplitude per (c, y, x)
+    with torch.no_grad():
+        for s in scales:
+            s.uniform_(0.5, 2.0)
+    x = torch.rand(4, 3, 1, 8, 8)
+    f = copy.deepcopy(m).double()
+    rep = reparameterize(f, x.double())
+    assert any(isinstance(mm, UnsharedConv2d) for mm in f.modules())
+    # exact: unshared kernels W'_l = W a[position of tap]; only the slots that feed a pool keep their scale
+    assert torch.allclose(f(x.double()), m.double()(x.double()), atol=1e-9)
+    assert rep["amplitudes_folded"] > 0
+    main(["export", "--checkpoint", str(out / "last.pt"), "--batches", "1"])  # raises if predictions changed
+    _, g, _, _ = restore(out / "exported.pt")  # loads back with its unshared convs
+    assert any(isinstance(mm, UnsharedConv2d) for mm in g.modules())

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..data import DatasetInfo
+from ..layers import materialize_element_scales
 from ..models import SeqClassifier, build_model
 from ..reparam import reparameterize
 
@@ -85,8 +86,18 @@ class Method:
     def base_model(self, spiking: bool | None = None) -> SeqClassifier:
         """The configured architecture for the run's data (``spiking=None``: the config's choice)."""
         c, i = self.ctx.cfg, self.ctx.info
-        return build_model(c.model, i.num_classes, i.in_channels, c.spiking if spiking is None else spiking,
-                           c.neuron, c.width, i.input_size)
+        model = build_model(c.model, i.num_classes, i.in_channels, c.spiking if spiking is None else spiking,
+                            c.neuron, c.width, i.input_size)
+        materialize_element_scales(model, self.example_input())
+        return model
+
+    def example_input(self) -> Tensor:
+        """One zero sample ``[1, 1, ...]`` of the run's data (dry forwards)."""
+        i = self.ctx.info
+        shape = (i.in_channels, i.input_size) if i.kind == "points" else (i.in_channels, i.input_size, i.input_size)
+        if i.name == "shd":
+            shape = (i.input_size,)
+        return torch.zeros(1, 1, *shape)
 
     def build(self) -> nn.Module:
         return self.base_model()
@@ -130,7 +141,8 @@ class Method:
         """Apply the inference re-parameterizations in place; returns the fold report."""
         if self.export_refusal is not None:
             raise ValueError(f"export: {self.export_refusal}; use `spikenerf-vision eval` on the checkpoint itself")
-        return reparameterize(model)
+        dtype = next(model.parameters()).dtype
+        return reparameterize(model, self.example_input().expand(2, 2, *self.example_input().shape[2:]).to(dtype))
 
 
 class OwnLoopMethod(Method):
