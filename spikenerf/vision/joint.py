@@ -1,10 +1,12 @@
 """Joint ANN-SNN training with shared weight factors (Guo et al., Pattern Recognition 2023, "Joint A-SNN").
 
 Implemented:
-- every conv / fc weight of the SNN and of its ANN twin is factorized as ``W_b = U diag(s_b) V^T``
-  (``b`` in {ann, snn}): ``U`` ``[out, r]`` and ``V`` ``[in*k*k, r]`` are shared by both branches, the
-  singular values ``s_b`` ``[r]`` (and biases, BN) are per branch. Initialized from the SVD of the
-  layer's initial weight, so at step 0 both branches equal the original layers.
+- every conv weight of the SNN and of its ANN twin is factorized per kernel position, as the paper defines
+  the sharing: for each tap ``p = (i, j)`` of a ``k x k`` kernel, ``W_b[:, :, i, j] = U_p diag(s_{b,p}) V_p^T``
+  (``b`` in {ann, snn}) with ``U_p`` ``[out, r]`` and ``V_p`` ``[in, r]`` shared by both branches and the
+  singular values ``s_{b,p}`` ``[r]`` (and biases, BN) per branch. Initialized from the SVD of each tap of the
+  layer's initial weight, so at step 0 both branches equal the original layers. The fully connected layers
+  are not shared: each branch keeps its own (same initial weights).
 - training loss (in :mod:`spikenerf.vision.engine`): ``CE(snn) + CE(ann) + w * KD(snn <- ann)`` with
   Hinton KD on the logits, the ANN branch as the (detached) teacher. (The paper also distills
   intermediate stages; only the logit branch is implemented here.)
@@ -27,22 +29,25 @@ __all__ = ["SharedFactors", "FactorizedLayer", "JointANNSNN"]
 
 
 class SharedFactors(nn.Module):
-    """``U``, ``V`` shared by the two branches and one singular-value vector per branch."""
+    """Per kernel position ``p``: ``U_p`` ``[out, r]``, ``V_p`` ``[in, r]`` shared by the two branches and one
+    singular-value vector ``s_{b,p}`` ``[r]`` per branch (stacked over the ``P = k_h k_w`` positions)."""
 
     def __init__(self, weight: Tensor, rank: int | None = None) -> None:
         super().__init__()
-        w2 = weight.detach().reshape(weight.shape[0], -1)
-        u, s, vh = torch.linalg.svd(w2, full_matrices=False)
-        r = s.numel() if rank is None else max(1, min(rank, s.numel()))
         self.shape = tuple(weight.shape)
-        self.U = nn.Parameter(u[:, :r].contiguous())
-        self.V = nn.Parameter(vh[:r].T.contiguous())
-        self.s_ann = nn.Parameter(s[:r].clone())
-        self.s_snn = nn.Parameter(s[:r].clone())
+        o, i = weight.shape[:2]
+        taps = weight.detach().reshape(o, i, -1).permute(2, 0, 1)  # [P, out, in]
+        u, s, vh = torch.linalg.svd(taps, full_matrices=False)  # [P, out, m], [P, m], [P, m, in]
+        r = s.shape[1] if rank is None else max(1, min(rank, s.shape[1]))
+        self.U = nn.Parameter(u[..., :r].contiguous())
+        self.V = nn.Parameter(vh[:, :r].transpose(1, 2).contiguous())
+        self.s_ann = nn.Parameter(s[:, :r].clone())
+        self.s_snn = nn.Parameter(s[:, :r].clone())
 
     def weight(self, branch: str) -> Tensor:
         s = self.s_snn if branch == "snn" else self.s_ann
-        return ((self.U * s) @ self.V.T).reshape(self.shape)
+        w = torch.einsum("por,pr,pir->oip", self.U, s, self.V)  # [out, in, P]
+        return w.reshape(self.shape)
 
 
 class FactorizedLayer(nn.Module):
@@ -100,9 +105,10 @@ class JointANNSNN(nn.Module):
         self.snn: SeqClassifier = build_model(model, num_classes, in_channels, True, neuron, width, input_size)
         self.ann: SeqClassifier = build_model(model, num_classes, in_channels, False, neuron, width, input_size)
         self.ann.load_state_dict(self.snn.state_dict(), strict=False)  # same initial weights in both
-        layers = [(n, m) for n, m in self.snn.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+        # convs are shared (per kernel position); the fully connected layers stay separate per branch
+        layers = [(n, m) for n, m in self.snn.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))]
         for name, layer in layers:
-            r = max(1, int(round(min(layer.weight.shape[0], layer.weight[0].numel()) * rank_ratio)))
+            r = max(1, int(round(min(layer.weight.shape[0], layer.weight.shape[1]) * rank_ratio)))
             f = SharedFactors(layer.weight, r)
             _replace(self.snn, name, FactorizedLayer(layer, f, "snn"))
             _replace(self.ann, name, FactorizedLayer(self.ann.get_submodule(name), f, "ann"))

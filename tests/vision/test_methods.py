@@ -183,7 +183,7 @@ def test_ternary_amplitude_is_learnable_and_folds():
 def test_joint_factorization_shares_u_v():
     torch.manual_seed(0)
     j = JointANNSNN("vgg11", 4, 1, NeuronConfig(), width=0.125, input_size=8)
-    ls, la = j.snn.fc, j.ann.fc
+    ls, la = j.snn.features[3].conv, j.ann.features[3].conv  # a shared conv (the fc layers are per branch)
     assert isinstance(ls, FactorizedLayer) and ls.factors is la.factors
     assert torch.allclose(ls.weight, la.weight, atol=1e-5)  # same init (s_ann = s_snn = SVD values)
     with torch.no_grad():
@@ -331,3 +331,20 @@ def test_real_spike_elementwise_trains_from_the_cli_and_exports_exactly(tmp_path
     main(["export", "--checkpoint", str(out / "last.pt"), "--batches", "1"])  # raises if predictions changed
     _, g, _, _ = restore(out / "exported.pt")  # loads back with its unshared convs
     assert any(isinstance(mm, UnsharedConv2d) for mm in g.modules())
+
+
+def test_joint_sharing_is_per_kernel_position_with_separate_fc():
+    torch.manual_seed(1)
+    j = JointANNSNN("vgg11", 4, 1, NeuronConfig(), width=0.125, input_size=8)
+    conv = j.snn.features[3].conv
+    f = conv.factors
+    o, i = conv.weight.shape[:2]
+    assert f.U.shape == (9, o, min(o, i)) and f.V.shape == (9, i, min(o, i)) and f.s_snn.shape == (9, min(o, i))
+    # tap (1, 2) by hand: U_p diag(s_p) V_p^T with p = 1 * 3 + 2
+    p = 5
+    tap = f.U[p] @ torch.diag(f.s_snn[p]) @ f.V[p].T
+    assert torch.allclose(conv.weight[:, :, 1, 2], tap, atol=1e-6)
+    # the singular values of each tap are that tap's own (not those of the flattened kernel)
+    assert torch.allclose(f.s_snn[p], torch.linalg.svdvals(conv.weight[:, :, 1, 2].detach()), atol=1e-5)
+    assert isinstance(j.snn.fc, torch.nn.Linear) and isinstance(j.ann.fc, torch.nn.Linear)
+    assert j.snn.fc is not j.ann.fc and torch.equal(j.snn.fc.weight, j.ann.fc.weight)
