@@ -7,10 +7,10 @@ import copy
 
 import pytest
 import torch
-from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
 from spikenerf.nerf.nerf_mlp import NeRFMLPModelConfig, SpikingNeRFMLP
+from test_spiknerf import _rays  # rays from z = 4 towards the box (tests/nerf is on sys.path)
 
 BOX = torch.tensor([[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]])
 CODES = ["ternary012", "ternary", "binary"]
@@ -146,20 +146,11 @@ def _model(**kw):
     return m
 
 
-def _rays(R=24, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    o = torch.tensor([0.0, 0.0, 4.0]).expand(R, 3) + 0.1 * torch.randn(R, 3, generator=g)
-    d = -o + 0.4 * torch.randn(R, 3, generator=g)
-    d = d / d.norm(dim=-1, keepdim=True)
-    return RayBundle(origins=o, directions=d, pixel_area=torch.ones(R, 1),
-                     camera_indices=torch.zeros(R, 1, dtype=torch.long))
-
-
 def test_model_op_counters_by_hand():
     m = _model(time_steps=2)
     m.eval()
     with torch.no_grad():
-        out = m(_rays())
+        out = m(_rays(24))
     n = out["ray_samples"][:, 0]
     assert torch.all(n == 6 + 13)  # 6 coarse + (6 fine + 6 original + 1) fine samples
     torch.testing.assert_close(out["ray_macs"][:, 0], n * 2488)
@@ -167,7 +158,7 @@ def test_model_op_counters_by_hand():
     torch.testing.assert_close(out["ray_ann_macs"][:, 0], n * m.field_fine.ann_macs_per_sample())
     # SOPs: events of each spiking layer x its fan-out, by hand on the coarse samples of one ray
     net = m.field_coarse
-    rs = m.sampler_uniform(m.collider(_rays()))
+    rs = m.sampler_uniform(m.collider(_rays(24)))
     pos, dirs = rs.frustums.get_positions()[:1], rs.frustums.directions[:1]
     pe, de = m._encode(net, pos.reshape(-1, 3), dirs.reshape(-1, 3))
     with torch.no_grad():
@@ -192,11 +183,11 @@ def test_model_op_counters_by_hand():
 def test_training_steps_skip_op_counts_unless_asked():
     m = _model()
     m.train()
-    out = m(_rays())
+    out = m(_rays(24))
     metrics = m.get_metrics_dict(out, {"image": torch.rand(24, 3)})
     assert "firing_rate" not in metrics and "psnr" in metrics
     m.config.train_op_counts = True
-    metrics = m.get_metrics_dict(m(_rays()), {"image": torch.rand(24, 3)})
+    metrics = m.get_metrics_dict(m(_rays(24)), {"image": torch.rand(24, 3)})
     assert 0 <= metrics["firing_rate"] <= 1
 
 
@@ -206,7 +197,7 @@ def test_occupancy_cache_skips_samples_exactly():
     with torch.no_grad():
         m.occupancy.zero_()
         m.occupancy[2:6, 2:6, 2:6] = True  # the cube [-0.75, 0.75]^3
-    rs = m.sampler_uniform(m.collider(_rays()))
+    rs = m.sampler_uniform(m.collider(_rays(24)))
     pos, dirs = rs.frustums.get_positions(), rs.frustums.directions
     keep = m._occupied(pos)
     inside = (pos.abs() < 0.75).all(-1)
@@ -223,7 +214,7 @@ def test_occupancy_cache_skips_samples_exactly():
     torch.testing.assert_close(cut["macs"], keep.sum(1).float() * 2488)
     # training: the distillation points are the fine samples that ran the fine network
     m.train()
-    out = m(_rays())
+    out = m(_rays(24))
     assert out["_xyz"].shape[0] == out["_sigma"].shape[0] == out["_sample_rgb"].shape[0]
     assert bool(((out["_xyz"].abs() <= 0.75 + 1e-5).all(-1)).all())
     sum(m.get_loss_dict(out, {"image": torch.rand(24, 3)}).values()).backward()
