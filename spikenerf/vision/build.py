@@ -83,7 +83,8 @@ def restore(path: str | Path) -> tuple[VisionConfig, nn.Module, DatasetInfo, dic
             method.export(model)
         load_weights(model, state["model"], path, cfg)
         return cfg, model, info, state
-    load_weights(model, state["model"], path, cfg)
+    # a run with --ema is evaluated (and exported) with its averaged weights
+    load_weights(model, state.get("ema_model") or state["model"], path, cfg)
     model = method.eval_model(model)
     model.eval()
     return cfg, model, info, state

@@ -71,8 +71,21 @@ class VisionConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    scheduler: Literal["cosine", "none"] = "cosine"
+    scheduler: Literal["cosine", "step", "none"] = "cosine"
+    """Learning rate per epoch after the warm-up: cosine to 0, step (x step_gamma at each of step_epochs), constant."""
+    warmup_epochs: int = 0
+    """Linear warm-up: epoch e < warmup_epochs runs at lr * (e + 1) / warmup_epochs."""
+    step_epochs: tuple[int, ...] = ()
+    """Epochs (0-based) at which the step schedule multiplies the learning rate by step_gamma."""
+    step_gamma: float = 0.1
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    """Mixed precision: bf16 autocast (CPU or CUDA), or fp16 autocast with a gradient scaler (CUDA only)."""
+    ema: float = 0.0
+    """Exponential moving average of the weights with this decay per step (0 = off); evaluated and saved as
+    ``ema_model`` (eval / export use it)."""
     augment: bool = True
+    augment_recipe: Literal["crop-flip", "autoaugment", "cutout", "autoaugment-cutout"] = "crop-flip"
+    """Image augmentation when augment is on (spikenerf.vision.data.augment)."""
     n_points: int = 1024
     """Points per shape for ModelNet."""
     train_subset: int | None = None
@@ -92,7 +105,7 @@ class VisionConfig:
 
 
 # ----------------------------------------------------------------------------- dicts and files
-_TUPLES = {"eval_timesteps"}
+_TUPLES = {"eval_timesteps", "step_epochs"}
 _NEURON_TUPLES = {"init_membrane"}
 # fields of the flat layout written before ``method`` existed; config_from_dict maps them onto a method
 _LEGACY = {"efficiency", "rmp_loss", "im_loss", "esg", "esg_k_min", "esg_k_max", "joint", "joint_rank_ratio",

@@ -8,6 +8,7 @@ Checkpoints hold only tensors and plain Python values and are written atomically
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -209,10 +210,38 @@ def evaluate(model: SeqClassifier, loader: DataLoader, info: DatasetInfo, T: int
 
 # ----------------------------------------------------------------------------- training
 def lr_factor(cfg: VisionConfig, epoch: int) -> float:
-    """Learning-rate multiplier of epoch ``epoch`` (0-based): cosine from 1 to 0 over ``epochs``, or constant."""
+    """Learning-rate multiplier of epoch ``epoch`` (0-based).
+
+    Warm-up: ``(e + 1) / W`` for ``e < W = warmup_epochs``; then ``cosine``: ``(1 + cos(pi (e - W) / (E - W))) / 2``
+    over the remaining epochs, ``step``: ``gamma^(number of step_epochs <= e)``, ``none``: 1.
+    """
+    w = max(0, cfg.warmup_epochs)
+    if epoch < w:
+        return (epoch + 1) / w
     if cfg.scheduler == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(epoch, cfg.epochs) / max(cfg.epochs, 1)))
+        span = max(cfg.epochs - w, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(epoch - w, span) / span))
+    if cfg.scheduler == "step":
+        return cfg.step_gamma ** sum(1 for m in cfg.step_epochs if epoch >= m)
     return 1.0
+
+
+def _autocast(cfg: VisionConfig, device: torch.device):
+    """The mixed-precision context of a training step (``nullcontext`` when ``amp`` is off)."""
+    if cfg.amp == "off":
+        return contextlib.nullcontext()
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise ValueError("--amp fp16 needs a CUDA device (its gradient scaler is CUDA-only); use --amp bf16 on a CPU")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+
+
+@torch.no_grad()
+def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """``ema <- decay * ema + (1 - decay) * model`` for parameters; buffers (BN statistics, thresholds) copied."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
 
 
 def _make_optimizer(cfg: VisionConfig, params) -> torch.optim.Optimizer:
@@ -225,7 +254,8 @@ def _make_optimizer(cfg: VisionConfig, params) -> torch.optim.Optimizer:
 
 def _datasets(cfg: VisionConfig) -> tuple[Dataset, Dataset, DatasetInfo]:
     """The run's (train, test) sets with the configured subsets, and the data's description."""
-    train_ds, info = get_dataset(cfg.dataset, True, cfg.data_root, T=cfg.timesteps, augment=cfg.augment,
+    train_ds, info = get_dataset(cfg.dataset, True, cfg.data_root, T=cfg.timesteps,
+                                 augment=cfg.augment_recipe if cfg.augment else False,
                                  n_points=cfg.n_points, subset=cfg.train_subset, seed=cfg.seed,
                                  image_size=cfg.image_size)
     test_ds, _ = get_dataset(cfg.dataset, False, cfg.data_root, T=cfg.timesteps, augment=False,
@@ -287,6 +317,9 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
     # re-plans the remaining epochs explicitly
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(cfg, e))
     method.start(model, total_steps)
+    _autocast(cfg, device)  # refuses fp16 without CUDA before any work
+    scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
+    ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema > 0 else None
 
     out_dir = Path(cfg.output_dir)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
@@ -305,6 +338,10 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
         for g, base_lr in zip(opt.param_groups, sched.base_lrs):
             g["lr"] = base_lr * lr_factor(cfg, sched.last_epoch)
         method.load_state_dict(state.get("method") or ({"esg": state["esg"]} if state.get("esg") else {}))
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get("ema_model"):
+            ema.load_state_dict(state["ema_model"])
         start_epoch, step, best = int(state["epoch"]) + 1, int(state["step"]), float(state["best_accuracy"])
         if main and not best_path.is_file() and state.get("accuracy") == best:
             _link(src, best_path)  # killed between writing the checkpoint and linking it as the best one
@@ -344,7 +381,8 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
             if cfg.max_batches is not None and i >= cfg.max_batches:
                 break
             x, y = x.to(device), y.to(device)
-            logits, loss = method.loss(model, to_sequence(x, info.kind, T_train), y, step, total_steps)
+            with _autocast(cfg, device):
+                logits, loss = method.loss(model, to_sequence(x, info.kind, T_train), y, step, total_steps)
             if not bool(torch.isfinite(loss.detach())):
                 kept = (f"its last good checkpoint {last_path} (after epoch {saved_epoch + 1}) is kept"
                         if saved_epoch is not None else "no checkpoint had been written yet")
@@ -352,9 +390,16 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
                                        f"(epoch {epoch + 1}, batch {i + 1}); the run stopped and {kept}. Lower --lr, "
                                        "add warm-up, or check the data for non-finite values.")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
             method.after_step(raw_model)
+            if ema is not None:
+                _ema_update(ema, raw_model, cfg.ema)
             step += 1
             seen += y.numel()
             correct += int((logits.argmax(1) == y).sum())
@@ -363,8 +408,8 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         sched.step()
         if main:
-            ev = evaluate(method.eval_model(_unwrap(raw_model)), test_loader, info, T_train, device, cfg.max_batches,
-                          progress=cfg.progress)
+            ev = evaluate(method.eval_model(ema if ema is not None else _unwrap(raw_model)), test_loader, info,
+                          T_train, device, cfg.max_batches, progress=cfg.progress)
             is_best = ev["accuracy"] > best
             best = max(best, ev["accuracy"])
             msg = (f"epoch {epoch + 1}: train loss {loss_sum / max(seen, 1):.4f} acc {correct / max(seen, 1):.4f} | "
@@ -390,6 +435,8 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
                 "rng": _rng_state(),
                 "config": config_to_dict(cfg),
                 "data_info": dataclasses.asdict(info),
+                "scaler": scaler.state_dict() if scaler is not None else {},
+                **({"ema_model": ema.state_dict()} if ema is not None else {}),
             })
             saved_epoch = epoch
             _link(last_path, out_dir / "checkpoint.pt")  # the name earlier runs and scripts read

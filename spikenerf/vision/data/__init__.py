@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from .augment import pil_augment, tensor_augment
 from .base import DatasetFormatError, DatasetInfo, DatasetNotFoundError, InputKind, _missing, default_data_root
 from .folders import EventFolderSet, ImageFolderSet, bin_events, event_folder_info, image_folder_info, read_events
 from .shd import SHD, SHD_POOL
@@ -105,14 +106,13 @@ def _synthetic(train: bool, num_classes: int = 4, n: int = 256, size: int = 8, s
 
 
 # ----------------------------------------------------------------------------- images
-def _cifar_transforms(train: bool, augment: bool, size: int = 32, mean=(0.4914, 0.4822, 0.4465),
+def _cifar_transforms(train: bool, augment: bool | str, size: int = 32, mean=(0.4914, 0.4822, 0.4465),
                       std=(0.2470, 0.2435, 0.2616)):
+    """``augment``: True (``crop-flip``), False, or a recipe name of :mod:`.augment`; training only."""
     from torchvision import transforms as T
 
-    ops = []
-    if train and augment:
-        ops += [T.RandomCrop(size, padding=4), T.RandomHorizontalFlip()]
-    ops += [T.ToTensor(), T.Normalize(mean, std)]
+    aug = augment if train else False
+    ops = pil_augment(aug, size) + [T.ToTensor(), T.Normalize(mean, std)] + tensor_augment(aug, size)
     return T.Compose(ops)
 
 

@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
+from .augment import pil_augment, tensor_augment
 from .base import DatasetFormatError, DatasetInfo, DatasetNotFoundError
 
 __all__ = ["class_folders", "image_folder_info", "ImageFolderSet", "read_events", "event_folder_info",
@@ -95,7 +96,7 @@ def image_folder_info(root: str | Path | None, image_size: int | None = None) ->
 class ImageFolderSet(Dataset):
     """``(image [C, S, S] normalized, label)`` from ``root/<split>/<class>/*``."""
 
-    def __init__(self, root: str | Path | None, train: bool, info: DatasetInfo, augment: bool = False) -> None:
+    def __init__(self, root: str | Path | None, train: bool, info: DatasetInfo, augment: bool | str = False) -> None:
         root = _need_root("image-folder", root)
         split = "train" if train else "test"
         folders = class_folders(root, split, IMAGE_EXTENSIONS, "image-folder")
@@ -109,11 +110,10 @@ class ImageFolderSet(Dataset):
         self.samples = [(f, i) for i, (_, files) in enumerate(folders) for f in files]
         self.mode = "L" if info.in_channels == 1 else "RGB"
         side = info.input_size
-        ops = [T.Resize((side, side))]
-        if train and augment:
-            ops += [T.RandomCrop(side, padding=max(1, side // 8)), T.RandomHorizontalFlip()]
+        aug = augment if train else False
+        ops = [T.Resize((side, side))] + pil_augment(aug, side)
         ops += [T.ToTensor(), T.Normalize([0.5] * info.in_channels, [0.5] * info.in_channels)]
-        self.transform = T.Compose(ops)
+        self.transform = T.Compose(ops + tensor_augment(aug, side))
 
     def __len__(self) -> int:
         return len(self.samples)
