@@ -179,7 +179,7 @@ def evaluate(config: Path, items) -> dict[str, float]:
 # ----------------------------------------------------------------------------- throughput
 def throughput(args: argparse.Namespace) -> dict:
     """Train steps of vanilla-nerf and spiknerf-mlp on the same lego rays, alternating (shared CPU)."""
-    import nerfstudio.models.vanilla_nerf as vn
+    import torchmetrics.image.lpip as tm_lpip
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
     from nerfstudio.models.vanilla_nerf import VanillaModelConfig
 
@@ -189,14 +189,14 @@ def throughput(args: argparse.Namespace) -> dict:
         def __init__(self, *a, **k):
             super().__init__()
 
-    vn.LearnedPerceptualImagePatchSimilarity = _NoLPIPS
+    tm_lpip.LearnedPerceptualImagePatchSimilarity = _NoLPIPS  # vanilla-nerf imports it when it builds
     dp = BlenderDataParserConfig(data=args.data).setup().get_dataparser_outputs("train")
     box, cams, n_img = dp.scene_box, dp.cameras, len(dp.image_filenames)
     R = args.rays or 1024
     W = args.hidden or 256
     samples = args.samples or (64, 128)
     models = {
-        "vanilla-nerf (nerfstudio, 8x256, 64+128)": VanillaModelConfig(
+        f"vanilla-nerf (nerfstudio, 8x256, {samples[0]}+{samples[1]})": VanillaModelConfig(
             num_coarse_samples=samples[0], num_importance_samples=samples[1]),
         f"spiknerf-mlp-ann ({W}, every sample)": NeRFMLPModelConfig(spiking=False, hidden_dim=W,
                                                                  num_coarse_samples=samples[0],
