@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 import sys
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
@@ -62,6 +62,9 @@ class ExportArgs:
     data_root: str | None = None
     batches: int = 4
     batch_size: int = 64
+    format: Literal["torch", "nir"] = "torch"
+    """torch: exported.pt (eval loads it); nir: also exported.nir, a NIR graph of the folded network (binary
+    spikes, hard reset, the spiking VGG chain), read back and checked."""
 
 
 Preset = tyro.extras.subcommand_type_from_defaults(
@@ -98,13 +101,16 @@ def _eval(args: EvalArgs) -> None:
 
 
 def _export(args: ExportArgs) -> None:
-    rep = export_checkpoint(args.checkpoint, args.output, args.data_root, args.batches, args.batch_size)
+    rep = export_checkpoint(args.checkpoint, args.output, args.data_root, args.batches, args.batch_size,
+                            fmt=args.format)
     print(f"folded: BN {rep['bn_folded']}, amplitudes/Real Spike {rep['amplitudes_folded']}, "
           f"MPBN {rep['mpbn_folded']}, MPR dropped {rep['mpr_dropped']}")
     for line in rep["not_folded"]:
         print(f"  not folded: {line}")
     print(f"predictions equal on {rep['checked_samples']} samples: {rep['predictions_equal']} "
           f"(max logit diff {rep['max_logit_diff']:.2e}); wrote {rep['output']}")
+    if "nir_output" in rep:
+        print(f"NIR graph {rep['nir_output']}: read back, same predictions: {rep['nir_predictions_equal']}")
 
 
 def _pop_option(argv: list[str], name: str) -> str | None:

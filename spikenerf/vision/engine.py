@@ -35,6 +35,7 @@ from .energy import OpReport, count_ops
 from .layers import spike_acts
 from .methods.base import OwnLoopMethod
 from .models import SeqClassifier, build_model
+from .nir_export import from_nir, read_nir, to_nir, write_nir
 
 __all__ = ["train", "evaluate", "evaluate_checkpoint", "export_checkpoint", "save_checkpoint", "load_checkpoint",
            "seed_everything", "TrainingDiverged", "lr_factor"]
@@ -513,8 +514,11 @@ def format_eval(results: dict[str, Any]) -> str:
 
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, data_root: str | None = None,
-                      batches: int = 4, batch_size: int = 64, atol: float = 1e-4) -> dict[str, Any]:
-    """Apply the inference re-parameterizations and check predictions are unchanged on test batches."""
+                      batches: int = 4, batch_size: int = 64, atol: float = 1e-4, fmt: str = "torch") -> dict[str, Any]:
+    """Apply the inference re-parameterizations and check predictions are unchanged on test batches.
+
+    ``fmt='nir'`` also writes the folded network as a NIR graph (:mod:`.nir_export`; ``exported.nir``), reads it
+    back and checks that the graph predicts the same classes."""
     cfg, model, info, _ = restore(checkpoint)
     method = make_method(cfg, info)
     with torch.no_grad():
@@ -545,4 +549,13 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
     report["output"] = str(out)
     if not same:
         raise RuntimeError(f"export changed predictions (max logit diff {max_diff:g}); report: {report}")
+    if fmt == "nir":
+        shape = tuple(xs[0].shape[2:])
+        path = write_nir(to_nir(folded, shape), out.with_suffix(".nir"))
+        back = from_nir(read_nir(path)).eval()
+        with torch.no_grad():
+            nir_same = all(bool((back(x).argmax(1) == folded(x).argmax(1)).all()) for x in xs)
+        report.update({"nir_output": str(path), "nir_predictions_equal": nir_same})
+        if not nir_same:
+            raise RuntimeError(f"the NIR graph read back from {path} predicts other classes than the folded network")
     return report

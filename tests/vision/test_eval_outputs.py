@@ -58,3 +58,31 @@ def test_exported_checkpoint_loads_back_and_reproduces_predictions(run, capsys):
     out_ref = capsys.readouterr().out
     acc = [line.split("accuracy ")[1].split("%")[0] for line in (out_exp, out_ref)]
     assert acc[0] == acc[1]
+
+
+def test_nir_export_round_trip_and_refusals(tmp_path, capsys):
+    pytest.importorskip("nir")
+    from spikenerf.vision.nir_export import from_nir, read_nir
+
+    out = tmp_path / "bin"
+    main(["train", "digits-demo", "--output-dir", str(out), *FAST])
+    main(["export", "--checkpoint", str(out / "last.pt"), "--batches", "2", "--format", "nir"])
+    assert "same predictions: True" in capsys.readouterr().out
+    g = read_nir(out / "exported.nir")
+    kinds = {type(n).__name__ for n in g.nodes.values()}
+    assert {"Conv2d", "LIF", "AvgPool2d", "Affine"} <= kinds
+    # the graph read back is the folded network: same logits on any input
+    _, folded, _, _ = restore(out / "exported.pt")
+    x = torch.rand(4, 3, 1, 8, 8) * 3
+    with torch.no_grad():
+        assert torch.allclose(from_nir(g)(x), folded(x), atol=1e-5)
+    for flags, feature in ((["--neuron.reset", "soft"], "soft reset"),
+                           (["--neuron.spike-code", "ternary"], "ternary spikes"),
+                           (["--neuron.spike-code", "multibit"], "multibit spikes")):
+        d = tmp_path / feature.replace(" ", "-")
+        main(["train", "digits-demo", "--output-dir", str(d), *FAST, *flags])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            main(["export", "--checkpoint", str(d / "last.pt"), "--batches", "1", "--format", "nir"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and feature in err and "Traceback" not in err
