@@ -77,6 +77,22 @@ def _check_same_classes(train: list, test: list, root: Path, name: str) -> None:
                                  "class folders.")
 
 
+def _split_samples(root: str | Path | None, train: bool, info: DatasetInfo, exts: tuple[str, ...],
+                   name: str) -> list[tuple[Path, int]]:
+    """``[(file, label)]`` of one split; the test split must have the train split's classes, and both the model's
+    (``info.classes``, when the model was trained on class folders)."""
+    root = _need_root(name, root)
+    split = "train" if train else "test"
+    folders = class_folders(root, split, exts, name)
+    if not train:
+        _check_same_classes(class_folders(root, "train", exts, name), folders, root, name)
+    if info.classes and tuple(c for c, _ in folders) != info.classes:
+        raise DatasetFormatError(f"dataset {name!r} at {root}/{split}: classes {[c for c, _ in folders]} differ from "
+                                 f"the model's {list(info.classes)}; evaluate a folder with the same class "
+                                 "sub-folders.")
+    return [(f, i) for i, (_, files) in enumerate(folders) for f in files]
+
+
 # ----------------------------------------------------------------------------- images
 def image_folder_info(root: str | Path | None, image_size: int | None = None) -> DatasetInfo:
     """Classes, channels and side of an image folder (from its first training image unless ``image_size``)."""
@@ -97,17 +113,7 @@ class ImageFolderSet(Dataset):
     """``(image [C, S, S] normalized, label)`` from ``root/<split>/<class>/*``."""
 
     def __init__(self, root: str | Path | None, train: bool, info: DatasetInfo, augment: bool | str = False) -> None:
-        root = _need_root("image-folder", root)
-        split = "train" if train else "test"
-        folders = class_folders(root, split, IMAGE_EXTENSIONS, "image-folder")
-        if not train:
-            _check_same_classes(class_folders(root, "train", IMAGE_EXTENSIONS, "image-folder"), folders, root,
-                                "image-folder")
-        if info.classes and tuple(c for c, _ in folders) != info.classes:
-            raise DatasetFormatError(f"dataset 'image-folder' at {root}/{split}: classes {[c for c, _ in folders]} "
-                                     f"differ from the model's {list(info.classes)}; evaluate a folder with the same "
-                                     "class sub-folders.")
-        self.samples = [(f, i) for i, (_, files) in enumerate(folders) for f in files]
+        self.samples = _split_samples(root, train, info, IMAGE_EXTENSIONS, "image-folder")
         self.mode = "L" if info.in_channels == 1 else "RGB"
         side = info.input_size
         aug = augment if train else False
@@ -191,16 +197,7 @@ class EventFolderSet(Dataset):
     """``(frames [T, 2, S, S], label)`` from ``root/<split>/<class>/*.npy|npz``; frames cached after the first read."""
 
     def __init__(self, root: str | Path | None, train: bool, info: DatasetInfo, steps: int = 10) -> None:
-        root = _need_root("event-folder", root)
-        split = "train" if train else "test"
-        folders = class_folders(root, split, EVENT_EXTENSIONS, "event-folder")
-        if not train:
-            _check_same_classes(class_folders(root, "train", EVENT_EXTENSIONS, "event-folder"), folders, root,
-                                "event-folder")
-        if info.classes and tuple(c for c, _ in folders) != info.classes:
-            raise DatasetFormatError(f"dataset 'event-folder' at {root}/{split}: classes {[c for c, _ in folders]} "
-                                     f"differ from the model's {list(info.classes)}.")
-        self.samples = [(f, i) for i, (_, files) in enumerate(folders) for f in files]
+        self.samples = _split_samples(root, train, info, EVENT_EXTENSIONS, "event-folder")
         self.T, self.size = steps, info.input_size
         self._cache: dict[int, Tensor] = {}
 
