@@ -1,11 +1,16 @@
 """Spiking vision on the shared ``spikenerf.snn`` neuron core.
 
-- :mod:`.data`: CIFAR-10 (JPEG folders), CIFAR-10/100, (Fashion-)MNIST, N-MNIST (.bs2), ModelNet10
-  voxels -> points, offline 8x8 digits; never downloads (:class:`~.data.DatasetNotFoundError`).
-- :mod:`.models`: spiking ResNet-19/20, VGG-11, SEW-ResNet-18, Spiking PointNet, each with an ANN twin.
-- :mod:`.losses`: RMP-Loss, IM-Loss, distillation; :mod:`.joint`: joint ANN-SNN training.
-- :mod:`.reparam`: inference folds (BN, Ternary/Real Spike amplitudes, MPBN, MPR).
-- :mod:`.energy`: SOPs / MACs / energy; :mod:`.cli`: the ``spikenerf-vision`` command.
+- :mod:`.data`: CIFAR-10 (JPEG folders), CIFAR-10/100, (Fashion-)MNIST, N-MNIST (.bs2), SHD, ModelNet, offline
+  8x8 digits, and your own ``image-folder`` / ``event-folder`` class folders; never downloads
+  (:class:`~.data.DatasetNotFoundError`).
+- :mod:`.models`: spiking ResNet-19/20, VGG-11/16, SEW-ResNet-18/34, Spiking PointNet, Spikformer, each with an
+  ANN twin.
+- :mod:`.methods`: one module per training method (a config + a :class:`~.methods.base.Method`), named in
+  :mod:`.methods.registry`; :mod:`.losses`, :mod:`.joint`: the pieces they use.
+- :mod:`.config` (``VisionConfig``, presets, YAML), :mod:`.build` (config / checkpoint -> network),
+  :mod:`.checkpoint` (atomic files), :mod:`.engine` (train / eval / export), :mod:`.cli` (``spikenerf-vision``).
+- :mod:`.reparam`: inference folds (BN, Ternary/Real Spike amplitudes, MPBN, MPR); :mod:`.nir_export`: NIR graphs;
+  :mod:`.energy`: SOPs / MACs / energy; :mod:`.report`: ``eval --json`` / ``--plot``.
 """
 
 from .data import DatasetNotFoundError, get_dataset
