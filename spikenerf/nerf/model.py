@@ -22,7 +22,7 @@ from nerfstudio.configs.config_utils import to_immutable_dict
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
 
-from .contraction import contract, contracted_box, looks_unbounded
+from .contraction import contract, contracted_box, contracted_sample_count, looks_unbounded
 from .export import NerfstudioToolsMixin
 from .field import ColorStats, SpikingNeRFField
 from .grid import DenseGrid, Marched, occupied
@@ -30,7 +30,7 @@ from .grid_training import (average_new_grads, axis_resolution, progressive_reso
                             sync_optimizers)
 from .metrics import (batch_op_metrics, build_lpips, ground_truth, image_op_metrics, image_quality_of, psnr,
                       render_images)
-from .rendering import (background_rgb, composite, density_shift, density_to_alpha, sample_masks)
+from .rendering import background_rgb, composite, density_shift, density_to_alpha, distortion_loss, sample_masks
 from .sampling import coarse_geometry_box, grid_vertices, mask_cache, refresh_occupancy, sample_along_rays
 from .video import ensure_ffmpeg_on_path
 
@@ -115,10 +115,13 @@ class SpikingNeRFModelConfig(ModelConfig):
     background_color: Literal["white", "black"] = "white"
     loss_coefficients: Dict[str, float] = to_immutable_dict(
         {"rgb_loss": 1.0, "entropy_loss": 0.001, "rgbper_loss": 0.01, "coarse_entropy_loss": 0.01,
-         "coarse_rgbper_loss": 0.1, "tv_loss": 0.0}
+         "coarse_rgbper_loss": 0.1, "distortion_loss": 0.01, "tv_loss": 0.0}
     )
     """Per stage as DVGO / SpikingNeRF-D: fine ``entropy_loss`` / ``rgbper_loss``, coarse ``coarse_*``. The
-    entropy acts on the background weight, the per-point colour loss uses detached compositing weights."""
+    entropy acts on the background weight, the per-point colour loss uses detached compositing weights.
+    ``distortion_loss`` (DVGOv2's weight for unbounded scenes) acts in the fine stage of unbounded scenes
+    only: it pulls each ray's weight together, so the fog of a real capture turns into surfaces (and fewer
+    samples reach the colour network)."""
     eval_num_rays_per_chunk: int = 4096
 
 
@@ -411,6 +414,7 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         if self.training:
             outputs["_weights"] = weights  # [R, S] for the per-point colour loss
             outputs["_sample_rgb"] = rgb_s  # [R, S, 3]
+            outputs["_index"] = marched.index  # [R, S] lattice index: uniform in the (contracted) space
             outputs["_stats"] = stats  # type: ignore[assignment]
             outputs["_xyz"], outputs["_keep"], outputs["_dirs"] = xyz, keep, dirs  # for distillation losses
         return outputs
@@ -469,6 +473,11 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         if w_per > 0 and "_weights" in outputs:
             per = ((outputs["_sample_rgb"] - gt[:, None, :3]) ** 2).sum(-1)
             loss["rgbper_loss"] = w_per * (per * outputs["_weights"].detach()).sum(1).mean()
+        if fine and self.unbounded and c.get("distortion_loss", 0.0) > 0 and "_index" in outputs:
+            step = self.config.step_ratio * self.fine_voxel()
+            n = sum(contracted_sample_count(step, self.aabb, self.config.bg_len))  # lattice length
+            loss["distortion_loss"] = c["distortion_loss"] * distortion_loss(
+                outputs["_weights"], outputs["_index"].to(outputs["_weights"].dtype) / n, 1.0 / n)
         if c.get("tv_loss", 0.0) > 0:
             grids = ((self.field.density_grid, self.field.feature_grid) if fine
                      else (self.coarse_density, self.coarse_color))

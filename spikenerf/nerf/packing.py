@@ -244,32 +244,34 @@ class TimeBuckets:
     instead of on the whole ``[T, B, C]`` layout, where a few long rays make every short ray run ``T`` steps
     (condensed lego rays: tensor density ~0.26, so ~4x wasted work) - and no ``[T, B, C]`` tensor is built.
 
-    Attributes (per group ``j``): ``entries[j]`` indices of its samples among the ``N`` valid ones (row-major
-    order of ``info.mask``), ``t[j]`` / ``col[j]`` their step and column inside the block; ``inverse`` maps
-    the concatenated group outputs back to the ``N`` samples.
+    All blocks live back to back in one flat ``[sum_j steps[j] * widths[j], C]`` buffer: block ``j`` starts at
+    row ``offsets[j]`` and holds step ``t``, column ``c`` at row ``offsets[j] + t * widths[j] + c``; ``pos``
+    ``[N]`` is that row for each valid sample (row-major order of ``info.mask``), so moving the samples in and
+    out is one ``index_copy`` and one ``index_select`` whatever the number of groups.
     """
 
-    entries: list
-    t: list
-    col: list
     steps: list
     widths: list
-    inverse: Tensor
+    offsets: list
+    pos: Tensor
+
+    @property
+    def rows(self) -> int:
+        return self.offsets[-1] + self.steps[-1] * self.widths[-1] if self.steps else 0
 
     def apply(self, fn, xv: Tensor) -> Tensor:
         """``fn`` (a recurrence over the leading time axis, e.g. a LIF layer, ``[T, B, C]`` -> same shape) on
         the valid samples ``xv`` ``[N, C]`` -> ``[N, C]``. Exact: every sequence is a lane of its own, and the
         block's extra steps come after its last valid sample, so they never feed one."""
-        if xv.shape[0] != self.inverse.numel():
-            raise ValueError(f"expected [{self.inverse.numel()}, C] valid-sample values, got {tuple(xv.shape)}")
-        outs = []
-        for e, t, c, steps, width in zip(self.entries, self.t, self.col, self.steps, self.widths):
-            block = xv.new_zeros(steps, width, *xv.shape[1:])
-            block[t, c] = xv[e]
-            outs.append(fn(block)[t, c])
-        if not outs:
+        if xv.shape[0] != self.pos.numel():
+            raise ValueError(f"expected [{self.pos.numel()}, C] valid-sample values, got {tuple(xv.shape)}")
+        if not self.steps:
             return xv.new_zeros(xv.shape)
-        return torch.cat(outs)[self.inverse]
+        flat = xv.new_zeros(self.rows, *xv.shape[1:]).index_copy(0, self.pos, xv)
+        outs = [fn(flat[o:o + s * w].view(s, w, *xv.shape[1:])).reshape(s * w, *xv.shape[1:])
+                for s, w, o in zip(self.steps, self.widths, self.offsets)]
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return out.index_select(0, self.pos)
 
 
 def time_buckets(info: PackInfo, groups: int = 8) -> TimeBuckets:
@@ -280,25 +282,26 @@ def time_buckets(info: PackInfo, groups: int = 8) -> TimeBuckets:
     order = torch.argsort(lengths, descending=True)
     rank = torch.empty_like(order)
     rank[order] = torch.arange(B, device=dev)
-    sorted_len = lengths[order].tolist()
     groups = max(1, min(groups, B))
     bounds = [round(B * k / groups) for k in range(groups + 1)]
-    r = rank[info.b_idx]  # [N] rank of each sample's sequence
-    g = torch.bucketize(r, torch.tensor(bounds[1:-1], device=dev), right=True)  # [N] group of each sample
-    perm = torch.argsort(g, stable=True)
-    counts = torch.bincount(g, minlength=groups).tolist()
-    entries, ts, cols, steps, widths = [], [], [], [], []
-    start = 0
-    for j, cnt in enumerate(counts):
-        if cnt == 0:
+    sorted_len = lengths[order][torch.tensor(bounds[:-1], device=dev).clamp_max(max(B - 1, 0))].tolist() if B else []
+    steps, widths, offsets, starts = [], [], [], []
+    off = 0
+    for j in range(groups if B else 0):
+        w = bounds[j + 1] - bounds[j]
+        if w == 0 or sorted_len[j] == 0:
             continue
-        e = perm[start:start + cnt]
-        start += cnt
-        entries.append(e)
-        ts.append(info.t_idx[e])
-        cols.append(r[e] - bounds[j])
-        steps.append(int(sorted_len[bounds[j]]))
-        widths.append(bounds[j + 1] - bounds[j])
-    inverse = torch.empty_like(perm)
-    inverse[perm] = torch.arange(perm.numel(), device=dev)
-    return TimeBuckets(entries, ts, cols, steps, widths, inverse)
+        steps.append(int(sorted_len[j]))
+        widths.append(w)
+        offsets.append(off)
+        starts.append(bounds[j])
+        off += steps[-1] * w
+    if not steps:
+        return TimeBuckets([], [], [], info.t_idx.new_zeros(0))
+    r = rank[info.b_idx]  # [N] rank of each sample's sequence
+    g = torch.bucketize(r, torch.tensor(starts[1:], device=dev), right=True)  # [N] block of each sample
+    t_off = torch.tensor(offsets, device=dev)[g]
+    w_of = torch.tensor(widths, device=dev)[g]
+    s_of = torch.tensor(starts, device=dev)[g]
+    pos = t_off + info.t_idx * w_of + (r - s_of)
+    return TimeBuckets(steps, widths, offsets, pos)

@@ -1,0 +1,212 @@
+"""DVGO's fine-stage rules (as the official SpikingNeRF-D code keeps them), each against a hand computation."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.data.scene_box import SceneBox
+
+from spikenerf.nerf.field import SpikingNeRFField
+from spikenerf.nerf.grid import DenseGrid, march
+from spikenerf.nerf.model import SpikingNeRFModelConfig
+from spikenerf.nerf.rendering import composite, density_shift, distortion_loss, sample_masks
+from spikenerf.nerf.sampling import coarse_geometry_box, mask_cache, refresh_occupancy
+
+UNIT = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+
+
+def raw_for_alpha(alpha: float, shift: float, interval: float = 1.0) -> float:
+    """The raw density whose alpha over ``interval`` is ``alpha``: softplus(raw + shift) = -log(1 - a) / i."""
+    sigma = -math.log(1.0 - alpha) / interval
+    return math.log(math.expm1(sigma)) - shift
+
+
+def _grid(res, values: dict) -> DenseGrid:
+    g = DenseGrid(1, res, UNIT)
+    with torch.no_grad():
+        g.grid.fill_(-100.0)
+        for ijk, v in values.items():
+            g.grid[ijk] = v
+    return g
+
+
+def test_mask_cache_is_dvgo_maskgrid():
+    shift = density_shift(1e-6)
+    # one vertex just above alpha 1e-3 over one voxel, one just below: the max-pool spreads the first to its
+    # 3x3x3 neighbourhood, the second keeps nothing
+    g = _grid((9, 9, 9), {(2, 2, 2): raw_for_alpha(1.2e-3, shift), (6, 6, 6): raw_for_alpha(0.8e-3, shift)})
+    occ = mask_cache(lambda x: g(x)[:, 0], UNIT, (9, 9, 9), shift, 1e-3)
+    want = torch.zeros(9, 9, 9, dtype=torch.bool)
+    want[1:4, 1:4, 1:4] = True
+    assert torch.equal(occ, want)
+    # >= at the threshold (alpha exactly 1e-3 is kept), and an empty cache falls back to all True
+    g = _grid((5, 5, 5), {})
+    assert mask_cache(lambda x: g(x)[:, 0], UNIT, (5, 5, 5), shift, 1e-3).all()
+
+
+def test_refresh_ands_the_old_cache_with_pooled_fine_alpha():
+    shift = density_shift(1e-2)
+    interval = 0.5  # a fine voxel of half the base voxel
+    g = _grid((7, 7, 7), {(3, 3, 3): raw_for_alpha(2e-4, shift, interval),
+                          (0, 0, 0): raw_for_alpha(5e-5, shift, interval)})
+    old = torch.ones(7, 7, 7, dtype=torch.bool)
+    old[4, 4, 4] = False
+    occ = refresh_occupancy(old, UNIT, lambda x: g(x)[:, 0], UNIT, (7, 7, 7), shift, interval, 1e-4)
+    want = torch.zeros(7, 7, 7, dtype=torch.bool)
+    want[2:5, 2:5, 2:5] = True  # pooled alpha 2e-4 > 1e-4 around (3, 3, 3); 5e-5 at the corner is not
+    want[4, 4, 4] = False  # AND the old cache
+    assert torch.equal(occ, want)
+    # a coarser old cache is read at the nearest vertex: 3^3 over the unit box, only its centre set
+    old = torch.zeros(3, 3, 3, dtype=torch.bool)
+    old[1, 1, 1] = True
+    occ = refresh_occupancy(old, UNIT, lambda x: g(x)[:, 0], UNIT, (7, 7, 7), shift, interval, 1e-4)
+    # fine vertex i / 6 reads coarse vertex round(i / 3): i = 2, 3, 4 read the centre (round(0.667) = 1)
+    want = torch.zeros(7, 7, 7, dtype=torch.bool)
+    want[2:5, 2:5, 2:5] = True
+    assert torch.equal(occ, want)
+
+
+def test_fine_box_from_coarse_geometry():
+    shift = density_shift(1e-6)
+    a = raw_for_alpha(5e-3, shift)
+    g = _grid((11, 11, 11), {(2, 3, 4): a, (6, 3, 8): a, (4, 7, 5): raw_for_alpha(5e-4, shift)})  # last: too low
+    box = coarse_geometry_box(lambda x: g(x)[:, 0], UNIT, (11, 11, 11), shift, 1e-3, 1.05)
+    # active vertices x in {0.2, 0.6}, y = 0.3 (one voxel 0.1 at least), z in {0.4, 0.8}; scaled by 1.05
+    lo = torch.tensor([0.4 - 0.2 * 1.05, 0.3 - 0.1, 0.6 - 0.2 * 1.05])
+    hi = torch.tensor([0.4 + 0.2 * 1.05, 0.3 + 0.1, 0.6 + 0.2 * 1.05])
+    torch.testing.assert_close(box, torch.stack([lo, hi]))
+    # clipped to the coarse box; nothing active: the coarse box
+    g = _grid((11, 11, 11), {(0, 0, 0): a, (10, 10, 10): a})
+    torch.testing.assert_close(coarse_geometry_box(lambda x: g(x)[:, 0], UNIT, (11, 11, 11), shift), UNIT)
+    g = _grid((11, 11, 11), {})
+    torch.testing.assert_close(coarse_geometry_box(lambda x: g(x)[:, 0], UNIT, (11, 11, 11), shift), UNIT)
+
+
+def test_background_weight_is_the_transmittance_after_alpha_kept_samples():
+    alpha = torch.tensor([[0.5, 0.5, 5e-5, 0.2]])
+    valid = torch.tensor([[True, True, True, False]])
+    m = sample_masks(alpha, valid, 1e-4, 0.3)
+    # alpha mask drops 5e-5 (and the invalid 4th); weights 0.5, 0.25 -> the weight mask drops the 0.25 sample,
+    # but the background still sees T = 0.5 * 0.5 (DVGO's alphainv_last)
+    assert m.keep.tolist() == [[True, False, False, False]]
+    torch.testing.assert_close(m.weights, torch.tensor([[0.5, 0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(m.background, torch.tensor([[0.25]]))
+    rgb = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]])
+    out = composite(m.weights, rgb, torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.ones(3), m.background)
+    torch.testing.assert_close(out.rgb, torch.tensor([[0.75, 0.25, 0.25]]))
+    torch.testing.assert_close(out.accumulation, torch.tensor([[0.75]]))
+
+
+def test_samples_outside_the_box_are_dropped():
+    # box [0, 1]^3, a ray from x = -1 along +x, step 0.25: x = 0, 0.25, 0.5, 0.75 inside; x = 1 is the far face
+    m = march(torch.tensor([[-1.0, 0.5, 0.5]]), torch.tensor([[1.0, 0.0, 0.0]]), UNIT, 0.25, 20, 0.0)
+    assert m.t[m.valid].tolist() == [1.0, 1.25, 1.5, 1.75]
+
+
+def _model(**kw):
+    base = dict(coarse_steps=2, coarse_resolution=11, fine_resolution=21, pg_scale_steps=(2, 4), hidden_dim=8,
+                scene="bounded")
+    base.update(kw)
+    cfg = SpikingNeRFModelConfig(**base)
+    return cfg.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1, metadata={})
+
+
+def _rays(o, d):
+    o, d = torch.tensor(o).float(), torch.tensor(d).float()
+    d = d / d.norm(dim=-1, keepdim=True)
+    R = o.shape[0]
+    return RayBundle(origins=o, directions=d, pixel_area=torch.ones(R, 1),
+                     camera_indices=torch.zeros(R, 1, dtype=torch.long))
+
+
+def test_model_tightens_the_fine_box_and_drops_samples_outside_it():
+    m = _model()
+    shift = m.coarse_shift
+    with torch.no_grad():
+        m.coarse_density.grid.fill_(-100.0)
+        m.coarse_density.grid[4:7, 4:7, 4:7] = raw_for_alpha(0.5, shift)  # a cube at [-0.2, 0.2]^3
+    m._set_step(2)
+    h = 0.2 * 1.05
+    torch.testing.assert_close(m.fine_box, torch.tensor([[-h] * 3, [h] * 3]))
+    assert m.field.density_grid.resolution == m.fine_resolution_at(2)
+    assert m.occupancy.shape == m.field.density_grid.resolution and m._occ_ready
+    # a ray through the coarse box that misses the fine box gets no sample (not the fine grid's alpha_init)
+    m.eval()
+    out = m(_rays([[0.6, 0.6, -3.0], [0.0, 0.0, -3.0]], [[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]))
+    assert float(out["num_color_samples"][0]) == 0 and float(out["accumulation"][0]) == 0
+    assert float(out["num_color_samples"][1]) > 0
+
+
+def test_shift_decays_after_each_upscale_and_the_cache_is_refreshed():
+    m = _model(occupancy_refresh_every=3)
+    s0 = density_shift(m.config.alpha_init_fine)
+    seen = []
+    orig = m.refresh_occupancy
+    m.refresh_occupancy = lambda shift=None: (seen.append((m.step, shift)), orig(shift))[1]  # type: ignore
+    for step in range(0, 10):
+        m._set_step(step)
+        passed = sum(1 for s in (2, 4) if step - 2 >= s)
+        assert m.field.shift == s0 - 1.0 * passed
+    # refreshes: up-scale at steps 4 and 6 (with the shift of before the decay), every 3 fine steps (5, 8)
+    assert [s for s, _ in seen] == [4, 5, 6, 8]
+    assert seen[0][1] == s0 and seen[2][1] == s0 - 1.0 and seen[1][1] is None
+
+
+def test_loss_weights_per_stage_and_detached_per_point_weights():
+    m = _model()
+    m.train()
+    w = torch.tensor([[0.5, 0.2]], requires_grad=True)
+    acc = torch.tensor([[0.7]])
+    rgb_s = torch.tensor([[[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]], requires_grad=True)
+    out = {"rgb": torch.full((1, 3), 0.5), "accumulation": acc, "_weights": w, "_sample_rgb": rgb_s}
+    gt = {"image": torch.full((1, 3), 0.5)}
+    ent = -(0.3 * math.log(0.3) + 0.7 * math.log(0.7))
+    per = 0.5 * 3 * 0.25 + 0.2 * 3 * 0.25
+    for step, (w_ent, w_per) in ((0, (0.01, 0.1)), (5, (0.001, 0.01))):
+        m._set_step(step)
+        loss = m.get_loss_dict(out, gt)
+        assert math.isclose(float(loss["entropy_loss"]), w_ent * ent, rel_tol=1e-5)
+        assert math.isclose(float(loss["rgbper_loss"]), w_per * per, rel_tol=1e-5)
+    loss["rgbper_loss"].backward()
+    assert w.grad is None and rgb_s.grad is not None  # the weights are detached
+
+
+def test_colour_net_without_biases():
+    f = SpikingNeRFField(UNIT, (3, 3, 3), feature_channels=2, hidden_dim=4, dir_freqs=0, color_bias=False)
+    assert f.fc1.bias is None and f.fc2.bias is None and f.fc3.bias is None
+    with torch.no_grad():
+        f.fc1.weight.zero_()  # no input current: no spike, and with no bias the read-out is sigmoid(0)
+    dirs = torch.tensor([[0.0, 0.0, 1.0]] * 2)
+    rgb, stats = f.color(torch.rand(2, 3, 3), dirs, torch.ones(2, 3, dtype=torch.bool))
+    torch.testing.assert_close(rgb, torch.full((2, 3, 3), 0.5))
+    assert float(stats.spikes_per_layer[0]) == 0
+
+
+def test_distortion_loss_by_hand():
+    w = torch.tensor([[0.2, 0.0, 0.3, 0.5]])
+    s = torch.tensor([[0.0, 0.1, 0.2, 0.4]])
+    pairs = 2 * (0.2 * 0.3 * 0.2 + 0.2 * 0.5 * 0.4 + 0.3 * 0.5 * 0.2)
+    uni = (0.04 + 0.09 + 0.25) * 0.1 / 3
+    assert math.isclose(float(distortion_loss(w, s, 0.1)), pairs + uni, rel_tol=1e-5)
+
+
+def test_tightened_model_reloads_from_its_checkpoint(tmp_path):
+    m = _model()
+    with torch.no_grad():
+        m.coarse_density.grid.fill_(-100.0)
+        m.coarse_density.grid[3:8, 4:7, 4:6] = raw_for_alpha(0.5, m.coarse_shift)
+    m._set_step(7)
+    with torch.no_grad():
+        m.field.density_grid.grid.normal_()
+    torch.save(m.state_dict(), tmp_path / "m.pt")
+    fresh = _model()
+    fresh.update_to_step(7)
+    fresh.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
+    torch.testing.assert_close(fresh.fine_box, m.fine_box)
+    assert fresh.occupancy.shape == m.occupancy.shape and fresh._occ_ready
+    m.eval()
+    fresh.eval()
+    rb = _rays([[0.0, 0.0, -3.0], [0.1, 0.05, -3.0]], [[0.0, 0.0, 1.0], [0.0, 0.01, 1.0]])
+    torch.testing.assert_close(fresh(rb)["rgb"], m(rb)["rgb"])
