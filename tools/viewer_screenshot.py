@@ -1,17 +1,23 @@
-"""Screenshot the nerfstudio viewer of a trained run in headless Chromium.
+"""Screenshot the nerfstudio viewer of a trained run in headless Chromium, once it shows a rendered scene.
 
-Starts ``ns-viewer --load-config CONFIG`` bound to 127.0.0.1 on a free port, waits until its page answers,
-lets headless Chromium load it (the viewer connects over its websocket and the server renders the
-scene for it), saves a PNG and stops the viewer.
+Starts ``spikenerf-viewer --load-config CONFIG`` (``ns-viewer`` on 127.0.0.1) on a free port, opens its page in
+headless Chromium driven over the DevTools protocol, and takes a screenshot every few seconds until the
+scene area shows a render (:func:`looks_rendered`: the viewer starts at the first training camera, so the
+scene's background colour and the object fill the view) or ``--wait`` runs out; saves the last PNG and
+exits 0 only if it shows a render (1 otherwise, 2 without Chromium).
 
     .venv/bin/python tools/viewer_screenshot.py --load-config outputs/.../config.yml --output viewer.png
 
-Needs Debian's ``chromium`` (``apt-get install -y chromium``); without it the script says so and exits 2.
+Needs Debian's ``chromium`` (``apt-get install -y chromium``) and the ``websockets`` package (a viser
+dependency).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import io
+import json
 import os
 import shutil
 import socket
@@ -22,9 +28,17 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+from websockets.sync.client import connect  # a viser dependency
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 ENV_METHODS = ("spikingnerf=spikenerf.nerf.method_configs:spikingnerf,"
                "spikingnerf-ann=spikenerf.nerf.method_configs:spikingnerf_ann")
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--hide-scrollbars", "--use-angle=swiftshader",
+                  "--enable-unsafe-swiftshader")
 
 
 def find_browser(name: str | None) -> str | None:
@@ -49,18 +63,87 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> bool:
                 if r.status == 200:
                     return True
         except OSError:
-            time.sleep(1.0)
+            time.sleep(0.5)
     return False
 
 
-def screenshot(browser: str, url: str, out: Path, width: int, height: int, wait_s: float) -> subprocess.CompletedProcess:
+def looks_rendered(png: bytes, panel_fraction: float = 0.3) -> bool:
+    """True when the scene area (left of the control panel) holds a render: a large near-white region (the
+    scene's white background, drawn by the server) and a coloured object, i.e. many distinct colours."""
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int32)
+    h, w, _ = img.shape
+    area = img[h // 10: h - h // 10, w // 20: int(w * (1.0 - panel_fraction))]
+    white = (area.min(-1) > 225).mean()
+    colourful = ((area.max(-1) - area.min(-1)) > 40).mean()
+    return bool(white > 0.2 and colourful > 0.01)
+
+
+class DevTools:
+    """The smallest DevTools-protocol client: one page, request / response by id."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.next_id = 0
+
+    def call(self, method: str, timeout: float = 60.0, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            msg = json.loads(self.ws.recv(timeout=max(0.1, deadline - time.time())))
+            if msg.get("id") == self.next_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+        raise TimeoutError(method)
+
+
+def capture(browser: str, url: str, out: Path, width: int, height: int, wait_s: float,
+            settle_s: float = 8.0) -> bool:
+    """Open ``url``; screenshot every 2 s until :func:`looks_rendered` (then once more ``settle_s`` later) or
+    ``wait_s``; write the last to ``out``."""
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="spikenerf-chromium-") as profile:
-        cmd = [browser, "--headless", "--no-sandbox", "--disable-background-networking",
-               "--disable-dev-shm-usage", "--hide-scrollbars", "--no-first-run", f"--user-data-dir={profile}",
-               "--use-angle=swiftshader", "--enable-unsafe-swiftshader",  # software WebGL, no GPU needed
-               f"--window-size={width},{height}", f"--virtual-time-budget={int(wait_s * 1000)}",
-               f"--screenshot={out}", url]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=wait_s + 180)
+        cmd = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--remote-debugging-port={port}",
+               f"--window-size={width},{height}", "about:blank"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            pages = None
+            for _ in range(120):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as r:
+                        pages = [p for p in json.load(r) if p.get("type") == "page"]
+                    if pages:
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.5)
+            if not pages:
+                raise RuntimeError("Chromium's DevTools endpoint did not come up")
+            with connect(pages[0]["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024, open_timeout=30) as ws:
+                tools = DevTools(ws)
+                tools.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
+                           mobile=False)
+                tools.call("Page.navigate", url=url)
+                t0 = time.time()
+                png = b""
+                while time.time() - t0 < wait_s:
+                    time.sleep(2.0)
+                    png = base64.b64decode(tools.call("Page.captureScreenshot", format="png")["data"])
+                    if looks_rendered(png):
+                        print(f"rendered scene after {time.time() - t0:.1f} s")
+                        time.sleep(settle_s)  # the full-resolution pass follows the first, coarse one
+                        png = base64.b64decode(tools.call("Page.captureScreenshot", format="png")["data"])
+                        break
+                out.write_bytes(png)
+                return looks_rendered(png)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def main() -> int:
@@ -69,7 +152,7 @@ def main() -> int:
     ap.add_argument("--output", type=Path, default=Path("viewer.png"))
     ap.add_argument("--width", type=int, default=1200)
     ap.add_argument("--height", type=int, default=800)
-    ap.add_argument("--wait", type=float, default=30.0, help="seconds the page runs before the screenshot")
+    ap.add_argument("--wait", type=float, default=120.0, help="seconds to wait for a rendered scene")
     ap.add_argument("--browser", default=None, help="browser executable (default: first of %s)" % ", ".join(BROWSERS))
     ap.add_argument("--startup-timeout", type=float, default=300.0)
     args = ap.parse_args()
@@ -87,22 +170,24 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}/"
     env = dict(os.environ)
     env.setdefault("NERFSTUDIO_METHOD_CONFIGS", ENV_METHODS)
-    viewer = [str(Path(sys.executable).with_name("ns-viewer")), "--load-config", str(args.load_config),
-              "--viewer.websocket-host", "127.0.0.1", "--viewer.websocket-port", str(port)]
+    viewer = [str(Path(sys.executable).with_name("spikenerf-viewer")), "--load-config", str(args.load_config),
+              "--viewer.websocket-port", str(port)]
     log = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen(viewer, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         if not wait_http(url, proc, args.startup_timeout):
             log.seek(0)
-            print(f"viewer_screenshot: ns-viewer did not answer at {url}:\n{log.read()[-3000:]}", file=sys.stderr)
+            print(f"viewer_screenshot: the viewer did not answer at {url}:\n{log.read()[-3000:]}", file=sys.stderr)
             return 1
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.unlink(missing_ok=True)
-        r = screenshot(browser, url, args.output.resolve(), args.width, args.height, args.wait)
-        if r.returncode != 0 or not args.output.is_file():
-            print(f"viewer_screenshot: {browser} failed (exit {r.returncode}):\n{r.stderr[-3000:]}", file=sys.stderr)
+        ok = capture(browser, url, args.output.resolve(), args.width, args.height, args.wait)
+        size = args.output.stat().st_size if args.output.is_file() else 0
+        if not ok:
+            print(f"viewer_screenshot: no rendered scene within {args.wait:.0f} s; saved the last screenshot "
+                  f"{args.output} ({size} bytes)", file=sys.stderr)
             return 1
-        print(f"saved {args.output} ({args.output.stat().st_size} bytes) of {url}")
+        print(f"saved {args.output} ({size} bytes) of {url}")
         return 0
     finally:
         proc.terminate()

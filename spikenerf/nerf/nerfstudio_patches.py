@@ -19,7 +19,8 @@ behaviour, only for this package's runs:
   ("expected scalar type Float but found Double"); the wrapper casts all three to ``up``'s dtype.
 - **Viewer** (models with :class:`~.export.ViewerOutputsMixin`): the output menu hides internal counters
   (``viewer_hidden_outputs``); a new browser starts at the first training camera (outside the scene,
-  looking at it) instead of viser's default inside the object, and the maximum resolution defaults to
+  looking at it; its own frustum hidden) instead of viser's default inside the object, and the maximum
+  resolution defaults to
   :func:`~.export.viewer_max_res` (twice the training images', so a sharp image comes in seconds on a CPU).
 """
 
@@ -150,6 +151,9 @@ def _patch_viewer(viewer_module: Any, RenderStateMachine: Any) -> None:
             cams = self.pipeline.datamanager.train_dataset.cameras
             self.control_panel._max_res.value = viewer_max_res(int(cams.width.max()), int(cams.height.max()))
         start_at_training_camera(self, client, viewer_module.VISER_NERFSTUDIO_SCALE_RATIO)
+        first = getattr(self, "camera_handles", {}).get(0)
+        if first is not None:  # the frustum of the camera the view starts in would frame the image
+            first.visible = False
 
     viewer_module.Viewer.handle_new_client = handle_new_client
 

@@ -131,3 +131,45 @@ def test_ns_export_poisson_mesh(trained, sphere):
     verts = np.asarray(mesh.vertices)
     assert len(verts) > 100 and len(np.asarray(mesh.triangles)) > 100
     assert np.abs(np.linalg.norm(verts, axis=1) - RADIUS).mean() < 0.05 * RADIUS
+
+
+# -- viewer -----------------------------------------------------------------------------------------
+
+@needs_scene
+def test_viewer_starts_outside_the_scene_at_a_training_camera(trained):
+    """The patched viewer: counters hidden from its menu, a new browser starts at the first training camera
+    (outside the scene box, looking at its centre), max resolution twice the training images'."""
+    from types import SimpleNamespace
+
+    from nerfstudio.utils.eval_utils import eval_setup
+    from nerfstudio.viewer.render_state_machine import RenderStateMachine
+    from nerfstudio.viewer.viewer import Viewer
+
+    from spikenerf.nerf import nerfstudio_patches
+
+    _, _, config = trained
+    _, pipeline, _, _ = eval_setup(config, test_mode="test")
+    assert RenderStateMachine._send_output_to_viewer.__name__ == "send_visible"
+    assert Viewer.handle_new_client.__module__ == nerfstudio_patches.__name__
+    pos, look_at, up, fov = nerfstudio_patches._train_camera_view(SimpleNamespace(pipeline=pipeline))
+    aabb = pipeline.datamanager.train_dataset.scene_box.aabb.numpy()
+    assert (np.abs(pos) > aabb[1]).any(), pos  # outside the box
+    centre = aabb.mean(0)
+    forward = (look_at - pos) / np.linalg.norm(look_at - pos)
+    to_centre = (centre - pos) / np.linalg.norm(centre - pos)
+    assert float(forward @ to_centre) > 0.95 and 0.1 < fov < 2.5 and abs(np.linalg.norm(up) - 1) < 1e-6
+
+
+def test_screenshot_check_tells_a_render_from_an_empty_viewer():
+    import io
+
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+    from viewer_screenshot import looks_rendered
+
+    shot = Path(__file__).resolve().parents[2] / "docs" / "img" / "viewer.png"
+    assert looks_rendered(shot.read_bytes())  # the README's screenshot of a trained lego
+    buf = io.BytesIO()
+    Image.new("RGB", (1200, 800), (30, 30, 30)).save(buf, format="png")  # connected, nothing drawn
+    assert not looks_rendered(buf.getvalue())
