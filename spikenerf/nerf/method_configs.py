@@ -4,6 +4,7 @@
 | --- | --- | --- |
 | ``spikingnerf`` / ``spikingnerf-ann`` | :class:`~spikenerf.nerf.model.SpikingNeRFModel` (LIF / ReLU colour net) | ``MINI`` |
 | ``spikingnerf-full`` / ``spikingnerf-ann-full`` | the same | ``FULL`` |
+| ``spikingnerf-capture`` / ``spikingnerf-ann-capture`` | the same (real captures, contracted space) | ``CAPTURE`` |
 | ``spiknerf`` / ``spiknerf-ann`` | :class:`~spikenerf.nerf.spiknerf.SpikNeRFModel` on the same grids | ``MINI`` |
 | ``spiknerf-mlp`` / ``spiknerf-mlp-ann`` | :class:`~spikenerf.nerf.nerf_mlp.NeRFMLPModel` (NeRF MLP) | 600 steps |
 
@@ -38,8 +39,8 @@ from .trainer import SCHEDULE_FIELDS, SpikingNeRFPipelineConfig, SpikingNeRFTrai
 
 __all__ = ["BUNDLED_SCENE", "VIEWER_HOST", "Schedule", "MINI", "FULL", "make_trainer_config", "preset_schedule", "optimizer_group",
            "grid_model_config", "grid_trainer_config", "mlp_trainer_config", "METHODS", "spikingnerf",
-           "spikingnerf_ann", "spikingnerf_full", "spikingnerf_ann_full", "spiknerf", "spiknerf_ann", "spiknerf_mlp",
-           "spiknerf_mlp_ann"]
+           "spikingnerf_ann", "spikingnerf_full", "spikingnerf_ann_full", "spikingnerf_capture",
+           "spikingnerf_ann_capture", "spiknerf", "spiknerf_ann", "spiknerf_mlp", "spiknerf_mlp_ann"]
 
 BUNDLED_SCENE = Path(__file__).resolve().parents[2] / "data" / "lego-mini"
 """The small scene shipped with the repository (Blender format)."""
@@ -74,6 +75,12 @@ FULL = Schedule(coarse_steps=500, fine_steps=4000, coarse_resolution=64, fine_re
                 pg_scale_steps=(500, 1000, 1500, 2000), rays_per_batch=2048, hidden_dim=128)
 """``spikingnerf-full``: a full-size Blender scene (DVGO's 160^3 final grid and width-128 colour net); lego-400
 trains in 20 minutes on a 2-core CPU to 28.65 dB (docs/benchmarks.md)."""
+
+CAPTURE = Schedule(coarse_steps=500, fine_steps=3500, coarse_resolution=64, fine_resolution=128,
+                   pg_scale_steps=(500, 1000, 1500, 2000), rays_per_batch=1024, hidden_dim=128)
+"""``spikingnerf-capture``: a real capture (``colmap`` / ``nerfstudio-data`` / ``instant-ngp-data``) for quality,
+sized for about 30 minutes on a 2-core CPU. The scene parameterization is the model's ``scene="auto"`` (the
+contracted space for cameras inside the data parser's box), as for the first look with plain ``spikingnerf``."""
 
 
 # ----------------------------------------------------------------------------- the one trainer skeleton
@@ -181,6 +188,15 @@ spikingnerf_ann_full = MethodSpecification(
     config=grid_trainer_config("spikingnerf-ann-full", spiking=False, schedule=FULL),
     description="The ANN twin of spikingnerf-full.",
 )
+spikingnerf_capture = MethodSpecification(
+    config=grid_trainer_config("spikingnerf-capture", spiking=True, schedule=CAPTURE),
+    description="SpikingNeRF for a real capture (colmap / nerfstudio-data / instant-ngp-data): grids in the "
+                "contracted space, ~30 min on a 2-core CPU.",
+)
+spikingnerf_ann_capture = MethodSpecification(
+    config=grid_trainer_config("spikingnerf-ann-capture", spiking=False, schedule=CAPTURE),
+    description="The ANN twin of spikingnerf-capture.",
+)
 spiknerf = MethodSpecification(
     config=grid_trainer_config("spiknerf", spiking=True, config_class=SpikNeRFModelConfig),
     description="Spik-NeRF: ternary {0,1,2} LIF colour network on SpikingNeRF's voxel grids, re-parameterized "
@@ -256,6 +272,8 @@ METHODS: Dict[str, MethodSpecification] = {
     "spikingnerf-ann": spikingnerf_ann,
     "spikingnerf-full": spikingnerf_full,
     "spikingnerf-ann-full": spikingnerf_ann_full,
+    "spikingnerf-capture": spikingnerf_capture,
+    "spikingnerf-ann-capture": spikingnerf_ann_capture,
     "spiknerf": spiknerf,
     "spiknerf-ann": spiknerf_ann,
     "spiknerf-mlp": spiknerf_mlp,
