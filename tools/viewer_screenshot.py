@@ -55,6 +55,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate ``proc`` (a process this script started), killing it after 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
@@ -138,12 +148,7 @@ def capture(browser: str, url: str, out: Path, width: int, height: int, wait_s: 
                 out.write_bytes(png)
                 return looks_rendered(png)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
 
 
 def main() -> int:
@@ -190,12 +195,7 @@ def main() -> int:
         print(f"saved {args.output} ({size} bytes) of {url}")
         return 0
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
 
 

@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> None:
               str(run_dir / "video.mp4"), "--downscale-factor", "1", "--frame-rate", "12",
               "--interpolation-steps", "6", "--order-poses", "True"])
     print(f"\nrun: {run_dir}\n  eval: {run_dir / 'eval.json'}\n  video: {run_dir / 'video.mp4'}\n"
-          f"  view it: {_bin('ns-viewer')} --load-config {config} --viewer.websocket-host 127.0.0.1")
+          f"  view it: {_bin('spikenerf-viewer')} --load-config {config}\n"
+          f"  resume / train on: {_bin('ns-train')} {args.method} --load-dir {run_dir / 'nerfstudio_models'} "
+          "--max-num-iterations <total>")
 
 
 if __name__ == "__main__":
