@@ -133,6 +133,15 @@ class SpikingNeRFField(nn.Module):
         return self.in_dim * self.hidden_dim + self.hidden_dim * self.hidden_dim + self.hidden_dim * 3
 
     # -- colour ----------------------------------------------------------------------------------
+    def first_layer(self, feat: Tensor, dirs: Tensor, ray_of: Tensor) -> Tensor:
+        """fc1 of ``[features, PE(dir)]`` ``[N, in_dim]`` without building that tensor: the feature part per
+        sample, the direction part once per ray (``dirs`` ``[R, 3]``, ``ray_of`` ``[N]``) and gathered; the same
+        product as ``fc1(cat(...))`` up to float rounding (the op count is the layer's, ``N * in_dim * H``)."""
+        c = feat.shape[-1]
+        w = self.fc1.weight
+        per_ray = F.linear(positional_encoding(dirs, self.dir_freqs), w[:, c:])  # [R, H]
+        return torch.addmm(per_ray.index_select(0, ray_of), feat, w[:, :c].t())
+
     def _spiking_net(self, x1: Tensor, layout: TimeBuckets | None = None) -> tuple[Tensor, Tensor]:
         """First-layer currents -> LIF1 / LIF2 spikes, the same shape.
 
@@ -184,8 +193,7 @@ class SpikingNeRFField(nn.Module):
         r_of, s_of = mask.nonzero(as_tuple=True)  # row-major: the order of every [N, ...] tensor below
         n = int(r_of.numel())
         feat = self.feature_grid(xyz[r_of, s_of])  # [N, C] only the surviving samples are looked up
-        h_in = torch.cat([feat, positional_encoding(dirs, self.dir_freqs)[r_of]], -1)  # [N, in_dim]
-        x1v = self.fc1(h_in)  # [N, H]; computed once per valid sample, holes never reach a layer
+        x1v = self.first_layer(feat, dirs, r_of)  # [N, H]; once per valid sample, holes never reach a layer
         zeros_r = torch.zeros(R, device=mask.device)
         rgb = xyz.new_zeros(R, S, 3)
         if not self.spiking:

@@ -258,3 +258,15 @@ def test_upscaling_with_in_place_grid(monkeypatch):
         out = m(_rays())
         sum(m.get_loss_dict(out, batch).values()).backward()
     assert next(m.field.feature_grid.parameters()).grad is not None
+
+
+def test_first_layer_equals_fc1_of_the_concatenation():
+    from spikenerf.nerf.field import positional_encoding
+
+    f = _model().field
+    g = torch.Generator().manual_seed(5)
+    feat = torch.randn(40, f.feature_grid.channels, generator=g)
+    dirs = torch.nn.functional.normalize(torch.randn(6, 3, generator=g), dim=-1)
+    ray_of = torch.randint(0, 6, (40,), generator=g)
+    want = f.fc1(torch.cat([feat, positional_encoding(dirs, f.dir_freqs)[ray_of]], -1))
+    torch.testing.assert_close(f.first_layer(feat, dirs, ray_of), want, rtol=1e-5, atol=1e-5)
