@@ -107,6 +107,21 @@ int grid_backward(const float *gout, const float *xyz, float *ggrid, int64_t N, 
     return 0;
 }
 
+/* Slab test: entry and exit distance of the ray o + t d with the box [lo, hi] (exit <= entry: a miss). */
+INL void ray_box(const float *o, const float *d, const float *lo, const float *hi, float *t_in, float *t_ex) {
+    float near = -INFINITY, far = INFINITY;
+    for (int a = 0; a < 3; ++a) {
+        const float dd = fabsf(d[a]) < 1e-9f ? 1e-9f : d[a];
+        const float inv = 1.0f / dd;
+        const float t0 = (lo[a] - o[a]) * inv, t1 = (hi[a] - o[a]) * inv;
+        const float tmin = t0 < t1 ? t0 : t1, tmax = t0 > t1 ? t0 : t1;
+        if (tmin > near) near = tmin;
+        if (tmax < far) far = tmax;
+    }
+    *t_in = near;
+    *t_ex = far;
+}
+
 /* Ray marching through the scene box with an optional occupancy cache, keeping only the samples that
  * can matter: for ray r the uniform samples t_s = near_r + step * s (s = 0 .. S-1) with t_s < far_r, whose
  * nearest occupancy vertex is set. The arithmetic (float32, same operation order) is that of the torch
@@ -124,15 +139,8 @@ int march(const float *o, const float *d, int64_t R, const float *lo, const floa
 #pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
     for (int64_t r = 0; r < R; ++r) {
         const float *orr = o + 3 * r, *dr = d + 3 * r;
-        float near = -INFINITY, far = INFINITY;
-        for (int a = 0; a < 3; ++a) {
-            const float dd = fabsf(dr[a]) < 1e-9f ? 1e-9f : dr[a];
-            const float inv = 1.0f / dd;
-            const float t0 = (lo[a] - orr[a]) * inv, t1 = (hi[a] - orr[a]) * inv;
-            const float tmin = t0 < t1 ? t0 : t1, tmax = t0 > t1 ? t0 : t1;
-            if (tmin > near) near = tmin;
-            if (tmax < far) far = tmax;
-        }
+        float near, far;
+        ray_box(orr, dr, lo, hi, &near, &far);
         if (near < near_plane) near = near_plane;
         int32_t n = 0;
         if (far > near) {
@@ -195,15 +203,8 @@ int march_contracted(const float *o, const float *d, int64_t R, const float *lo,
 #pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
     for (int64_t r = 0; r < R; ++r) {
         const float *orr = o + 3 * r, *dr = d + 3 * r;
-        float t_in = -INFINITY, t_ex = INFINITY;
-        for (int a = 0; a < 3; ++a) {
-            const float dd = fabsf(dr[a]) < 1e-9f ? 1e-9f : dr[a];
-            const float inv = 1.0f / dd;
-            const float t0 = (lo[a] - orr[a]) * inv, t1 = (hi[a] - orr[a]) * inv;
-            const float tmin = t0 < t1 ? t0 : t1, tmax = t0 > t1 ? t0 : t1;
-            if (tmin > t_in) t_in = tmin;
-            if (tmax < t_ex) t_ex = tmax;
-        }
+        float t_in, t_ex;
+        ray_box(orr, dr, lo, hi, &t_in, &t_ex);
         const int hit = t_ex > t_in;
         const float t0 = t_in > near_plane ? t_in : near_plane;
         int32_t n = 0, n_in = 0;
