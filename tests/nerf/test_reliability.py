@@ -223,3 +223,20 @@ def test_skip_step_policy_skips_then_gives_up():
     trainer._diverged(6, "loss", loss)
     with pytest.raises(TrainingDiverged, match="step 7: non-finite loss .*rgb_loss=nan"):
         trainer._diverged(7, "loss", loss)
+
+
+def test_failed_start_removes_a_run_folder_holding_only_its_config(tmp_path):
+    """A set-up that fails after config.yml was written (e.g. no loadable checkpoint) leaves no run folder."""
+    from spikenerf.nerf.trainer import _remove_lone_config
+
+    run = tmp_path / "out" / "unnamed" / "spikingnerf" / "2026-01-01_000000"
+    run.mkdir(parents=True)
+    (run / "config.yml").write_text("x")
+    _remove_lone_config(run)
+    assert not (tmp_path / "out" / "unnamed").exists() and (tmp_path / "out").is_dir()
+    run.mkdir(parents=True)
+    (run / "config.yml").write_text("x")
+    (run / "nerfstudio_models").mkdir()
+    (run / "nerfstudio_models" / "step-000000001.ckpt").write_bytes(b"x")
+    _remove_lone_config(run)
+    assert (run / "config.yml").is_file()  # a run with anything else in it is kept
