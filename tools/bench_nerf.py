@@ -5,6 +5,7 @@ in-process and prints PSNR / SSIM, training it/s, render time per image, energy 
 
     .venv/bin/python tools/bench_nerf.py --data ../shared/data/nerf-synthetic-lego-400 --iterations 600 --views 4
     .venv/bin/python tools/bench_nerf.py --preset full --views 4     # the ~20-minute CPU schedule on lego-400
+    .venv/bin/python tools/bench_nerf.py --threads-compare --busy 2  # OpenMP wait policies side by side, under load
 """
 
 from __future__ import annotations
@@ -119,6 +120,59 @@ def evaluate(config: Path, views: int, big: int = 0) -> dict[str, float]:
     return res
 
 
+# one child per measurement: the OpenMP wait policy is read when torch loads, so it needs a fresh process
+_STEP_CHILD = r"""
+import sys, time, torch
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.data.scene_box import SceneBox
+from spikenerf.nerf.model import SpikingNeRFModelConfig
+steps, rays = int(sys.argv[1]), int(sys.argv[2])
+cfg = SpikingNeRFModelConfig(coarse_steps=1, coarse_resolution=32, fine_resolution=64, pg_scale_steps=(),
+                             hidden_dim=64, scene="bounded", alpha_threshold=-1.0, weight_threshold=-1.0)
+m = cfg.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1, metadata={})
+m.train(); m._set_step(5)
+g = torch.Generator().manual_seed(0)
+with torch.no_grad():
+    for grid in (m.field.density_grid, m.field.feature_grid):
+        grid.grid.copy_(torch.randn(grid.grid.shape, generator=g))
+o = torch.tensor([0.0, 0.0, 3.0]) + 0.1 * torch.randn(rays, 3, generator=g)
+d = torch.nn.functional.normalize(-o + 0.3 * torch.randn(rays, 3, generator=g), dim=-1)
+rb = RayBundle(origins=o, directions=d, pixel_area=torch.ones(rays, 1), camera_indices=torch.zeros(rays, 1).long())
+batch = {"image": torch.rand(rays, 3, generator=g)}
+def step():
+    out = m(rb); sum(m.get_loss_dict(out, batch).values()).backward()
+step()
+t0 = time.perf_counter()
+for _ in range(steps):
+    step()
+print((time.perf_counter() - t0) / steps)
+"""
+_BUSY_CHILD = "import torch\nx = torch.randn(256, 256)\nwhile True:\n    y = x @ x; z = torch.sigmoid(y).sum()\n"
+
+
+def threads_compare(busy: int, steps: int, rays: int) -> dict[str, float]:
+    """Seconds per training step with libgomp's default wait policy and with PASSIVE, quiet and with ``busy``
+    busy torch processes beside it (themselves on the default policy, as a neighbour's job would be)."""
+    res: dict[str, float] = {}
+    base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for load in (0, busy):
+        neighbours = [subprocess.Popen([sys.executable, "-c", _BUSY_CHILD], env=base) for _ in range(load)]
+        try:
+            for policy in ("default", "PASSIVE"):
+                env = dict(base) if policy == "default" else {**base, "OMP_WAIT_POLICY": policy}
+                out = subprocess.run([sys.executable, "-c", _STEP_CHILD, str(steps), str(rays)], env=env,
+                                     check=True, capture_output=True, text=True).stdout.split()[-1]
+                res[f"{policy}_busy{load}_s_per_step"] = float(out)
+                print(policy, "busy", load, out, flush=True)
+        finally:
+            for p in neighbours:
+                p.kill()
+                p.wait()
+    for load in (0, busy):
+        res[f"passive_speedup_busy{load}"] = res[f"default_busy{load}_s_per_step"] / res[f"PASSIVE_busy{load}_s_per_step"]
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -138,7 +192,17 @@ def main() -> None:
     ap.add_argument("--model-args", nargs=argparse.REMAINDER, default=[],
                     help="extra ns-train options for every variant (last on the command line), "
                          "e.g. --model-args --pipeline.model.fine-resolution 128")
+    ap.add_argument("--threads-compare", action="store_true",
+                    help="only time training steps with libgomp's default wait policy and with PASSIVE, "
+                         "quiet and with --busy busy processes beside")
+    ap.add_argument("--busy", type=int, default=2)
     args = ap.parse_args()
+    if args.threads_compare:
+        res = threads_compare(args.busy, steps=6, rays=512)
+        print(json.dumps(res, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2))
+        return
     # nerfstudio reads the method registry once at import; a stale editable install lacks the entry points
     os.environ.setdefault("NERFSTUDIO_METHOD_CONFIGS", ENV_METHODS)
     if not (args.data / "transforms_train.json").exists():
