@@ -6,11 +6,15 @@ traceback (``SPIKENERF_TRACEBACK=1`` shows it); every other exception keeps Pyth
 
 from __future__ import annotations
 
-__all__ = ["SceneError", "CheckpointError", "TrainingDiverged", "USER_ERRORS"]
+__all__ = ["SceneError", "ConfigError", "CheckpointError", "TrainingDiverged", "USER_ERRORS"]
 
 
 class SceneError(ValueError):
     """A scene on disk that cannot be trained on, with the file at fault in the message."""
+
+
+class ConfigError(ValueError):
+    """A command-line value that breaks the method's preset (the option and the reason in the message)."""
 
 
 class CheckpointError(RuntimeError):
@@ -21,4 +25,4 @@ class TrainingDiverged(RuntimeError):
     """A non-finite loss or gradient stopped training (the step and the loss terms in the message)."""
 
 
-USER_ERRORS = (SceneError, CheckpointError, TrainingDiverged)
+USER_ERRORS = (SceneError, ConfigError, CheckpointError, TrainingDiverged)

@@ -5,7 +5,7 @@ nerfstudio imports this package's modules whenever it loads one of its methods (
 before any of these does its work. Each patch touches one nerfstudio function and, where it changes
 behaviour, only for this package's runs:
 
-- **Errors**: an uncaught :data:`~.errors.USER_ERRORS` (bad scene, no loadable checkpoint, divergence) is
+- **Errors**: an uncaught :data:`~.errors.USER_ERRORS` (bad scene, bad option, no loadable checkpoint, divergence) is
   printed as one ``Name: message`` line, no traceback (``SPIKENERF_TRACEBACK=1`` shows it); every other
   exception keeps Python's report.
 - **Warnings**: the known, harmless warnings nerfstudio 1.1.5 triggers with this torch after the plugin is

@@ -44,7 +44,7 @@ from . import nerfstudio_patches
 from .checkpoints import atomic_save, checkpoint_files, load_checkpoint, load_latest_checkpoint, \
     remove_stale_temporaries
 from .datamanager import check_scene
-from .errors import TrainingDiverged
+from .errors import ConfigError, TrainingDiverged
 
 __all__ = ["SCHEDULE_FIELDS", "SpikingNeRFTrainerConfig", "SpikingNeRFTrainer", "SpikingNeRFPipelineConfig",
            "SpikingNeRFPipeline", "finite_or_none"]
@@ -153,7 +153,8 @@ class SpikingNeRFTrainerConfig(TrainerConfig):
         """Scale the step counts of :attr:`preset_schedule` that are still at their preset value to
         ``max_num_iterations``; returns ``{path: (old, new)}`` of what changed. Idempotent."""
         if self.max_num_iterations < 1:
-            raise ValueError(f"--max-num-iterations must be >= 1, got {self.max_num_iterations}")
+            raise ConfigError(f"--max-num-iterations must be >= 1 (the total number of training steps), got "
+                              f"{self.max_num_iterations}")
         if self.preset_steps <= 0:
             return {}
         factor = self.max_num_iterations / self.preset_steps
