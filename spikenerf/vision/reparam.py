@@ -31,7 +31,8 @@ from torch import Tensor, nn
 from spikenerf.snn.deploy import deploy_affine
 from spikenerf.snn.mpbn import MPBN, bn_affine
 from spikenerf.snn.mpbn import fold_mpbn as _core_fold_mpbn
-from spikenerf.snn.mpr import MPR, remove_mpr
+from spikenerf.snn.mpr import MPR, ShiftedNode, remove_mpr
+from spikenerf.snn.neurons.base import BaseNode
 from spikenerf.snn.real_spike import fold_real_spike
 from spikenerf.snn.reparam import fold_bn as _core_fold_bn
 from spikenerf.snn.reparam import fold_input_affine_layer
@@ -57,6 +58,37 @@ def _copy_into(lin: nn.Module, new: nn.Module) -> None:
 def _fold_bn_into(lin: nn.Module, bn: nn.Module) -> nn.Module:
     _copy_into(lin, _core_fold_bn(lin, bn))
     return nn.Identity()
+
+
+class ShiftedNeuron(ShiftedNode):
+    """:class:`spikenerf.snn.mpr.ShiftedNode` (the neuron left by removing a soft-reset MPR) answering the neuron
+    queries of the later folds and of the slot (code, threshold, output scale, amplitude mode) from its node."""
+
+    @property
+    def amplitude_mode(self):
+        return self.node.amplitude_mode
+
+    @amplitude_mode.setter
+    def amplitude_mode(self, value) -> None:
+        self.node.amplitude_mode = value
+
+    @property
+    def membrane_transform(self):
+        return None
+
+    @property
+    def v_threshold(self) -> Tensor:
+        return self.node.v_threshold
+
+    @property
+    def threshold_mode(self) -> str:
+        return self.node.threshold_mode
+
+    def output_scale(self):
+        return self.node.output_scale()
+
+    def charge_coefficients(self):
+        return self.node.charge_coefficients()
 
 
 @torch.no_grad()
@@ -168,7 +200,7 @@ def _fold_elementwise(model: nn.Module, consumers: list[nn.Module], scale: Tenso
 def _rescalable(act: SpikeAct) -> bool:
     """Whether dividing this slot's input current by ``a > 0`` per channel can be undone by ``V_th / a``."""
     n = act.neuron
-    return (act.spiking and n.spec.code in ("binary", "ternary") and n.threshold_mode == "fixed"
+    return (act.spiking and isinstance(n, BaseNode) and n.spec.code in ("binary", "ternary") and n.threshold_mode == "fixed"
             and n.membrane_transform is None and getattr(n, "init_membrane", None) is None
             and (n.spec.reset == "soft" or n.spec.v_reset == 0.0) and n.amplitude_mode != "threshold")
 
@@ -285,11 +317,15 @@ def drop_mpr(model: nn.Module) -> tuple[int, list[str]]:
             # phi(y) >= V_th iff y >= V_th whatever y is (another transform's output included)
             _set_transform(n, [p for p in parts if not isinstance(p, MPR)])
             dropped += 1
-        elif len(parts) == 1 and n.spec.reset == "hard" and getattr(n, "amplitude_mode", None) != "threshold":
-            remove_mpr(n)
+        elif len(parts) == 1 and getattr(n, "amplitude_mode", None) != "threshold":
+            # hard reset: the threshold moves to phi^-1(V_th); soft reset: the membrane is shifted (the paper's
+            # scale-2 MPR at V_th = 1 fires on u >= 1/2 and subtracts 1)
+            node = remove_mpr(n)
+            if isinstance(node, ShiftedNode):
+                act.neuron = ShiftedNeuron(node.node, node.delta)
             dropped += 1
         else:
-            skipped.append(f"{name}: MPR kept (needs V_th = 0.5, or a lone MPR with a hard reset)")
+            skipped.append(f"{name}: MPR kept (needs V_th = 0.5, or a lone MPR)")
     return dropped, skipped
 
 

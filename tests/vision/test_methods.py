@@ -348,3 +348,18 @@ def test_joint_sharing_is_per_kernel_position_with_separate_fc():
     assert torch.allclose(f.s_snn[p], torch.linalg.svdvals(conv.weight[:, :, 1, 2].detach()), atol=1e-5)
     assert isinstance(j.snn.fc, torch.nn.Linear) and isinstance(j.ann.fc, torch.nn.Linear)
     assert j.snn.fc is not j.ann.fc and torch.equal(j.snn.fc.weight, j.ann.fc.weight)
+
+
+def test_paper_mpr_neuron_is_removed_exactly_at_export():
+    """Soft reset at V_th = 1 firing on 2 phi(u) >= 1: the export shifts the membrane by 1/2 instead of keeping phi."""
+    from spikenerf.vision.config import PRESETS
+
+    m = build_model("vgg11", 4, 3, True, PRESETS["mpr-resnet20-cifar10"][1].neuron, width=0.125, input_size=16)
+    _randomize(m)
+    m.eval()
+    x = torch.rand(4, 2, 3, 16, 16) * 2
+    f = copy.deepcopy(m).double()
+    rep = reparameterize(f)
+    assert rep["mpr_dropped"] == 8 and not rep["not_folded"]
+    assert not any(isinstance(mm, MembraneRectifier) for mm in f.modules())
+    assert torch.allclose(f(x.double()).float(), m(x), atol=1e-5)
