@@ -174,6 +174,7 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         self.register_buffer("scene_code", torch.tensor(SCENE_UNDECIDED))
         self._occ_ready = False  # Python copies of the two flags: no host-device sync per step
         self.unbounded = False
+        self._cache_extents()
         if cfg.scene != "auto":
             self.set_scene(cfg.scene == "unbounded")
         self._register_load_state_dict_pre_hook(self._take_checkpoint_shapes)
@@ -195,6 +196,7 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         self.field.aabb.copy_(box)
         for grid in (self.field.density_grid, self.field.feature_grid):
             grid.aabb.copy_(box)
+        self._cache_extents()
 
     def detect_scene(self, camera_origins: Tensor) -> bool:
         """``scene="auto"``: choose from the training camera centres ``[N, 3]`` unless already decided."""
@@ -210,6 +212,7 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
     def _restore_flags(self) -> None:
         self._occ_ready = bool(self.occupancy_ready)
         self.unbounded = int(self.scene_code) == SCENE_UNBOUNDED
+        self._cache_extents()
 
     @property
     def coarse_box(self) -> Tensor:
@@ -219,14 +222,19 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
     def fine_box(self) -> Tensor:
         return self.field.density_grid.aabb
 
+    def _cache_extents(self) -> None:
+        """Python copies of the boxes' longest sides (read every step; no host-device sync on CUDA)."""
+        self._coarse_extent = float((self.coarse_box[1] - self.coarse_box[0]).max())
+        self._fine_extent = float((self.fine_box[1] - self.fine_box[0]).max())
+
     @property
     def coarse_voxel(self) -> float:
-        return float((self.coarse_box[1] - self.coarse_box[0]).max()) / (self.config.coarse_resolution - 1)
+        return self._coarse_extent / (self.config.coarse_resolution - 1)
 
     @property
     def fine_voxel_base(self) -> float:
         """Interval unit of the fine density: the final fine voxel (longest axis of the fine box)."""
-        return float((self.fine_box[1] - self.fine_box[0]).max()) / (self.config.fine_resolution - 1)
+        return self._fine_extent / (self.config.fine_resolution - 1)
 
     # -- schedule ---------------------------------------------------------------------------------
     @property
@@ -246,7 +254,7 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
 
     def fine_voxel(self) -> float:
         """Voxel size (world / contracted units, longest axis) of the fine grids at their current resolution."""
-        return float((self.fine_box[1] - self.fine_box[0]).max()) / (max(self.field.density_grid.resolution) - 1)
+        return self._fine_extent / (max(self.field.density_grid.resolution) - 1)
 
     def _rescale_fine(self, step: int, optimizers: Any = None) -> bool:
         """Fine grids at the resolution of ``step`` and the activation shift after its up-scalings; True when
@@ -276,6 +284,7 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
             box = coarse_geometry_box(self._coarse_raw, self.coarse_box, self.coarse_res, self.coarse_shift,
                                       cfg.bbox_threshold, cfg.bbox_scale)
             self.field.set_box(box, self.fine_resolution_at(step))  # the fine grids are still all zero here
+            self._cache_extents()
         res = self.field.density_grid.resolution
         xyz = grid_vertices(self.fine_box, res)
         from_coarse = torch.zeros(res, dtype=torch.bool, device=xyz.device)
