@@ -207,11 +207,28 @@ def throughput(args: argparse.Namespace) -> dict:
             hidden_dim=W, num_coarse_samples=samples[0], num_importance_samples=samples[1],
             occupancy_resolution=64),
     }
+    occ = None
+    if args.occupancy_from is not None:  # a trained run's cache: the samples a converged scene keeps
+        import yaml
+
+        from spikenerf.nerf.distill import latest_checkpoint
+
+        ckpt, _ = latest_checkpoint(args.occupancy_from, yaml.load(args.occupancy_from.read_text(), Loader=yaml.Loader))
+        occ = torch.load(ckpt, map_location="cpu", weights_only=True)["pipeline"]["_model.occupancy"]
+        models[f"spiknerf-mlp T=2 ({W}, occupancy of a trained run)"] = NeRFMLPModelConfig(
+            hidden_dim=W, num_coarse_samples=samples[0], num_importance_samples=samples[1],
+            occupancy_resolution=occ.shape[0])
+        models[f"spiknerf-mlp-ann ({W}, occupancy of a trained run)"] = NeRFMLPModelConfig(
+            spiking=False, hidden_dim=W, num_coarse_samples=samples[0], num_importance_samples=samples[1],
+            occupancy_resolution=occ.shape[0])
     built = {}
     for name, mc in models.items():
         torch.manual_seed(0)
         m = mc.setup(scene_box=box, num_train_data=n_img, metadata={})
         m.train()
+        if occ is not None and "trained run" in name:
+            m.occupancy.copy_(occ)
+            m.occupancy_swept.fill_(True)
         built[name] = (m, torch.optim.Adam([p for g in m.get_param_groups().values() for p in g], lr=5e-4))
     g = torch.Generator().manual_seed(args.seed)
 
@@ -227,21 +244,27 @@ def throughput(args: argparse.Namespace) -> dict:
         opt.zero_grad()
         sum(loss.values()).backward()
         opt.step()
+        return out
 
     times = {k: [] for k in built}
+    samples_per_ray = {k: [] for k in built}
     for it in range(args.throughput_steps + 1):
         rb, img = batch()
         for name, (m, opt) in built.items():
             t0 = time.perf_counter()
-            step(m, opt, copy.deepcopy(rb), img)
+            out = step(m, opt, copy.deepcopy(rb), img)
             if it > 0:  # the first step warms up allocators / the C kernel build
                 times[name].append(time.perf_counter() - t0)
-    res = {k: {"s_per_step": float(np.mean(v)), "rays_per_s": R / float(np.mean(v))} for k, v in times.items()}
+                samples_per_ray[name].append(float(out["ray_samples"].mean()) if "ray_samples" in out else
+                                             float(samples[0] + samples[0] + samples[1]))
+    res = {k: {"s_per_step": float(np.mean(v)), "rays_per_s": R / float(np.mean(v)),
+               "samples_per_ray": float(np.mean(samples_per_ray[k]))} for k, v in times.items()}
     base = res[next(iter(res))]["rays_per_s"]
     print(f"train step, {R} rays, {args.throughput_steps} steps each, alternating in one process")
-    print("| model | s/step | rays/s | x vanilla-nerf |\n|---|---|---|---|")
+    print("| model | s/step | rays/s | x vanilla-nerf | samples/ray |\n|---|---|---|---|---|")
     for k, v in res.items():
-        print(f"| {k} | {v['s_per_step']:.2f} | {v['rays_per_s']:.1f} | {v['rays_per_s'] / base:.2f} |")
+        print(f"| {k} | {v['s_per_step']:.2f} | {v['rays_per_s']:.1f} | {v['rays_per_s'] / base:.2f} | "
+              f"{v['samples_per_ray']:.1f} |")
     return res
 
 
@@ -292,6 +315,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--throughput", action="store_true", help="only time train steps vs vanilla-nerf")
     ap.add_argument("--throughput-steps", type=int, default=3)
+    ap.add_argument("--occupancy-from", type=Path, default=None,
+                    help="--throughput: also time the MLP with the occupancy cache of this trained run's config.yml")
     args = ap.parse_args()
     if not (args.data / "transforms_train.json").exists():
         raise SystemExit(f"no Blender scene at {args.data}")
