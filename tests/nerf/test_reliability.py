@@ -240,3 +240,16 @@ def test_failed_start_removes_a_run_folder_holding_only_its_config(tmp_path):
     (run / "nerfstudio_models" / "step-000000001.ckpt").write_bytes(b"x")
     _remove_lone_config(run)
     assert (run / "config.yml").is_file()  # a run with anything else in it is kept
+
+
+def test_every_method_runs_on_the_guarded_trainer():
+    """Every registered method gets the atomic checkpoints, the divergence guard and the fitted schedules."""
+    from spikenerf.nerf.method_configs import METHODS
+    from spikenerf.nerf.trainer import SpikingNeRFPipelineConfig, SpikingNeRFTrainerConfig
+
+    for name, spec in METHODS.items():
+        cfg = spec.config
+        assert isinstance(cfg, SpikingNeRFTrainerConfig), name
+        assert isinstance(cfg.pipeline, SpikingNeRFPipelineConfig), name
+        assert cfg.preset_steps == cfg.max_num_iterations and cfg.preset_schedule, name
+        assert all(f"optimizers.{g}.scheduler.max_steps" in cfg.preset_schedule for g in cfg.optimizers), name
