@@ -21,6 +21,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from spikenerf.files import TEMP_PREFIX, atomic_save
+
 from .errors import CheckpointError
 
 __all__ = ["CHECKPOINT_RE", "checkpoint_step", "checkpoint_files", "atomic_save", "remove_stale_temporaries",
@@ -28,7 +30,6 @@ __all__ = ["CHECKPOINT_RE", "checkpoint_step", "checkpoint_files", "atomic_save"
 
 CHECKPOINT_RE = re.compile(r"^step-(\d+)\.ckpt$")
 """nerfstudio's checkpoint file name (``step-000000600.ckpt``)."""
-_TEMP_PREFIX = ".tmp-"
 
 
 def checkpoint_step(path: Path) -> Optional[int]:
@@ -44,34 +45,10 @@ def checkpoint_files(folder: Path) -> List[Path]:
     return [p for s, p in sorted(((s, p) for s, p in found if s is not None), reverse=True)]
 
 
-def atomic_save(obj: Any, path: Path) -> Path:
-    """``torch.save(obj)`` to ``path`` so that ``path`` is either the old file or the complete new one."""
-    path = Path(path)
-    tmp = path.with_name(f"{_TEMP_PREFIX}{os.getpid()}-{path.name}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-    return path
-
-
 def remove_stale_temporaries(folder: Path) -> None:
     """Delete temporaries that killed processes left in ``folder`` (never this process's own)."""
-    own = f"{_TEMP_PREFIX}{os.getpid()}-"
-    for p in Path(folder).glob(f"{_TEMP_PREFIX}*"):
+    own = f"{TEMP_PREFIX}{os.getpid()}-"
+    for p in Path(folder).glob(f"{TEMP_PREFIX}*"):
         if not p.name.startswith(own):
             p.unlink(missing_ok=True)
 

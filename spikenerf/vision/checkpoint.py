@@ -11,11 +11,11 @@ it; building a model from a checkpoint is :func:`spikenerf.vision.build.restore`
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from spikenerf.files import atomic_save
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint"]
 
@@ -26,28 +26,7 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
     """Write ``state`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # pragma: no cover - some file systems do not fsync directories
-        pass
-    return path
+    return atomic_save(state, path)
 
 
 def load_checkpoint(path: str | Path, need: tuple[str, ...] = ()) -> dict:
