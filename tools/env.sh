@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PYTHON:-python3}
+# ns-export imports open3d (a nerfstudio dependency), which needs the system's libusb; install it where we can
+libs=$(ldconfig -p 2>/dev/null || true)
+if [[ "$libs" != *libusb-1.0.so.0* ]] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq libusb-1.0-0) >/dev/null 2>&1 \
+    || echo "note: could not install libusb-1.0-0; ns-export's open3d parts will be unavailable" >&2
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
