@@ -91,6 +91,8 @@ class SpikingNeRFModelConfig(ModelConfig):
     occupancy_refresh_every: int = 1000
     """Fine stage: every this many steps (and at every up-scale) the cache is ANDed with the max-pooled fine
     alpha over one voxel ``> alpha_threshold`` (DVGO); 0 turns the periodic refresh off."""
+    refresh_on_upscale: bool = True
+    """Refresh the cache at every up-scale too (DVGO's ``scale_volume_grid``)."""
     tighten_fine_box: bool = True
     """Bounded scenes: the fine grids span the box of the coarse geometry (DVGO's
     ``compute_bbox_by_coarse_geo``: coarse alpha over one voxel ``> bbox_threshold``, scaled by
@@ -313,7 +315,8 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         scaled = self._rescale_fine(step, optimizers)
         fine_step = step - cfg.coarse_steps
         if self._occ_ready and step > cfg.coarse_steps and (
-                scaled or (cfg.occupancy_refresh_every > 0 and fine_step % cfg.occupancy_refresh_every == 0)):
+                (scaled and cfg.refresh_on_upscale)
+                or (cfg.occupancy_refresh_every > 0 and fine_step % cfg.occupancy_refresh_every == 0)):
             # DVGO refreshes with the shift of before the decay that follows the up-scale
             self.refresh_occupancy(shift_before if scaled else None)
 
