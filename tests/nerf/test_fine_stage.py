@@ -140,7 +140,7 @@ def test_model_tightens_the_fine_box_and_drops_samples_outside_it():
 
 
 def test_shift_decays_after_each_upscale_and_the_cache_is_refreshed():
-    m = _model(occupancy_refresh_every=3)
+    m = _model(occupancy_refresh_every=3, decay_after_scale=1.0)  # DVGO's value (the default is 0)
     s0 = density_shift(m.config.alpha_init_fine)
     seen = []
     orig = m.refresh_occupancy
