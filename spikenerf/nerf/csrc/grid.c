@@ -107,6 +107,14 @@ int grid_backward(const float *gout, const float *xyz, float *ggrid, int64_t N, 
     return 0;
 }
 
+/* Second pass of a marcher: sample n of ray r (distance t, lattice index s) into the [R, Smax] outputs. */
+INL void emit(int64_t r, int32_t n, int Smax, float t, int32_t s, float *t_out, int32_t *s_out, uint8_t *valid_out) {
+    if (t_out == NULL || n >= Smax) return;
+    t_out[r * Smax + n] = t;
+    s_out[r * Smax + n] = s;
+    valid_out[r * Smax + n] = 1;
+}
+
 /* Slab test: entry and exit distance of the ray o + t d with the box [lo, hi] (exit <= entry: a miss). */
 INL void ray_box(const float *o, const float *d, const float *lo, const float *hi, float *t_in, float *t_ex) {
     float near = -INFINITY, far = INFINITY;
@@ -157,12 +165,7 @@ int march(const float *o, const float *d, int64_t R, const float *lo, const floa
                     }
                     if (!occ[idx]) continue;
                 }
-                if (t_out != NULL && n < Smax) {
-                    t_out[r * Smax + n] = t;
-                    s_out[r * Smax + n] = s;
-                    valid_out[r * Smax + n] = 1;
-                }
-                ++n;
+                emit(r, n++, Smax, t, s, t_out, s_out, valid_out);
             }
         }
         counts[r] = n;
@@ -216,12 +219,7 @@ int march_contracted(const float *o, const float *d, int64_t R, const float *lo,
                 const float x[3] = {orr[0] + dr[0] * t, orr[1] + dr[1] * t, orr[2] + dr[2] * t};
                 if (!occ[contracted_vertex(x, c, h, b, res)]) continue;
             }
-            if (t_out != NULL && n < Smax) {
-                t_out[r * Smax + n] = t;
-                s_out[r * Smax + n] = s;
-                valid_out[r * Smax + n] = 1;
-            }
-            ++n;
+            emit(r, n++, Smax, t, s, t_out, s_out, valid_out);
         }
         const float te = (hit && t_ex > near_plane) ? t_ex : near_plane;
         for (int k = 0; k < So; ++k) {
@@ -230,12 +228,7 @@ int march_contracted(const float *o, const float *d, int64_t R, const float *lo,
                 const float x[3] = {orr[0] + dr[0] * t, orr[1] + dr[1] * t, orr[2] + dr[2] * t};
                 if (!occ[contracted_vertex(x, c, h, b, res)]) continue;
             }
-            if (t_out != NULL && n < Smax) {
-                t_out[r * Smax + n] = t;
-                s_out[r * Smax + n] = n_in + k;
-                valid_out[r * Smax + n] = 1;
-            }
-            ++n;
+            emit(r, n++, Smax, t, n_in + k, t_out, s_out, valid_out);
         }
         counts[r] = n;
     }
