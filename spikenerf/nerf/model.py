@@ -440,7 +440,9 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
     @torch.no_grad()
     def query_points(self, xyz: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
         """Teacher interface: fine density per world unit ``[N]`` and colour ``[N, 3]`` at points ``[N, 3]``
-        with directions ``[N, 3]`` (each point its own one-sample ray)."""
+        with directions ``[N, 3]`` (each point its own one-sample ray). The points are look-up points
+        (:meth:`lookup_points`): world points in bounded scenes, their contraction in unbounded ones (as the
+        ``_xyz`` training output the distillation passes)."""
         n = xyz.shape[0]
         rgb, _ = self.field.color(xyz[:, None], dirs, torch.ones(n, 1, dtype=torch.bool, device=xyz.device))
         return self.sigma(xyz), rgb[:, 0]
