@@ -171,6 +171,8 @@ def evaluate(config: Path, items) -> dict[str, float]:
             e = (T * m["macs_per_image"] * 4.6 + m["sops_per_image"] * 0.9) * 1e-6
             m["energy_uj_per_image_input_xT"] = e
             m["energy_reduction_vs_ann_input_xT"] = m["ann_energy_uj_per_image"] / e if e > 0 else float("nan")
+        if "samples_per_ray" not in m and "color_samples_per_ray" in m:  # grid: samples that ran the colour net
+            m["samples_per_ray"] = m["color_samples_per_ray"]
         rows.append(m)
     keys = sorted({k for r in rows for k in r})
     return {k: float(np.mean([r.get(k, float("nan")) for r in rows])) for k in keys}
