@@ -5,7 +5,8 @@
 
 - ``normals`` (``[R, 3]`` in [0, 1], nerfstudio's convention for ``ns-export --normal-method model_output``):
   in eval mode only, the negative gradient of the density at each ray's expected depth, by central
-  differences of :meth:`query_points` (a fine voxel apart for the voxel-grid models), normalised
+  differences of the model's ``world_density`` (the density grid alone for the voxel-grid models, a fine
+  voxel apart), normalised
   (:func:`density_normals`). ``ns-export pointcloud`` and ``poisson`` use it.
 - :meth:`get_rgba_image`: rgb with the accumulation as alpha (nerfstudio's default needs a
   ``renderer_rgb`` and calls every background pixel opaque, so exported point clouds got background points).
@@ -51,6 +52,7 @@ class NerfstudioToolsMixin:
     def normal_step(self) -> float:
         """Central-difference step: the current fine voxel of a voxel-grid model, else 1/256 of the box."""
         voxel = getattr(self, "fine_voxel", None)
+        voxel = voxel() if callable(voxel) else voxel
         if isinstance(voxel, (int, float)) and voxel > 0:
             return float(voxel)
         aabb = self.scene_box.aabb  # type: ignore[attr-defined]
@@ -64,11 +66,8 @@ class NerfstudioToolsMixin:
         dirs = ray_bundle.directions.reshape(-1, 3)
         dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-9)
         points = origins + dirs * outputs["depth"].reshape(-1, 1)
-        with torch.no_grad():
-            def density(xyz: Tensor) -> Tensor:
-                return self.query_points(xyz, dirs.repeat_interleave(6, 0)[: xyz.shape[0]])[0]  # type: ignore
-
-            normals = density_normals(density, points.detach(), self.normal_step())
+        with torch.no_grad():  # world points: the model contracts them itself in unbounded scenes
+            normals = density_normals(self.world_density, points.detach(), self.normal_step())  # type: ignore
         outputs["normals"] = ((normals + 1.0) * 0.5).clamp(0.0, 1.0).to(outputs["rgb"].dtype)
         return outputs
 

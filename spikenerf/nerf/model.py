@@ -438,6 +438,12 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         return self.field.density(xyz) / self.fine_voxel_base
 
     @torch.no_grad()
+    def world_density(self, xyz: Tensor) -> Tensor:
+        """Fine density per world unit ``[N]`` at world points ``[N, 3]`` (contracted first in unbounded scenes);
+        the density grid only, no colour network (``ns-export`` normals)."""
+        return self.sigma(contract(xyz, self.aabb, self.config.bg_len) if self.unbounded else xyz)
+
+    @torch.no_grad()
     def query_points(self, xyz: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
         """Teacher interface: fine density per world unit ``[N]`` and colour ``[N, 3]`` at points ``[N, 3]``
         with directions ``[N, 3]`` (each point its own one-sample ray). The points are look-up points

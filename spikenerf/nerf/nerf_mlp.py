@@ -396,6 +396,12 @@ class NeRFMLPModel(NerfstudioToolsMixin, TeacherMixin, Model):
         self.occupancy.copy_(occ)
 
     @torch.no_grad()
+    def world_density(self, xyz: Tensor) -> Tensor:
+        """The fine network's density ``[N]`` at world points ``[N, 3]`` (``ns-export`` normals; the MLP's
+        density needs its trunk, the view direction only reaches the colour head)."""
+        return self.query_points(xyz, torch.zeros_like(xyz))[0]
+
+    @torch.no_grad()
     def query_points(self, xyz: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
         """Teacher interface: the fine network's density ``[N]`` and colour ``[N, 3]`` at points ``[N, 3]``
         (density 0 where its occupancy cache is empty, as it renders)."""

@@ -22,7 +22,7 @@ from .grid import Marched, march, march_contracted, occupied
 from .rendering import density_to_alpha
 
 __all__ = ["sample_along_rays", "grid_vertices", "vertex_alpha", "mask_cache", "refresh_occupancy",
-           "coarse_geometry_box", "build_occupancy_cache"]
+           "coarse_geometry_box"]
 
 DensityFn = Callable[[Tensor], Tensor]
 

@@ -73,6 +73,9 @@ def sphere(monkeypatch):
 
     monkeypatch.setattr(SpikingNeRFModel, "get_outputs", _sphere_outputs)
     monkeypatch.setattr(SpikingNeRFModel, "query_points", _sphere_density)
+    monkeypatch.setattr(SpikingNeRFModel, "world_density", lambda self, xyz: _sphere_density(self, xyz, None)[0])
+    # the analytic surface is sharper than the tiny model's fine voxel (the step used on a real grid)
+    monkeypatch.setattr(SpikingNeRFModel, "normal_step", lambda self: 0.01)
 
 
 @needs_scene
@@ -173,3 +176,14 @@ def test_screenshot_check_tells_a_render_from_an_empty_viewer():
     buf = io.BytesIO()
     Image.new("RGB", (1200, 800), (30, 30, 30)).save(buf, format="png")  # connected, nothing drawn
     assert not looks_rendered(buf.getvalue())
+
+
+def test_normal_step_is_the_current_fine_voxel():
+    """``fine_voxel`` is a method on the grid models: the step must be its value, not the 1/256 fallback."""
+    from spikenerf.nerf.export import NerfstudioToolsMixin
+
+    class Grid(NerfstudioToolsMixin):
+        def fine_voxel(self) -> float:
+            return 0.125
+
+    assert Grid().normal_step() == 0.125
