@@ -126,7 +126,7 @@ def _legacy_method(d: dict):
     m = eff.get("method", "none")
     if d.get("joint"):
         return JointConfig(rank_ratio=d.get("joint_rank_ratio", 1.0), distill_weight=d.get("distill_weight", 1.0),
-                           distill_tau=d.get("distill_tau", 4.0))
+                           distill_tau=d.get("distill_tau", 4.0), branches=False)  # trained logits-only
     if m == "adaptive-bits":
         keys = ("t_max", "spike_bits", "spike_bits_max", "weight_bits", "weight_bits_max", "step", "decay",
                 "budget_target", "sace_target_m", "budget_weight", "bits_lr")
@@ -254,7 +254,7 @@ PRESETS: dict[str, tuple[str, VisionConfig]] = {
                                    "at export; decay 0.25, V_th 0.5.",
                                    _resnet20(neuron=NeuronConfig(real_spike=True, **_GUO),
                                              output_dir="outputs/vision/realspike-resnet20-cifar10")),
-    "joint-resnet20-cifar10": ("[paper] Joint A-SNN (PR 2023): shared SVD factors, ANN->SNN distillation; "
+    "joint-resnet20-cifar10": ("[paper] Joint A-SNN (PR 2023): shared SVD factors, multi-branch ANN->SNN distillation; "
                                "decay 0.25, V_th 0.5.",
                                _resnet20(method=JointConfig(), neuron=NeuronConfig(**_GUO),
                                          output_dir="outputs/vision/joint-resnet20-cifar10")),

@@ -7,16 +7,24 @@ Implemented:
   singular values ``s_{b,p}`` ``[r]`` (and biases, BN) per branch. Initialized from the SVD of each tap of the
   layer's initial weight, so at step 0 both branches equal the original layers. The fully connected layers
   are not shared: each branch keeps its own (same initial weights).
-- training loss (in :mod:`spikenerf.vision.engine`): ``CE(snn) + CE(ann) + w * KD(snn <- ann)`` with
-  Hinton KD on the logits, the ANN branch as the (detached) teacher. (The paper also distills
-  intermediate stages; only the logit branch is implemented here.)
+- multi-branch self-distillation (:meth:`JointANNSNN.branch_logits`): besides the two whole networks, branch
+  ``k`` runs the SNN's first ``k`` stages, averages their output over ``T`` (the spike rate) and finishes with
+  the ANN's remaining stages and classifier. The loss (:mod:`spikenerf.vision.methods.joint_asnn`) is
+  ``CE(snn) + CE(ann) + w [KD(snn <- ann) + sum_k KD(branch_k <- ann)]`` with Hinton KD, the ANN's logits the
+  detached teacher: each branch pulls the SNN's stage-``k`` rates towards what the ANN's later stages read.
+  The paper's text available offline is its abstract ("the knowledge inside ANN is distilled to SNN by using
+  multiple branches from the networks"); the branch construction here follows that description, and
+  ``--method.no-branches`` gives the logits-only form. The hybrid passes leave the ANN's BatchNorm running
+  statistics untouched (they normalize with the batch's own, as in training).
 - :meth:`JointANNSNN.materialize` returns a plain model of one branch (``W = U diag(s_b) V^T`` baked
   into ordinary conv / fc layers), which ``eval`` / ``export`` use.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +98,20 @@ class FactorizedLayer(nn.Module):
         return m
 
 
+@contextlib.contextmanager
+def _running_stats_frozen(root: nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalize with the batch as usual but do not move their running statistics."""
+    bns = [m for m in root.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is not None]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 0.0  # running = (1 - 0) running + 0 batch
+    try:
+        yield
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+
+
 def _replace(root: nn.Module, dotted: str, new: nn.Module) -> None:
     parent_name, _, attr = dotted.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
@@ -117,6 +139,24 @@ class JointANNSNN(nn.Module):
         """``x_seq`` ``[T, B, ...]`` for the SNN; ``x_ann`` (default ``x_seq``) for the ANN branch, e.g. one
         step of a static image, since a ReLU net is stateless."""
         return self.snn(x_seq), self.ann(x_seq if x_ann is None else x_ann)
+
+    def branch_logits(self, x_seq: Tensor, x_ann: Tensor | None = None) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """``(snn_logits, ann_logits, hybrids)``: ``hybrids[k-1]`` is branch ``k`` (the SNN's stages ``1..k``,
+        their output's mean over ``T``, then the ANN's stages ``k+1..K``), one per inner stage boundary."""
+        s_st, a_st = self.snn.stages(), self.ann.stages()
+        if s_st is None or a_st is None:
+            raise ValueError(f"multi-branch distillation needs a model split into stages; "
+                             f"{type(self.snn).__name__} defines none (use --method.no-branches)")
+        h, hybrids = x_seq, []
+        for k, f in enumerate(s_st):
+            h = f(h)
+            if k < len(s_st) - 1:
+                z = h.mean(0, keepdim=True)  # the SNN's stage-k rate, one ANN step
+                with _running_stats_frozen(self.ann):
+                    for g in a_st[k + 1:]:
+                        z = g(z)
+                hybrids.append(z.mean(0))
+        return h.mean(0), self.ann(x_seq if x_ann is None else x_ann), hybrids
 
     def materialize(self, branch: str = "snn") -> SeqClassifier:
         """Plain model of one branch (factorized weights baked into ordinary layers)."""

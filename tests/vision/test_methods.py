@@ -350,6 +350,83 @@ def test_joint_sharing_is_per_kernel_position_with_separate_fc():
     assert j.snn.fc is not j.ann.fc and torch.equal(j.snn.fc.weight, j.ann.fc.weight)
 
 
+@pytest.mark.parametrize("name", ["resnet20", "vgg11", "sew-resnet18"])
+def test_stages_compose_to_the_whole_network(name):
+    torch.manual_seed(0)
+    m = build_model(name, 5, 3, True, NeuronConfig(), width=0.125, input_size=16)
+    _randomize(m)
+    m.eval()
+    x = torch.rand(2, 3, 3, 16, 16)
+    st = m.stages()
+    assert len(st) >= 3
+    h = x
+    for f in st:
+        h = f(h)
+    assert torch.equal(h, m.forward_seq(x))
+
+
+def test_joint_branches_are_snn_stages_then_ann_stages_on_the_rate():
+    torch.manual_seed(2)
+    j = JointANNSNN("resnet20", 4, 3, NeuronConfig(), width=0.25, input_size=8)
+    _randomize(j)
+    x = torch.rand(3, 2, 3, 8, 8)
+    s_st, a_st = j.snn.stages(), j.ann.stages()
+    j.eval()  # by hand, against the composition: branch k = SNN stages 1..k, rate, ANN stages k+1..K
+    snn_e, _, hyb_e = j.branch_logits(x, x[:1])
+    assert len(hyb_e) == len(s_st) - 1 == 2
+    h1 = s_st[0](x)
+    b1 = a_st[2](a_st[1](h1.mean(0, keepdim=True))).mean(0)
+    b2 = a_st[2](s_st[1](h1).mean(0, keepdim=True)).mean(0)
+    assert torch.allclose(hyb_e[0], b1, atol=1e-6) and torch.allclose(hyb_e[1], b2, atol=1e-6)
+    assert torch.allclose(snn_e, j.snn(x), atol=1e-6)
+
+
+def test_joint_hybrid_passes_keep_the_ann_running_statistics():
+    torch.manual_seed(2)
+    j = JointANNSNN("resnet20", 4, 3, NeuronConfig(), width=0.25, input_size=8).train()
+    x = torch.rand(3, 2, 3, 8, 8)
+    ref = copy.deepcopy(j)
+    ref.ann(x[:1])  # the ANN's own pass alone
+    j.branch_logits(x, x[:1])
+    for a, b in zip(j.ann.modules(), ref.ann.modules()):
+        if isinstance(a, torch.nn.BatchNorm2d):
+            assert torch.allclose(a.running_mean, b.running_mean) and torch.allclose(a.running_var, b.running_var)
+            assert a.momentum == b.momentum
+
+
+def test_joint_loss_adds_one_kd_term_per_branch_and_reaches_the_first_stage():
+    from spikenerf.vision.methods.joint_asnn import JointConfig, JointMethod
+
+    torch.manual_seed(4)
+    j = JointANNSNN("resnet20", 4, 3, NeuronConfig(), width=0.25, input_size=8).train()
+    x, y = torch.rand(2, 4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+
+    class _Ctx:  # the two fields the loss reads
+        class info:
+            kind = "image"
+
+    def loss_of(branches):
+        meth = JointMethod.__new__(JointMethod)
+        meth.config, meth.ctx = JointConfig(branches=branches, distill_weight=0.7), _Ctx
+        torch.manual_seed(9)
+        return meth.loss(j, x, y, 0, 1)[1]
+
+    with torch.no_grad():
+        s, a, hyb = copy.deepcopy(j).branch_logits(x, x[:1])
+    want = (F.cross_entropy(s, y) + F.cross_entropy(a, y)
+            + 0.7 * sum(distillation_loss(z, a) for z in [s, *hyb]))
+    with_b = loss_of(True)
+    assert torch.allclose(with_b, want, atol=1e-5)
+    assert not torch.allclose(with_b, loss_of(False))
+    # the branch terms alone send gradient into the SNN's stem (their student is the SNN's first stages)
+    j.zero_grad()
+    _, a_l, hyb = j.branch_logits(x, x[:1])
+    sum(distillation_loss(z, a_l) for z in hyb).backward()
+    stem = j.snn.stem.conv
+    g = stem.factors.s_snn.grad
+    assert g is not None and g.abs().sum() > 0
+
+
 def test_paper_mpr_neuron_is_removed_exactly_at_export():
     """Soft reset at V_th = 1 firing on 2 phi(u) >= 1: the export shifts the membrane by 1/2 instead of keeping phi."""
     from spikenerf.vision.config import PRESETS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from torch import Tensor, nn
 
 from ..layers import NeuronConfig, SpikeAct
@@ -36,6 +38,12 @@ class SeqClassifier(nn.Module):
 
     def fold_pairs(self) -> list[tuple[SpikeAct, list[nn.Module]]]:
         return []
+
+    def stages(self) -> list[Callable[[Tensor], Tensor]] | None:
+        """The network as a chain ``f_K o ... o f_1`` of ``[T, B, ...]`` maps (the last ends in per-step logits),
+        so that ``forward_seq(x) == f_K(...f_1(x))``; methods that splice one network's first stages onto another's
+        last ones use it (Joint A-SNN's hybrid branches). ``None`` where a model does not define its stages."""
+        return None
 
     def first_layers(self) -> list[nn.Module]:
         """Layers fed with real-valued input (counted as MACs in the SNN energy estimate)."""

@@ -94,6 +94,7 @@ class SpikingResNet(SeqClassifier):
                 blocks.append(BasicBlock(self, cin, cout, s if i == 0 else 1, sew=sew))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
+        self.stage_sizes = tuple(stages)
         self.pool = SeqToANN(nn.AdaptiveAvgPool2d(1))
         if hidden_fc > 0:
             h = _w(hidden_fc, width)
@@ -104,13 +105,25 @@ class SpikingResNet(SeqClassifier):
             self.fc1, self.fc_act = None, None
             self.fc = nn.Linear(cin, num_classes)
 
-    def forward_seq(self, x_seq: Tensor) -> Tensor:
-        x = self.stem_act(self.stem_pool(self.stem(x_seq)))
-        x = self.blocks(x)
+    def _head(self, x: Tensor) -> Tensor:
         x = self.pool(x).flatten(2)  # [T, B, C]
         if self.fc1 is not None:
             x = self.fc_act(self.fc1(x))
         return self.fc(x)
+
+    def forward_seq(self, x_seq: Tensor) -> Tensor:
+        x = self.stem_act(self.stem_pool(self.stem(x_seq)))
+        return self._head(self.blocks(x))
+
+    def stages(self) -> list[Callable[[Tensor], Tensor]]:
+        """One map per residual stage: the stem joins the first, the pool and classifier the last."""
+        ends = [sum(self.stage_sizes[:i + 1]) for i in range(len(self.stage_sizes))]
+        runs = [self.blocks[a:b] for a, b in zip([0] + ends[:-1], ends)]
+        out: list[Callable[[Tensor], Tensor]] = [lambda x: runs[0](self.stem_act(self.stem_pool(self.stem(x))))]
+        out += [runs[i] for i in range(1, len(runs))]
+        last = out[-1]
+        out[-1] = lambda x: self._head(last(x))
+        return out
 
     def first_layers(self) -> list[nn.Module]:
         return [self.stem.conv]

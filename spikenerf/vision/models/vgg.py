@@ -8,6 +8,8 @@ fold through it into the next conv. Head: global average pool, fc K.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from torch import Tensor, nn
 
 from .._compat import SeqToANN
@@ -46,6 +48,15 @@ class SpikingVGG(SeqClassifier):
 
     def forward_seq(self, x_seq: Tensor) -> Tensor:
         return self.fc(self.pool(self.features(x_seq)).flatten(2))
+
+    def stages(self) -> list[Callable[[Tensor], Tensor]]:
+        """One map per pooling stage (each ends with its average pool); the pool and fc join the last."""
+        cuts = [i + 1 for i, m in enumerate(self.features) if isinstance(m, SeqToANN)]
+        cuts = [0] + [c for c in cuts if c < len(self.features)] + [len(self.features)]
+        runs = [self.features[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+        out: list[Callable[[Tensor], Tensor]] = list(runs[:-1])
+        out.append(lambda x: self.fc(self.pool(runs[-1](x)).flatten(2)))
+        return out
 
     def first_layers(self) -> list[nn.Module]:
         return [self._convs[0].conv]
