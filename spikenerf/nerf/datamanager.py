@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence, Tuple, Type
 
 import numpy as np
+import torch
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 from nerfstudio.data.dataparsers.base_dataparser import DataParserConfig
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
@@ -34,6 +35,7 @@ from nerfstudio.data.dataparsers.instant_ngp_dataparser import InstantNGPDataPar
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.data.utils import colmap_parsing_utils as colmap_io
+from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image, UnidentifiedImageError
 
 from .errors import SceneError
@@ -300,6 +302,33 @@ class SpikingNeRFDataManager(VanillaDataManager[CheckedInputDataset]):
                     ["train", "test" if test_mode in ("test", "inference") else "val"])
         super().__init__(config, device=device, test_mode=test_mode, world_size=world_size,
                          local_rank=local_rank, **kwargs)
+
+    ray_mask: Optional[torch.Tensor] = None
+    """``[N, H, W, 1]`` bool over the training images, or None: when set, training rays are drawn only where it
+    is True (ANDed with the dataset's own masks); the model sets it (:meth:`set_ray_mask`)."""
+
+    def set_ray_mask(self, mask: Optional[torch.Tensor]) -> None:
+        """Draw training rays only from the pixels where ``mask`` ``[N, H, W, 1]`` is True (None: all pixels).
+        A mask that keeps fewer pixels than one batch is ignored (nerfstudio's sampler draws without
+        replacement)."""
+        kept = 0 if mask is None else int(mask.sum())
+        if mask is not None and kept < self.config.train_num_rays_per_batch:
+            CONSOLE.print(f"[yellow]ray mask keeps {kept} pixels, fewer than a batch: sampling every pixel[/yellow]")
+            mask = None
+        self.ray_mask = mask
+
+    def next_train(self, step: int):
+        if self.ray_mask is None:
+            return super().next_train(step)
+        self.train_count += 1
+        image_batch = dict(next(self.iter_train_image_dataloader))
+        own = image_batch["image_idx"]
+        mask = self.ray_mask[own.to(self.ray_mask.device)].to(image_batch["image"].device)
+        if image_batch.get("mask") is not None:
+            mask = mask & image_batch["mask"].bool()
+        image_batch["mask"] = mask
+        batch = self.train_pixel_sampler.sample(image_batch)
+        return self.train_ray_generator(batch["indices"]), batch
 
     def create_train_dataset(self) -> CheckedInputDataset:
         dataset = super().create_train_dataset()

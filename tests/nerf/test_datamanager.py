@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from spikenerf.nerf.datamanager import (CheckedInputDataset, SceneError, check_blender_scene, check_colmap_scene,
@@ -192,3 +193,28 @@ def test_cli_nerfstudio_data_missing_images_is_one_line(tmp_path):
     line = _ns_train_fails(tmp_path, ["nerfstudio-data", "--data", scene, "--downscale-factor", "1"])
     assert line.startswith("SceneError: ") and "3 of 7 image files not found" in line
     assert all(f"frame_0000{i}.png" in line for i in range(3))
+
+
+def test_data_manager_draws_only_masked_pixels(tmp_path):
+    """In-cache ray sampling through nerfstudio's pixel sampler: only pixels where the model's mask is True."""
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+
+    from spikenerf.nerf.datamanager import SpikingNeRFDataManagerConfig
+
+    scene = make_tiny_scene(tmp_path / "scene", counts=(("train", 3), ("val", 1), ("test", 1)))
+    cfg = SpikingNeRFDataManagerConfig(dataparser=BlenderDataParserConfig(data=scene), train_num_rays_per_batch=64)
+    dm = cfg.setup(device="cpu", test_mode="val")
+    n = len(dm.train_dataset)
+    h, w = int(dm.train_dataset.cameras.height[0]), int(dm.train_dataset.cameras.width[0])
+    mask = torch.zeros(n, h, w, 1, dtype=torch.bool)
+    mask[1, :, : w // 2] = True  # the left half of the second image
+    dm.set_ray_mask(mask)
+    for step in range(3):
+        _, batch = dm.next_train(step)
+        idx = batch["indices"]
+        assert idx.shape == (64, 3)
+        assert (idx[:, 0] == 1).all() and (idx[:, 2] < w // 2).all()
+    few = torch.zeros_like(mask)
+    few[0, 0, :3] = True  # fewer pixels than a batch: ignored, every pixel again
+    dm.set_ray_mask(few)
+    assert dm.ray_mask is None

@@ -210,3 +210,44 @@ def test_tightened_model_reloads_from_its_checkpoint(tmp_path):
     fresh.eval()
     rb = _rays([[0.0, 0.0, -3.0], [0.1, 0.05, -3.0]], [[0.0, 0.0, 1.0], [0.0, 0.01, 1.0]])
     torch.testing.assert_close(fresh(rb)["rgb"], m(rb)["rgb"])
+
+
+def test_training_rays_drawn_in_the_occupancy_cache():
+    """DVGO's ``in_maskcache`` sampler: a ray counts when one of its fine samples lies in the cache."""
+    from nerfstudio.cameras.cameras import Cameras
+
+    m = _model()
+    with torch.no_grad():
+        m.coarse_density.grid.fill_(-100.0)
+        m.coarse_density.grid[4:7, 4:7, 4:7] = raw_for_alpha(0.5, m.coarse_shift)  # a cube at [-0.2, 0.2]^3
+    before = m._occ_version
+    m._set_step(2)
+    assert m._occ_version == before + 1
+    o = torch.tensor([[0.0, 0.0, -3.0], [0.6, 0.6, -3.0], [0.1, -0.1, -3.0]])
+    d = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 2.0]])  # (directions need not be unit)
+    assert m.rays_in_cache(o, d).tolist() == [True, False, True]
+    # per pixel of a camera looking down -z at the cube from z = 3: the centre pixel hits, a corner misses
+    c2w = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 3.0]])
+    cams = Cameras(camera_to_worlds=c2w[None].expand(2, 3, 4), fx=8.0, fy=8.0, cx=4.0, cy=4.0, width=8, height=8)
+    mask = m.pixel_mask(cams)
+    assert mask.shape == (2, 8, 8, 1) and mask.dtype == torch.bool
+    assert bool(mask[0, 4, 4, 0]) and not bool(mask[0, 0, 0, 0])
+    rays = cams.generate_rays(camera_indices=0)
+    want = m.rays_in_cache(rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3)).reshape(8, 8, 1)
+    assert torch.equal(mask[0], want) and torch.equal(mask[1], want)
+
+    class _DM:  # the two things the model reads from a data manager
+        def __init__(self):
+            self.train_dataset, self.masks = type("D", (), {"cameras": cams})(), []
+
+        def set_ray_mask(self, mk):
+            self.masks.append(mk)
+
+    dm = _DM()
+    m._update_ray_mask(dm)
+    m._update_ray_mask(dm)  # unchanged cache: not rebuilt
+    assert len(dm.masks) == 1 and torch.equal(dm.masks[0], mask)
+    m.refresh_occupancy()
+    m._update_ray_mask(dm)
+    assert len(dm.masks) == 2
+
