@@ -69,7 +69,9 @@ def test_old_flat_configs_map_onto_methods():
     assert config_from_dict(old).method == RMPConfig(weight=0.2)
     assert config_from_dict({**old, "rmp_loss": 0.0, "im_loss": 1.0, "esg": True, "esg_k_max": 5.0}).method == \
         IMLossConfig(weight=1.0, esg=True, k_max=5.0)
-    assert config_from_dict({**old, "joint": True, "joint_rank_ratio": 0.5}).method == JointConfig(rank_ratio=0.5)
+    # an old joint config was trained with logit distillation only: it keeps that form (no hybrid branches)
+    assert config_from_dict({**old, "joint": True, "joint_rank_ratio": 0.5}).method == \
+        JointConfig(rank_ratio=0.5, branches=False)
     eff = {"method": "subbit", "subbit_stage": "binary", "subbit_codebook": 8, "ltmd_dropout": 0.1}
     assert config_from_dict({**old, "efficiency": eff}).method == SubBitConfig(stage="binary", codebook=8)
 
