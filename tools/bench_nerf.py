@@ -6,6 +6,7 @@ in-process and prints PSNR / SSIM, training it/s, render time per image, energy 
     .venv/bin/python tools/bench_nerf.py --data ../shared/data/nerf-synthetic-lego-400 --iterations 600 --views 4
     .venv/bin/python tools/bench_nerf.py --preset full --views 4     # the ~20-minute CPU schedule on lego-400
     .venv/bin/python tools/bench_nerf.py --threads-compare --busy 2  # OpenMP wait policies side by side, under load
+    .venv/bin/python tools/bench_nerf.py --render-compare outputs/<run>/config.yml  # render in place vs time blocks
 """
 
 from __future__ import annotations
@@ -173,6 +174,39 @@ def threads_compare(busy: int, steps: int, rays: int) -> dict[str, float]:
     return res
 
 
+def render_compare(config: Path, views: int, repeats: int) -> dict[str, float]:
+    """Seconds per held-out view of a trained run, the colour net's LIF layers run on the samples in place
+    (:class:`~spikenerf.nerf.packing.RaggedRows`, the inference path) and in time blocks
+    (:class:`~spikenerf.nerf.packing.TimeBuckets`, the training layout), alternated view by view so that both
+    see the same load; the two images must be equal."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _, pipe, _, _ = eval_setup(config, test_mode="test")
+    model, cams = pipe.model, pipe.datamanager.eval_dataset.cameras
+    field = model.field
+    idx = torch.linspace(0, len(cams) - 1, min(views, len(cams))).round().long().unique().tolist()
+    times: dict[str, list[float]] = {"rows": [], "blocks": []}
+    for _ in range(repeats):
+        for i in idx:
+            cam = cams[i:i + 1].to(model.device)
+            imgs = {}
+            for mode in ("rows", "blocks"):
+                if mode == "blocks":
+                    field._ragged_ok = lambda x1v: False  # instance override: the training layout
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    imgs[mode] = model.get_outputs_for_camera(cam)["rgb"]
+                times[mode].append(time.perf_counter() - t0)
+                field.__dict__.pop("_ragged_ok", None)
+            if not torch.equal(imgs["rows"], imgs["blocks"]):
+                raise SystemExit(f"view {i}: the in-place render differs from the time-block render")
+    h, w = int(cams.height[0]), int(cams.width[0])
+    res = {f"{k}_s_per_view": sum(v) / len(v) for k, v in times.items()}
+    res.update(views=len(idx), repeats=repeats, height=h, width=w,
+               speedup=res["blocks_s_per_view"] / res["rows_s_per_view"])
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -196,7 +230,17 @@ def main() -> None:
                     help="only time training steps with libgomp's default wait policy and with PASSIVE, "
                          "quiet and with --busy busy processes beside")
     ap.add_argument("--busy", type=int, default=2)
+    ap.add_argument("--render-compare", type=Path, default=None, metavar="CONFIG",
+                    help="only render --views held-out views of a trained run (its config.yml) with the colour "
+                         "net in place and in time blocks, alternated, and print the seconds per view")
+    ap.add_argument("--repeats", type=int, default=2, help="passes over the views for --render-compare")
     args = ap.parse_args()
+    if args.render_compare is not None:
+        res = render_compare(args.render_compare, args.views, args.repeats)
+        print(json.dumps(res, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2))
+        return
     if args.threads_compare:
         res = threads_compare(args.busy, steps=6, rays=512)
         print(json.dumps(res, indent=2))

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from spikenerf.snn import LIFNode
 
 from .grid import DenseGrid
-from .packing import TimeBuckets, pack_index, tensor_density, time_buckets
+from .packing import RaggedRows, TimeBuckets, pack_index, ragged_rows, tensor_density, time_buckets
 from .rendering import density_activation, density_shift
 
 __all__ = ["SpikingNeRFField", "positional_encoding", "ColorStats"]
@@ -77,6 +77,9 @@ class SpikingNeRFField(nn.Module):
         color_bias: biases in fc2 / fc3 (fc1 never has one). ``False`` is the paper's colour net (no bias in
             its three Linear layers: a spike-free sample reads out exactly sigmoid(0)).
     """
+
+    rows_per_block: int = 1 << 14
+    """Samples per block of the inference path (:meth:`_rows_net`); ``tools/bench_nerf.py --render-compare``."""
 
     def __init__(
         self,
@@ -154,13 +157,41 @@ class SpikingNeRFField(nn.Module):
         s2 = self._over_time(self.lif2, self._consumer(self.fc2, self.lif1)(s1), layout)
         return s1, s2
 
-    def _over_time(self, node: nn.Module, x: Tensor, layout: TimeBuckets | None) -> Tensor:
-        fn = partial(self._lif, node)
-        return fn(x) if layout is None else layout.apply(fn, x)
+    def _over_time(self, node: nn.Module, x: Tensor, layout: TimeBuckets | RaggedRows | None) -> Tensor:
+        if layout is None:
+            return self._lif(node, x)
+        if isinstance(layout, RaggedRows):
+            return self._lif_rows(node, x, layout)
+        return layout.apply(partial(self._lif, node), x)
 
     def _lif(self, node: nn.Module, x: Tensor) -> Tensor:
         """A LIF layer on a ``[T, B, H]`` block (subclasses send a re-parameterized code)."""
         return node(x)
+
+    def _lif_rows(self, node: nn.Module, xv: Tensor, rows: RaggedRows) -> Tensor:
+        """The same layer on the valid samples ``[N, H]`` in place (inference; subclasses as :meth:`_lif`)."""
+        return node.forward_ragged(xv, rows.starts, rows.steps, rows.reverse)
+
+    def _ragged_ok(self, feat: Tensor) -> bool:
+        """Inference without gradients, and neurons the ragged scan reproduces: run in place."""
+        return not (torch.is_grad_enabled() and feat.requires_grad) and all(
+            n.supports_ragged() for n in (self.lif1, self.lif2))
+
+    def _rows_net(self, feat: Tensor, dirs: Tensor, r_of: Tensor, rows: RaggedRows) -> tuple[Tensor, Tensor, Tensor]:
+        """Inference: fc1 -> LIF1 -> fc2 -> LIF2 -> read-out on the valid samples in place, in blocks of whole
+        rays of about ``rows_per_block`` samples, so one block's layer outputs are still in the CPU cache
+        when the next layer reads them (a 4,096-ray chunk of a real capture is ~160 MB per layer), and no
+        spike tensor outlives its block. Returns the read-out ``[N, 3]`` and the spikes per sample of LIF1
+        and LIF2 ``[N]`` (for the op counts)."""
+        n = feat.shape[0]
+        logits, sp1, sp2 = feat.new_empty(n, 3), feat.new_empty(n), feat.new_empty(n)
+        readout = self._readout()
+        for r0, r1, block in rows.blocks(self.rows_per_block):
+            a, b = self._spiking_net(self.first_layer(feat[r0:r1], dirs, r_of[r0:r1]), block)
+            logits[r0:r1] = readout(b)
+            torch.sum(self._events(a), -1, out=sp1[r0:r1])
+            torch.sum(self._events(b), -1, out=sp2[r0:r1])
+        return logits, sp1, sp2
 
     def _consumer(self, layer: nn.Module, node: nn.Module) -> nn.Module:
         """The layer that reads ``node``'s spikes (subclasses return a re-parameterized copy)."""
@@ -193,10 +224,10 @@ class SpikingNeRFField(nn.Module):
         r_of, s_of = mask.nonzero(as_tuple=True)  # row-major: the order of every [N, ...] tensor below
         n = int(r_of.numel())
         feat = self.feature_grid(xyz[r_of, s_of])  # [N, C] only the surviving samples are looked up
-        x1v = self.first_layer(feat, dirs, r_of)  # [N, H]; once per valid sample, holes never reach a layer
         zeros_r = torch.zeros(R, device=mask.device)
         rgb = xyz.new_zeros(R, S, 3)
         if not self.spiking:
+            x1v = self.first_layer(feat, dirs, r_of)  # [N, H]; once per valid sample
             h = F.relu(self.fc2(F.relu(x1v)))
             rgb[r_of, s_of] = torch.sigmoid(self.fc3(h))
             macs = float(n * self.ann_macs_per_sample())
@@ -215,13 +246,19 @@ class SpikingNeRFField(nn.Module):
                 time_index = torch.arange(S, device=mask.device).expand(R, S)
             sub_time = time_index[rows] - time_index[mask].min()
         info = pack_index(sub_mask, self.pack_mode, self.flip, sub_time)
-        # fc1 has no bias: its per-sample output is what the zero-padded sequence would give at valid steps
-        s1_, s2_ = self._spiking_net(x1v, time_buckets(info))
-        rgb[r_of, s_of] = torch.sigmoid(self._readout()(s2_))  # non-spiking read-out, per sample
+        # fc1 has no bias: its per-sample output is what the zero-padded sequence would give at valid steps;
+        # holes never reach a layer. Inference runs the LIF layers on the samples in place, training groups
+        # them into time blocks.
+        if self._ragged_ok(feat):
+            logits, sp1, sp2 = self._rows_net(feat, dirs, r_of, ragged_rows(info))
+        else:
+            s1_, s2_ = self._spiking_net(self.first_layer(feat, dirs, r_of), time_buckets(info))
+            logits = self._readout()(s2_)
+            with torch.no_grad():
+                sp1, sp2 = self._events(s1_).sum(-1), self._events(s2_).sum(-1)  # [N] spikes per sample
+        rgb[r_of, s_of] = torch.sigmoid(logits)  # non-spiking read-out, per sample
         # ---- op accounting: spikes drive accumulates (SOPs), the real-valued input layer is MACs -----
         with torch.no_grad():
-            sp1 = self._events(s1_).sum(-1)  # [N] spikes per sample
-            sp2 = self._events(s2_).sum(-1)
             n_spk1, n_spk2 = sp1.sum(), sp2.sum()  # 0-d tensors: no host-device sync per step
             ray_sp1 = zeros_r.index_add(0, r_of, sp1.to(zeros_r.dtype))
             ray_sp2 = zeros_r.index_add(0, r_of, sp2.to(zeros_r.dtype))

@@ -16,6 +16,7 @@ All functions are pure and differentiable w.r.t. the features.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,6 +36,8 @@ __all__ = [
     "sequence_lengths",
     "TimeBuckets",
     "time_buckets",
+    "RaggedRows",
+    "ragged_rows",
     "tensor_density",
 ]
 
@@ -305,3 +308,39 @@ def time_buckets(info: PackInfo, groups: int = 8) -> TimeBuckets:
     s_of = torch.tensor(starts, device=dev)[g]
     pos = t_off + info.t_idx * w_of + (r - s_of)
     return TimeBuckets(steps, widths, offsets, pos)
+
+
+@dataclass
+class RaggedRows:
+    """The valid samples of a packed layout as ragged sequences, in place: for inference, where the neuron
+    layers run row by row on ``[N, C]`` values (:meth:`~spikenerf.snn.BaseNode.forward_ragged`) and nothing
+    is copied into time blocks and back (:class:`TimeBuckets` does that, with gradients, for training).
+
+    The valid samples of one packed sequence are consecutive rows (row-major order of ``info.mask``: ray by
+    ray, near -> far). ``starts`` ``[B + 1]``: first row of each sequence; ``steps`` ``[N]``: each row's time
+    step (``info.t_idx``); ``reverse``: time runs far -> near (``flip``), so the rows are read last to first.
+    """
+
+    starts: Tensor
+    steps: Tensor
+    reverse: bool
+
+    def blocks(self, rows: int):
+        """Yield ``(r0, r1, block)``: consecutive runs of whole sequences of about ``rows`` rows each (a
+        sequence is never split), ``block`` the :class:`RaggedRows` of rows ``r0 .. r1 - 1``."""
+        st = self.starts.tolist()
+        qa, B = 0, len(st) - 1
+        while qa < B:
+            qb = min(B, max(qa + 1, bisect.bisect_left(st, st[qa] + rows)))  # first boundary past r0 + rows
+            r0, r1 = st[qa], st[qb]
+            if r1 > r0:
+                yield r0, r1, RaggedRows(self.starts[qa:qb + 1] - r0, self.steps[r0:r1], self.reverse)
+            qa = qb
+
+
+def ragged_rows(info: PackInfo) -> RaggedRows:
+    """The :class:`RaggedRows` of ``info`` (its sequences' valid samples, where they already are)."""
+    counts = torch.bincount(info.b_idx, minlength=info.num_sequences)
+    starts = torch.zeros(info.num_sequences + 1, dtype=torch.long, device=info.t_idx.device)
+    torch.cumsum(counts, 0, out=starts[1:])
+    return RaggedRows(starts, info.t_idx, info.flip)

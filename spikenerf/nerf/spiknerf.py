@@ -32,10 +32,11 @@ from torch import Tensor, nn
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 
-from spikenerf.snn.deploy import DEPLOY_OFFSET, count_events, deployed_spikes, fold_consumer
+from spikenerf.snn.deploy import DEPLOY_OFFSET, count_events, deployed_code, deployed_spikes, fold_consumer
 from spikenerf.snn.energy import energy_pj
 
 from .field import ColorStats, SpikingNeRFField, positional_encoding
+from .packing import RaggedRows
 from .distill import TeacherMixin, distill_losses
 from .model import SpikingNeRFModel, SpikingNeRFModelConfig
 from .spiking import SpikeCodeName, make_neuron
@@ -78,6 +79,11 @@ class SpikNeRFField(SpikingNeRFField):
 
     def _lif(self, node: nn.Module, x: Tensor) -> Tensor:
         return deployed_spikes(node, x) if self.deployed else node(x)
+
+    def _lif_rows(self, node: nn.Module, xv: Tensor, rows: RaggedRows) -> Tensor:
+        if not self.deployed:
+            return super()._lif_rows(node, xv, rows)
+        return deployed_code(node, node.forward_ragged(xv, rows.starts, rows.steps, rows.reverse, raw=True))
 
     def _consumer(self, layer: nn.Module, node: nn.Module) -> nn.Module:
         return fold_consumer(layer, node) if self.deployed else layer

@@ -33,7 +33,7 @@ from .affine import fold_input_affine_layer
 from .fused import multistep_scan
 from .neurons.base import BaseNode
 
-__all__ = ["DEPLOY_OFFSET", "deploy_affine", "deployed_spikes", "fold_consumer", "count_events"]
+__all__ = ["DEPLOY_OFFSET", "deploy_affine", "deployed_spikes", "deployed_code", "fold_consumer", "count_events"]
 
 DEPLOY_OFFSET: dict[str, float] = {"binary": 0.0, "ternary": 0.0, "ternary012": 1.0, "multibit": 0.0}
 """``s' = s - DEPLOY_OFFSET[code]``: the deployed code of each training spike code."""
@@ -54,6 +54,11 @@ def deployed_spikes(node: BaseNode, x_seq: Tensor) -> Tensor:
     a, b, c = node.charge_coefficients()
     s, _ = multistep_scan(x_seq, node.spec, a=a, b=b, c=c, vth=node.v_threshold, v0=None, backend=node.backend,
                           membrane_transform=node.membrane_transform)
+    return deployed_code(node, s)
+
+
+def deployed_code(node: BaseNode, s: Tensor) -> Tensor:
+    """The raw training code ``s`` of ``node`` (no scale) -> the code it sends at inference (shifted)."""
     off = DEPLOY_OFFSET[node.spec.code]
     return s - off if off else s
 

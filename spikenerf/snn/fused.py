@@ -45,7 +45,7 @@ from torch import Tensor
 from .scan import CODE_IDS, ScanSpec, scan_reference, scan_torch_backward, scan_torch_forward
 from .triton_scan import triton_scan_backward, triton_scan_forward, triton_supports
 
-__all__ = ["multistep_scan", "c_kernel_available", "load_c_kernel", "build_c_library", "CKernel",
+__all__ = ["multistep_scan", "ragged_scan", "c_kernel_available", "load_c_kernel", "build_c_library", "CKernel",
            "openmp_wait_policy", "DEFAULT_WAIT_POLICY"]
 
 DEFAULT_WAIT_POLICY = "PASSIVE"
@@ -155,6 +155,9 @@ def _declare_scan(lib: ctypes.CDLL) -> None:
     lib.snn_scan_backward.argtypes = [p, p, p, p, p, p, p, p, i64, i64, f32, f32, f32, f32, f32, f32, i32, i32, i32,
                                       i32, i32, f32, i32]
     lib.snn_scan_backward.restype = i32
+    lib.snn_scan_ragged_forward.argtypes = [p, p, p, p, i64, i64, i32, f32, f32, f32, f32, f32, f32, i32, i32, i32,
+                                            i32]
+    lib.snn_scan_ragged_forward.restype = i32
 
 
 _SCAN = CKernel(_SRC, "scan", "the torch backend", _declare_scan)
@@ -343,3 +346,69 @@ def multistep_scan(
         raise ValueError(f"unknown backend {backend!r}; choose auto, c, triton, torch or reference")
     at, bt, tt, ct = (_as_tensor(v, x_seq).reshape(()) for v in (a, b, vth, c))
     return _FusedScan.apply(x_seq, v0, at, bt, tt, ct, spec, backend)
+
+
+def ragged_scan(
+    xv: Tensor,
+    starts: Tensor,
+    steps: Tensor,
+    spec: ScanSpec,
+    a: Tensor | float = 1.0,
+    b: Tensor | float = 1.0,
+    c: Tensor | float = 0.0,
+    vth: Tensor | float = 1.0,
+    reverse: bool = False,
+    backend: str = "auto",
+) -> Tensor:
+    """Inference-time scan of ragged sequences stored row by row; returns the spikes ``[N, C]``.
+
+    Row ``n`` of ``xv`` ``[N, C]`` is step ``steps[n]`` of its sequence; sequence ``q`` owns the rows
+    ``starts[q] .. starts[q + 1] - 1`` (``starts`` ``[B + 1]``, int64), with ``steps`` increasing along them
+    (decreasing with ``reverse=True``, which runs the rows last to first). Missing steps are zero inputs, so
+    the result equals :func:`multistep_scan` on the dense ``[T, B, C]`` layout (zeros at the missing steps),
+    read back at the rows, without building that layout or copying the rows in and out of it. Starts from
+    rest (``v0 = 0``). Forward only: ``xv`` must not need a gradient (training runs :func:`multistep_scan`).
+    ``backend``: ``auto`` (the C kernel for float32 CPU tensors, else ``torch``), ``c`` or ``torch`` (the
+    dense layout through the graph-free torch loop).
+    """
+    if xv.dim() != 2:
+        raise ValueError(f"xv must be [N, C], got shape {tuple(xv.shape)}")
+    if torch.is_grad_enabled() and xv.requires_grad:
+        raise ValueError("ragged_scan is forward only; run multistep_scan on a dense layout to train")
+    if steps.shape != (xv.shape[0],) or starts.dim() != 1 or starts.numel() < 1:
+        raise ValueError(f"need steps [N] = [{xv.shape[0]}] and starts [B + 1], got {tuple(steps.shape)}, "
+                         f"{tuple(starts.shape)}")
+    if not all(_is_scalar(p) for p in (a, b, c, vth)):
+        raise ValueError("ragged_scan needs scalar a, b, c, vth")
+    af, bf, cf, tf = (float(p.detach()) if isinstance(p, Tensor) else float(p) for p in (a, b, c, vth))
+    B = starts.numel() - 1
+    if backend == "auto":
+        backend = "c" if (xv.device.type == "cpu" and xv.dtype == torch.float32 and c_kernel_available()) else "torch"
+    if backend == "c":
+        if xv.device.type != "cpu" or xv.dtype != torch.float32:
+            raise ValueError("backend 'c' needs a float32 CPU tensor")
+        lib = load_c_kernel()
+        if lib is None:
+            raise RuntimeError("backend 'c' requested but the C kernel could not be built")
+        x = xv.contiguous()
+        st = starts.to(torch.int64).contiguous()
+        tt = steps.to(torch.int64).contiguous()
+        s = torch.empty_like(x)
+        if x.numel():
+            rc = lib.snn_scan_ragged_forward(
+                _ptr(x), _ptr(s), _ptr(st), _ptr(tt), B, x.shape[1], int(bool(reverse)), af, bf, cf, tf,
+                spec.v_reset, spec.margin, spec.levels, CODE_IDS[spec.code], 0 if spec.reset == "hard" else 1,
+                torch.get_num_threads(),
+            )
+            if rc != 0:
+                raise RuntimeError(f"snn_scan_ragged_forward failed with code {rc}")
+        return s
+    if backend != "torch":
+        raise ValueError(f"unknown backend {backend!r}; choose auto, c or torch")
+    if xv.shape[0] == 0:
+        return xv.new_zeros(xv.shape)
+    seq = torch.repeat_interleave(torch.arange(B, device=xv.device), starts.diff())
+    dense = xv.new_zeros(int(steps.max()) + 1, B, xv.shape[1])
+    dense[steps, seq] = xv
+    s, _ = scan_torch_forward(dense, None, af, bf, cf, tf, spec)
+    return s[steps, seq]

@@ -151,3 +151,73 @@ def test_time_buckets_equal_the_full_recurrence_on_valid_samples(mode, groups):
     (ga,) = torch.autograd.grad((full * g).sum(), xv)
     (gb,) = torch.autograd.grad((out * g).sum(), xv)
     torch.testing.assert_close(gb, ga, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["padding", "condensing"])
+@pytest.mark.parametrize("flip", [False, True])
+def test_ragged_rows_equal_time_buckets(mode, flip):
+    """Inference in place (rows) gives the spikes of the training layout (time blocks), bit for bit."""
+    from spikenerf.nerf.packing import pack_index, ragged_rows, time_buckets
+    from spikenerf.snn import LIFNode
+
+    gen = torch.Generator().manual_seed(37)
+    R, S, H = 60, 19, 5
+    mask = torch.rand(R, S, generator=gen) < torch.rand(R, 1, generator=gen)
+    mask[5] = False
+    info = pack_index(mask, mode, flip)
+    xv = 2.0 * torch.randn(int(mask.sum()), H, generator=gen)
+    lif = LIFNode(tau=2.0, v_threshold=0.5)
+    rows = ragged_rows(info)
+    assert rows.starts[-1] == xv.shape[0] and rows.reverse == flip
+    out = lif.forward_ragged(xv, rows.starts, rows.steps, rows.reverse)
+    ref = time_buckets(info).apply(lif, xv)
+    assert torch.equal(out, ref) and bool(ref.sum() > 0)
+
+
+@pytest.mark.parametrize("mode,flip", [("padding", False), ("condensing", False), ("condensing", True)])
+@pytest.mark.parametrize("block", [1 << 14, 7])  # one block, or many blocks of whole rays
+def test_field_renders_in_place_what_it_trains_on(mode, flip, block, monkeypatch):
+    """Without gradients the colour net runs its LIF layers on the rows in place; same colours and spikes
+    as the time-block path it trains on (taken here by recording gradients)."""
+    from spikenerf.nerf import field as field_mod
+    from spikenerf.nerf.field import SpikingNeRFField
+
+    box = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    f = SpikingNeRFField(box, (6, 6, 6), feature_channels=4, hidden_dim=8, dir_freqs=1, pack_mode=mode, flip=flip)
+    f.rows_per_block = block
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        f.feature_grid.grid.copy_(torch.randn(f.feature_grid.grid.shape, generator=gen))
+        f.fc1.weight.mul_(8.0)
+        f.fc2.weight.mul_(8.0)
+    R, S = 40, 15
+    xyz = torch.rand(R, S, 3, generator=gen)
+    dirs = torch.nn.functional.normalize(torch.randn(R, 3, generator=gen), dim=-1)
+    mask = torch.rand(R, S, generator=gen) < 0.5
+    used = []
+    real_rows, real_buckets = field_mod.ragged_rows, field_mod.time_buckets
+    monkeypatch.setattr(field_mod, "ragged_rows", lambda info: used.append("rows") or real_rows(info))
+    monkeypatch.setattr(field_mod, "time_buckets", lambda info: used.append("blocks") or real_buckets(info))
+    f.eval()
+    with torch.no_grad():
+        rgb_rows, st_rows = f.color(xyz, dirs, mask)
+    rgb_blk, st_blk = f.color(xyz, dirs, mask)  # parameters need gradients: the training layout
+    assert used == ["rows", "blocks"]
+    torch.testing.assert_close(rgb_rows, rgb_blk.detach(), rtol=0, atol=0)
+    assert torch.equal(st_rows.ray_spikes, st_blk.ray_spikes) and float(st_rows.ray_spikes.sum()) > 0
+
+
+def test_ragged_blocks_cover_every_row_once_and_never_split_a_sequence():
+    from spikenerf.nerf.packing import pack_index, ragged_rows
+
+    mask = torch.rand(50, 12, generator=torch.Generator().manual_seed(8)) < 0.4
+    mask[:4] = False  # empty rays at the start
+    rows = ragged_rows(pack_index(mask, "padding"))
+    bounds = set(rows.starts.tolist())
+    got = []
+    for r0, r1, blk in rows.blocks(10):
+        assert r0 in bounds and r1 in bounds and blk.starts[0] == 0 and blk.starts[-1] == r1 - r0
+        assert torch.equal(blk.steps, rows.steps[r0:r1])
+        got.append((r0, r1))
+    assert got[0][0] == 0 and got[-1][1] == int(mask.sum())
+    assert all(a[1] == b[0] for a, b in zip(got, got[1:])) and len(got) > 3

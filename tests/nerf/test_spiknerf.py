@@ -192,6 +192,24 @@ def test_reparameterization_sends_shifted_spikes():
     torch.testing.assert_close(folded(s), m.field.fc2(s + 1))
 
 
+def test_deployed_ray_time_runs_in_place_as_in_blocks():
+    """Inference in place (rows) sends the deployed {-1, 0, 1} code the time-block path sends."""
+    from spikenerf.nerf.packing import pack_index, ragged_rows, time_buckets
+
+    m = _model(spike_code="ternary012")
+    m.update_to_step(10)
+    _randomize(m)
+    mask = torch.rand(30, 7, generator=torch.Generator().manual_seed(2)) < 0.6
+    info = pack_index(mask, m.field.pack_mode)
+    x1 = m.field.fc1(torch.randn(int(mask.sum()), m.field.in_dim) * 2).detach()
+    m.eval()
+    with torch.no_grad():
+        s_rows = m.field._spiking_net(x1, ragged_rows(info))
+        s_blk = m.field._spiking_net(x1, time_buckets(info))
+    assert set(s_rows[0].unique().tolist()) == {-1.0, 0.0, 1.0}
+    assert all(torch.equal(a, b) for a, b in zip(s_rows, s_blk))
+
+
 @pytest.mark.parametrize("time_mode", ["repeat", "ray"])
 def test_mlp_backbone_reparameterization_and_ops(time_mode):
     cfg = NeRFMLPModelConfig(hidden_dim=16, num_coarse_samples=6, num_importance_samples=6, time_steps=2,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from spikenerf.snn import ScanSpec, Surrogate, c_kernel_available, get_surrogate, multistep_scan
+from spikenerf.snn import ScanSpec, Surrogate, c_kernel_available, get_surrogate, multistep_scan, ragged_scan
 from spikenerf.snn import scan as scan_module
 from spikenerf.snn.surrogate import _REGISTRY
 
@@ -148,3 +148,45 @@ def test_cuda_matches_cpu():
 
 
 del itertools
+
+
+def _ragged_case(seed: int, B: int = 9, C: int = 6, T: int = 11):
+    """Ragged sequences with holes (and some empty ones), rows of a sequence consecutive, time ascending."""
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.randint(0, 7, (B,), generator=g)
+    times = [torch.sort(torch.randperm(T, generator=g)[: int(n)]).values for n in lens]
+    starts = torch.zeros(B + 1, dtype=torch.long)
+    starts[1:] = torch.cumsum(lens, 0)
+    seq = torch.repeat_interleave(torch.arange(B), lens)
+    xv = 1.5 * torch.randn(int(lens.sum()), C, generator=g)
+    return xv, starts, times, seq
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("code", CODES)
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+@pytest.mark.parametrize("c", [0.0, 0.3])  # c != 0: a hole charges and can fire, so holes must be stepped
+@pytest.mark.parametrize("reverse", [False, True])
+def test_ragged_scan_equals_the_dense_layout(backend, code, reset, c, reverse):
+    """Rows in place == the reference loop on the dense [T, B, C] layout with zeros at the missing steps."""
+    T = 11
+    xv, starts, times, seq = _ragged_case(zlib.crc32(f"{code}{reset}{c}{reverse}".encode()), T=T)
+    steps = torch.cat([(T - 1 - t) if reverse else t for t in times]).long()  # reverse: descending per row
+    spec = ScanSpec(code=code, reset=reset, v_reset=0.1 if reset == "hard" else 0.0, levels=3, margin=0.5)
+    dense = torch.zeros(T, starts.numel() - 1, xv.shape[1])
+    dense[steps, seq] = xv
+    ref = multistep_scan(dense, spec, a=0.7, b=0.9, c=c, vth=0.8, backend="reference")[0][steps, seq]
+    out = ragged_scan(xv, starts, steps, spec, a=0.7, b=0.9, c=c, vth=0.8, reverse=reverse, backend=backend)
+    assert torch.equal(out, ref)
+    assert bool(ref.abs().sum() > 0)
+
+
+def test_ragged_scan_refuses_gradients_and_bad_shapes():
+    xv, starts, times, _ = _ragged_case(3)
+    steps = torch.cat(times).long()
+    with pytest.raises(ValueError, match="forward only"):
+        ragged_scan(xv.requires_grad_(True), starts, steps, ScanSpec())
+    with pytest.raises(ValueError, match=r"steps \[N\]"):
+        ragged_scan(xv.detach(), starts, steps[:-1], ScanSpec())
+    with pytest.raises(ValueError, match="scalar"):
+        ragged_scan(xv.detach(), starts, steps, ScanSpec(), vth=torch.ones(xv.shape[1]))

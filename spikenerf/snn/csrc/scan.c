@@ -251,3 +251,65 @@ int snn_scan_backward(const float *x, const float *h, const float *gs, const flo
     gparams[3] = gc;
     return 0;
 }
+
+/* Ragged forward (inference): sequences of different lengths with holes, stored row by row.
+ *
+ * x, s are [N, C]: row n is one valid step of one sequence; the rows of sequence q are starts[q] ..
+ * starts[q+1]-1, and t_idx[n] is the time step of row n (increasing along the rows, or decreasing when
+ * reverse = 1, which runs the rows from last to first).  Steps that have no row are holes: zero input, the
+ * membrane still charges (a v + c), fires and resets, exactly as a zero entry of the dense [T, B, C] layout
+ * that forward_block scans, so the spikes are the same bit for bit, without building that layout.  From
+ * rest with c = 0 and vth > 0 a hole leaves the state at 0, so leading holes are skipped. */
+INL void ragged_block(int code, int reset, const float *x, float *s, const int64_t *t_idx, int64_t r0,
+                      int64_t r1, int64_t C, int64_t l0, int64_t len, int reverse, float a, float b, float c,
+                      float vth, float vr, float margin, int levels) {
+    float v[BLK];
+    for (int64_t j = 0; j < len; ++j) v[j] = 0.0f;
+    int rest = (c == 0.0f && vth > 0.0f);
+    int64_t cur = 0, n = r1 - r0;
+    for (int64_t k = 0; k < n; ++k) {
+        int64_t row = reverse ? r1 - 1 - k : r0 + k;
+        int64_t t = t_idx[row];
+        if (rest) cur = t;
+        for (; cur < t; ++cur) {
+            for (int64_t j = 0; j < len; ++j) {
+                float hh = a * v[j] + c;
+                float ss = fire(code, hh, vth, margin, levels);
+                v[j] = reset_v(reset, code, hh, ss, vth, vr);
+            }
+        }
+        const float *xr = x + row * C + l0;
+        float *sr = s + row * C + l0;
+        for (int64_t j = 0; j < len; ++j) {
+            float hh = a * v[j] + b * xr[j] + c;
+            float ss = fire(code, hh, vth, margin, levels);
+            sr[j] = ss;
+            v[j] = reset_v(reset, code, hh, ss, vth, vr);
+        }
+        cur = t + 1;
+        rest = 0;
+    }
+}
+
+#define RAG_CASE(CODE, RESET)                                                                                  \
+    case CODE * 2 + RESET:                                                                                     \
+        ragged_block(CODE, RESET, x, s, t_idx, starts[q], starts[q + 1], C, l0, len, reverse, a, b, c, vth, vr, \
+                     margin, levels);                                                                          \
+        break;
+
+int snn_scan_ragged_forward(const float *x, float *s, const int64_t *starts, const int64_t *t_idx, int64_t B,
+                            int64_t C, int reverse, float a, float b, float c, float vth, float vr, float margin,
+                            int levels, int code, int reset, int nthreads) {
+    if (code < 0 || code > 3 || reset < 0 || reset > 1) return -1;
+    int64_t nlb = (C + BLK - 1) / BLK;
+    /* sequences differ in length: dynamic chunks keep the threads busy */
+#pragma omp parallel for schedule(dynamic, 64) num_threads(nthreads)
+    for (int64_t qi = 0; qi < B * nlb; ++qi) {
+        int64_t q = qi / nlb, l0 = (qi % nlb) * BLK, len = C - l0 < BLK ? C - l0 : BLK;
+        switch (code * 2 + reset) {
+            RAG_CASE(0, 0) RAG_CASE(0, 1) RAG_CASE(1, 0) RAG_CASE(1, 1)
+            RAG_CASE(2, 0) RAG_CASE(2, 1) RAG_CASE(3, 0) RAG_CASE(3, 1)
+        }
+    }
+    return 0;
+}

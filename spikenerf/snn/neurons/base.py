@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ..fused import multistep_scan
+from ..fused import multistep_scan, ragged_scan
 from ..scan import ScanSpec, SpikeCode
 from ..surrogate import ATan, Surrogate, get_surrogate
 
@@ -161,6 +161,28 @@ class BaseNode(nn.Module):
         if scale is not None:
             s = s * scale
         return NeuronOutput((s, h)) if return_membrane else s
+
+    def supports_ragged(self) -> bool:
+        """Whether :meth:`forward_ragged` reproduces :meth:`forward` now: scalar parameters, no membrane
+        transform, and no random initial membrane (training with ``init_membrane``)."""
+        a, b, c = self.charge_coefficients()
+        scalar = all(not isinstance(p, Tensor) or p.numel() == 1 for p in (a, b, c, self.v_threshold))
+        return scalar and self.membrane_transform is None and (self.init_membrane is None or not self.training)
+
+    @torch.no_grad()
+    def forward_ragged(self, xv: Tensor, starts: Tensor, steps: Tensor, reverse: bool = False,
+                       raw: bool = False) -> Tensor:
+        """Inference on ragged sequences stored row by row (:func:`~spikenerf.snn.fused.ragged_scan`): the
+        spikes ``[N, C]`` that :meth:`forward` gives on the dense ``[T, B, C]`` layout with zero input at the
+        missing steps; times the output scale unless ``raw``. No gradient; check :meth:`supports_ragged`."""
+        if not self.supports_ragged():
+            raise ValueError("forward_ragged needs scalar parameters, no membrane transform and no random "
+                             "initial membrane; use forward on a dense [T, B, ...] layout")
+        a, b, c = self.charge_coefficients()
+        s = ragged_scan(xv, starts, steps, self.spec, a=a, b=b, c=c, vth=self.v_threshold, reverse=reverse,
+                        backend="torch" if self.backend == "torch" else "auto")
+        scale = None if raw else self.output_scale()
+        return s if scale is None else s * scale
 
     def extra_repr(self) -> str:
         sp = self.spec
