@@ -173,8 +173,9 @@ class SpikingNeRFField(nn.Module):
         return node.forward_ragged(xv, rows.starts, rows.steps, rows.reverse)
 
     def _ragged_ok(self, feat: Tensor) -> bool:
-        """Inference without gradients, and neurons the ragged scan reproduces: run in place."""
-        return not (torch.is_grad_enabled() and feat.requires_grad) and all(
+        """Inference without gradients on the CPU (the ragged C kernel; on CUDA the time blocks run on the
+        Triton scan), and neurons the ragged scan reproduces: run in place."""
+        return feat.device.type == "cpu" and not (torch.is_grad_enabled() and feat.requires_grad) and all(
             n.supports_ragged() for n in (self.lif1, self.lif2))
 
     def _rows_net(self, feat: Tensor, dirs: Tensor, r_of: Tensor, rows: RaggedRows) -> tuple[Tensor, Tensor, Tensor]:
