@@ -5,6 +5,8 @@
 - :func:`rescale_grids`: re-sample :class:`~.grid.DenseGrid` modules to a new resolution (new Parameters).
 - :func:`sync_optimizers`: point optimiser groups at the current Parameters after up-scaling or a resume.
 - :func:`average_new_grads`: multi-process training, average the gradients of grids DDP never saw.
+- :func:`voxel_view_counts` / :class:`PerVoxelLR`: DVGO's view-count-based learning rate of the coarse
+  density grid.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn import Parameter
 
-from .grid import DenseGrid
+from .grid import DenseGrid, trilinear
 
-__all__ = ["axis_resolution", "progressive_resolution", "rescale_grids", "sync_optimizers", "average_new_grads"]
+__all__ = ["axis_resolution", "progressive_resolution", "rescale_grids", "sync_optimizers", "average_new_grads",
+           "voxel_view_counts", "PerVoxelLR"]
 
 
 def axis_resolution(aabb: Tensor, n: int) -> tuple[int, int, int]:
@@ -100,3 +103,45 @@ def average_new_grads(params: Iterable[Parameter], known_ids: set[int]) -> None:
             p.grad = torch.zeros_like(p)
         dist.all_reduce(p.grad)
         p.grad.div_(world)
+
+
+def voxel_view_counts(views: Iterable[Iterable[Tensor]], resolution: tuple[int, int, int], aabb: Tensor) -> Tensor:
+    """DVGO's ``voxel_count_views``: ``[X, Y, Z]`` how many views see each vertex of a grid over ``aabb``.
+
+    ``views`` yields, per view, chunks of the look-up points ``[M, 3]`` of its rays' samples. A view counts
+    for a vertex when the trilinear weights its samples put on that vertex sum to more than 1 (DVGO
+    back-propagates a grid of ones and counts ``grad > 1``).
+    """
+    count = torch.zeros(*[int(r) for r in resolution], dtype=torch.float32, device=aabb.device)
+    for chunks in views:
+        ones = torch.ones(*count.shape, 1, device=aabb.device, requires_grad=True)
+        with torch.enable_grad():
+            for pts in chunks:
+                if pts.shape[0]:
+                    trilinear(ones, pts.detach(), aabb).sum().backward()
+        if ones.grad is not None:
+            count += (ones.grad[..., 0] > 1).float()
+    return count
+
+
+class PerVoxelLR:
+    """DVGO's per-voxel learning rate: each optimiser step's update of ``grid`` is scaled per vertex by
+    ``count / count.max()`` (views that see the vertex over the most any vertex has), so vertices few views
+    constrain move slowly. DVGO applies it in the coarse stage to the density grid only (its Adam scales the
+    parameters shaped like the count); :meth:`before` / :meth:`after` wrap the optimiser's ``step``."""
+
+    def __init__(self, grid: DenseGrid, count: Tensor) -> None:
+        self.grid = grid
+        self.scale = (count / count.max().clamp_min(1.0))[..., None]  # [X, Y, Z, 1]
+        self._prev: Tensor | None = None
+
+    def before(self) -> None:
+        self._prev = self.grid.grid.detach().clone()
+
+    @torch.no_grad()
+    def after(self) -> None:
+        prev, self._prev = self._prev, None
+        g = self.grid.grid
+        if prev is None or prev.shape != g.shape:
+            return
+        g.copy_(prev + self.scale * (g - prev))

@@ -26,7 +26,8 @@ from .contraction import contract, contracted_box, contracted_sample_count, look
 from .export import NerfstudioToolsMixin
 from .field import ColorStats, SpikingNeRFField
 from .grid import DenseGrid, Marched, occupied
-from .grid_training import (average_new_grads, axis_resolution, progressive_resolution, rescale_grids,
+from .grid_training import (PerVoxelLR, average_new_grads, axis_resolution, progressive_resolution, rescale_grids,
+                            voxel_view_counts,
                             sync_optimizers)
 from .metrics import (batch_op_metrics, build_lpips, ground_truth, image_op_metrics, image_quality_of, psnr,
                       render_images)
@@ -100,6 +101,11 @@ class SpikingNeRFModelConfig(ModelConfig):
     nothing on this CPU (docs/nerf.md)."""
     refresh_on_upscale: bool = True
     """Refresh the cache at every up-scale too (DVGO's ``scale_volume_grid``)."""
+    pervoxel_lr: bool = False
+    """Coarse stage: DVGO's view-count-based learning rate on the coarse density grid (each vertex's update
+    scaled by the number of training views whose rays see it over the largest such number; counted once from
+    the training cameras when the coarse stage starts, every ``pervoxel_lr_downrate``-th pixel)."""
+    pervoxel_lr_downrate: int = 1
     tighten_fine_box: bool = True
     """Bounded scenes: the fine grids span the box of the coarse geometry (DVGO's
     ``compute_bbox_by_coarse_geo``: coarse alpha over one voxel ``> bbox_threshold``, scaled by
@@ -354,6 +360,31 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         if mask is not None:
             datamanager.set_ray_mask(mask)
 
+    def coarse_view_points(self, cameras: Any, downrate: int = 1, chunk: int = 1 << 15):
+        """Per training camera (nerfstudio ``Cameras``), the coarse-stage look-up points of its rays (every
+        ``downrate``-th pixel), in chunks: what :func:`~.grid_training.voxel_view_counts` counts."""
+        for i in range(len(cameras)):
+            rays = cameras.generate_rays(camera_indices=i)
+            o = rays.origins[::downrate, ::downrate].reshape(-1, 3).to(self.aabb.device)
+            d = rays.directions[::downrate, ::downrate].reshape(-1, 3).to(self.aabb.device)
+            d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+
+            def chunks(o=o, d=d):
+                for oc, dc in zip(o.split(chunk), d.split(chunk)):
+                    marched, _ = self.sample(oc, dc, fine=False)
+                    yield self.lookup_points(oc, dc, marched.t)[marched.valid]
+
+            yield chunks()
+
+    def _setup_pervoxel_lr(self, datamanager: Any) -> PerVoxelLR | None:
+        dataset = getattr(datamanager, "train_dataset", None)
+        if dataset is None:
+            return None
+        with torch.no_grad():
+            count = voxel_view_counts(self.coarse_view_points(dataset.cameras, self.config.pervoxel_lr_downrate),
+                                      self.coarse_res, self.coarse_box)
+        return PerVoxelLR(self.coarse_density, count)
+
     def _set_step(self, step: int, optimizers: Any = None) -> None:
         cfg = self.config
         if step >= cfg.coarse_steps and not self._occ_ready and cfg.coarse_steps > 0:
@@ -381,11 +412,15 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
     ) -> List[TrainingCallback]:
         datamanager = getattr(training_callback_attributes.pipeline, "datamanager", None)
         use_mask = self.config.in_cache_rays and datamanager is not None
+        pervoxel: Dict[str, PerVoxelLR | None] = {}
 
         def set_step(step: int) -> None:
             self._set_step(step, training_callback_attributes.optimizers)
             if use_mask and self._occ_ready and not self.unbounded:
                 self._update_ray_mask(datamanager)
+            if self.config.pervoxel_lr and not self.in_fine_stage and "lr" not in pervoxel:
+                # counted from the cameras alone, so a resumed run counts the same
+                pervoxel["lr"] = self._setup_pervoxel_lr(datamanager)
 
         outputs = getattr(getattr(training_callback_attributes.pipeline, "datamanager", None),
                           "train_dataparser_outputs", None)
@@ -394,6 +429,18 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         opts = getattr(training_callback_attributes.optimizers, "optimizers", {})
         if "grids" in opts:
             opts["grids"].register_step_pre_hook(lambda *_: self._average_new_grads())
+
+            def pervoxel_hook(before: bool):
+                def hook(*_: Any) -> None:
+                    lr = None if self.in_fine_stage else pervoxel.get("lr")
+                    if lr is not None and before:
+                        lr.before()
+                    elif lr is not None:
+                        lr.after()
+                return hook
+
+            opts["grids"].register_step_pre_hook(pervoxel_hook(True))
+            opts["grids"].register_step_post_hook(pervoxel_hook(False))
 
         return [
             TrainingCallback(

@@ -251,3 +251,57 @@ def test_training_rays_drawn_in_the_occupancy_cache():
     m._update_ray_mask(dm)
     assert len(dm.masks) == 2
 
+
+
+def test_voxel_view_counts_by_hand():
+    """DVGO's rule: a view counts for a vertex when its samples' trilinear weights there sum to more than 1."""
+    from spikenerf.nerf.grid_training import voxel_view_counts
+
+    centre = torch.tensor([[0.5, 0.5, 0.5]])
+    edge = torch.tensor([[0.25, 0.0, 0.0]])  # half on vertex (0, 0, 0), half on (1, 0, 0)
+    views = [
+        [centre.expand(3, 3)],  # weight 3 on the centre vertex
+        [centre, edge.expand(4, 3)],  # weight 1 on the centre (not > 1), 2 on each edge vertex
+        [edge.expand(2, 3), edge.expand(1, 3)],  # chunks of one view add up: 1.5 on each edge vertex
+    ]
+    count = voxel_view_counts(iter([iter(v) for v in views]), (3, 3, 3), UNIT)
+    want = torch.zeros(3, 3, 3)
+    want[1, 1, 1] = 1
+    want[0, 0, 0] = want[1, 0, 0] = 2
+    torch.testing.assert_close(count, want)
+
+
+def test_pervoxel_lr_in_the_coarse_stage_only():
+    """Each coarse-density update is scaled by views-that-see-the-vertex / the most views; the colour grid and
+    the fine stage are untouched (DVGO's MaskedAdam scales only parameters shaped like the count)."""
+    from nerfstudio.cameras.cameras import Cameras
+    from nerfstudio.engine.callbacks import TrainingCallbackAttributes, TrainingCallbackLocation
+
+    from spikenerf.nerf.grid_training import voxel_view_counts
+
+    m = _model(pervoxel_lr=True)
+    c2w = torch.tensor([[[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 3.0]],
+                        [[1.0, 0, 0, 0.5], [0, 1.0, 0, 0], [0, 0, 1.0, 3.0]]])
+    cams = Cameras(camera_to_worlds=c2w, fx=8.0, fy=8.0, cx=4.0, cy=4.0, width=8, height=8)
+    dm = type("DM", (), {"train_dataset": type("D", (), {"cameras": cams})()})()
+    adam = torch.optim.Adam(m.get_param_groups()["grids"], lr=0.1)
+    attrs = TrainingCallbackAttributes(optimizers=type("O", (), {"optimizers": {"grids": adam}})(),
+                                       grad_scaler=None, pipeline=type("P", (), {"datamanager": dm})(), trainer=None)
+    (cb,) = m.get_training_callbacks(attrs)
+    count = voxel_view_counts(m.coarse_view_points(cams), m.coarse_res, m.coarse_box)
+    assert float(count.max()) == 2 and bool((count == 1).any()) and bool((count == 0).any())
+
+    def step(at: int) -> tuple[Tensor, Tensor]:
+        cb.run_callback_at_location(at, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        adam.state.clear()  # a first Adam step moves every value by lr * sign(grad)
+        d0, c0 = m.coarse_density.grid.detach().clone(), m.coarse_color.grid.detach().clone()
+        for p in adam.param_groups[0]["params"]:
+            p.grad = torch.ones_like(p)
+        adam.step()
+        return m.coarse_density.grid.detach() - d0, m.coarse_color.grid.detach() - c0
+
+    d_density, d_color = step(0)
+    torch.testing.assert_close(d_density, -0.1 * (count / 2)[..., None], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(d_color, torch.full_like(d_color, -0.1), rtol=1e-4, atol=1e-6)
+    d_density, _ = step(2)  # fine stage: plain Adam
+    torch.testing.assert_close(d_density, torch.full_like(d_density, -0.1), rtol=1e-4, atol=1e-6)
