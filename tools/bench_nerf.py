@@ -1,12 +1,16 @@
-"""Benchmark SpikingNeRF: padding vs condensing vs the ANN twin on one Blender scene.
+"""Benchmark SpikingNeRF: padding vs condensing vs the ANN twin on one scene (Blender, or a real capture).
 
 Trains each variant with ``ns-train`` (same iterations / seed), then renders a fixed subset of test views
 in-process and prints PSNR / SSIM, training it/s, render time per image, energy and firing rate.
 
     .venv/bin/python tools/bench_nerf.py --data ../shared/data/nerf-synthetic-lego-400 --iterations 600 --views 4
     .venv/bin/python tools/bench_nerf.py --preset full --views 4     # the ~20-minute CPU schedule on lego-400
+    .venv/bin/python tools/bench_nerf.py --preset capture --parser colmap --data ../shared/data/beer-can-colmap \
+        --parser-args "--colmap-path sparse/0 --downscale-factor 4" --variants snn-condensing ann --views 9 \
+        --picture docs/img/beer_gt_snn_ann.png   # the ~30-minute real-capture preset, all 9 held-out views
     .venv/bin/python tools/bench_nerf.py --threads-compare --busy 2  # OpenMP wait policies side by side, under load
     .venv/bin/python tools/bench_nerf.py --render-compare outputs/<run>/config.yml  # render in place vs time blocks
+    .venv/bin/python tools/bench_nerf.py --step-compare outputs/<run>/config.yml    # a training step, the same
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -29,18 +34,20 @@ VARIANTS = {
 ENV_METHODS = ("spikingnerf=spikenerf.nerf.method_configs:spikingnerf,"
                "spikingnerf-ann=spikenerf.nerf.method_configs:spikingnerf_ann,"
                "spikingnerf-full=spikenerf.nerf.method_configs:spikingnerf_full,"
-               "spikingnerf-ann-full=spikenerf.nerf.method_configs:spikingnerf_ann_full")
+               "spikingnerf-ann-full=spikenerf.nerf.method_configs:spikingnerf_ann_full,"
+               "spikingnerf-capture=spikenerf.nerf.method_configs:spikingnerf_capture,"
+               "spikingnerf-ann-capture=spikenerf.nerf.method_configs:spikingnerf_ann_capture")
 
 
 def train(name: str, method: str, extra: list[str], args: argparse.Namespace) -> tuple[Path, float]:
     out = args.output_dir / name
-    if args.preset == "full":
-        method += "-full"
+    if args.preset != "mini":
+        method += "-" + args.preset
     iters = ["--max-num-iterations", str(args.iterations)] if args.iterations else []
     cmd = [str(Path(sys.executable).with_name("ns-train")), method, "--output-dir", str(out),
            "--machine.device-type", args.device, "--vis", "tensorboard", *iters,
            "--steps-per-eval-image", "1000000", "--steps-per-eval-batch", "1000000",
-           *extra, *args.model_args, "blender-data", "--data", str(args.data)]
+           *extra, *args.model_args, args.parser, "--data", str(args.data), *shlex.split(args.parser_args)]
     env = dict(os.environ)
     env.setdefault("NERFSTUDIO_METHOD_CONFIGS", ENV_METHODS)
     print("+", " ".join(cmd), flush=True)
@@ -174,6 +181,26 @@ def threads_compare(busy: int, steps: int, rays: int) -> dict[str, float]:
     return res
 
 
+def picture(configs: dict[str, Path], views: list[int], path: Path) -> None:
+    """One PNG: a row per held-out view, ground truth then each variant's render, left to right."""
+    import imageio.v2 as imageio
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    cols: list[list[torch.Tensor]] = [[] for _ in views]
+    for k, config in enumerate(configs.values()):
+        _, pipe, _, _ = eval_setup(config, test_mode="test")
+        ds = pipe.datamanager.eval_dataset
+        for row, v in zip(cols, views):
+            if k == 0:
+                row.append(ds[v]["image"][..., :3].float())
+            with torch.no_grad():
+                row.append(pipe.model.get_outputs_for_camera(ds.cameras[v:v + 1].to(pipe.model.device))["rgb"].cpu())
+    img = torch.cat([torch.cat(row, 1) for row in cols], 0).clamp(0, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.imwrite(path, (img * 255).round().to(torch.uint8).numpy())
+    print(f"wrote {path}: rows = views {views}, columns = ground truth | " + " | ".join(configs), flush=True)
+
+
 def render_compare(config: Path, views: int, repeats: int) -> dict[str, float]:
     """Seconds per held-out view of a trained run, the colour net's LIF layers run on the samples in place
     (:class:`~spikenerf.nerf.packing.RaggedRows`, the inference path) and in time blocks
@@ -191,13 +218,12 @@ def render_compare(config: Path, views: int, repeats: int) -> dict[str, float]:
             cam = cams[i:i + 1].to(model.device)
             imgs = {}
             for mode in ("rows", "blocks"):
-                if mode == "blocks":
-                    field._ragged_ok = lambda x1v: False  # instance override: the training layout
+                field.in_place = mode == "rows"
                 t0 = time.perf_counter()
                 with torch.no_grad():
                     imgs[mode] = model.get_outputs_for_camera(cam)["rgb"]
                 times[mode].append(time.perf_counter() - t0)
-                field.__dict__.pop("_ragged_ok", None)
+            field.in_place = True
             if not torch.equal(imgs["rows"], imgs["blocks"]):
                 raise SystemExit(f"view {i}: the in-place render differs from the time-block render")
     h, w = int(cams.height[0]), int(cams.width[0])
@@ -207,12 +233,53 @@ def render_compare(config: Path, views: int, repeats: int) -> dict[str, float]:
     return res
 
 
+def step_compare(config: Path, steps: int) -> dict[str, float]:
+    """Seconds per training step (forward + loss + backward, the run's own batches) of a trained run, the colour
+    net's LIF layers in place (condensing: segments with gradients) and in time blocks, alternated on the same
+    batch; the losses and the colour net's gradients must agree."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _, pipe, _, step = eval_setup(config, test_mode="val")
+    model, field = pipe.model, pipe.model.field
+    model.train()
+    times: dict[str, list[float]] = {"in_place": [], "blocks": []}
+    for i in range(steps + 1):  # the first pair warms up
+        ray_bundle, batch = pipe.datamanager.next_train(step + i)
+        res = {}
+        for mode in ("in_place", "blocks"):
+            field.in_place = mode == "in_place"
+            model.zero_grad(set_to_none=True)
+            t0 = time.perf_counter()
+            out = model(ray_bundle)
+            loss = sum(model.get_loss_dict(out, batch, model.get_metrics_dict(out, batch)).values())
+            loss.backward()
+            dt = time.perf_counter() - t0
+            if i:
+                times[mode].append(dt)
+            res[mode] = (float(loss.detach()), field.fc2.weight.grad.clone())
+        field.in_place = True
+        (l1, g1), (l0, g0) = res["in_place"], res["blocks"]
+        if abs(l1 - l0) > 1e-5 * max(1.0, abs(l0)) or not torch.allclose(g1, g0, rtol=1e-4, atol=1e-6):
+            raise SystemExit(f"step {step + i}: the in-place step differs from the time-block step")
+    res_t = {f"{k}_s_per_step": sum(v) / len(v) for k, v in times.items()}
+    res_t.update(steps=steps, rays=int(ray_bundle.origins.shape[0]), pack_mode=field.pack_mode,
+                 speedup=res_t["blocks_s_per_step"] / res_t["in_place_s_per_step"])
+    return res_t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data"
                     / "nerf-synthetic-lego-400")
-    ap.add_argument("--preset", choices=["mini", "full"], default="mini",
-                    help="method schedule: mini = spikingnerf / spikingnerf-ann, full = the *-full methods")
+    ap.add_argument("--preset", choices=["mini", "full", "capture"], default="mini",
+                    help="method schedule: mini = spikingnerf / spikingnerf-ann, full / capture = the *-full / "
+                         "*-capture methods")
+    ap.add_argument("--parser", default="blender-data",
+                    help="nerfstudio data parser of --data (blender-data, colmap, nerfstudio-data, ...)")
+    ap.add_argument("--parser-args", default="", help='its options, one string, e.g. "--colmap-path sparse/0"')
+    ap.add_argument("--picture", type=Path, default=None,
+                    help="also write ground truth | each variant for --picture-views held-out views (PNG)")
+    ap.add_argument("--picture-views", type=int, nargs="+", default=[0, 4])
     ap.add_argument("--iterations", type=int, default=None, help="override the preset's step count")
     ap.add_argument("--views", type=int, default=4, help="test views (evenly spaced, fixed)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -234,7 +301,17 @@ def main() -> None:
                     help="only render --views held-out views of a trained run (its config.yml) with the colour "
                          "net in place and in time blocks, alternated, and print the seconds per view")
     ap.add_argument("--repeats", type=int, default=2, help="passes over the views for --render-compare")
+    ap.add_argument("--step-compare", type=Path, default=None, metavar="CONFIG",
+                    help="only time training steps of a trained run (its config.yml) with the colour net in place "
+                         "and in time blocks, alternated on the same batches")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps for --step-compare")
     args = ap.parse_args()
+    if args.step_compare is not None:
+        res = step_compare(args.step_compare, args.steps)
+        print(json.dumps(res, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2))
+        return
     if args.render_compare is not None:
         res = render_compare(args.render_compare, args.views, args.repeats)
         print(json.dumps(res, indent=2))
@@ -249,8 +326,11 @@ def main() -> None:
         return
     # nerfstudio reads the method registry once at import; a stale editable install lacks the entry points
     os.environ.setdefault("NERFSTUDIO_METHOD_CONFIGS", ENV_METHODS)
-    if not (args.data / "transforms_train.json").exists():
+    if args.parser == "blender-data" and not (args.data / "transforms_train.json").exists():
         raise SystemExit(f"no Blender scene at {args.data}")
+    if not args.data.exists():
+        raise SystemExit(f"no scene at {args.data}")
+    configs: dict[str, Path] = {}
     results = {}
     for name in args.variants:
         method, extra = VARIANTS[name]
@@ -260,11 +340,12 @@ def main() -> None:
             print(f"reusing {config}", flush=True)
         else:
             config, its = train(name, method, extra, args)
+        configs[name] = config
         res = evaluate(config, args.views, args.big_render)
         res["train_it_s"] = its
-        from spikenerf.nerf.method_configs import FULL, MINI
+        from spikenerf.nerf.method_configs import CAPTURE, FULL, MINI
 
-        fine_from = (FULL if args.preset == "full" else MINI).coarse_steps
+        fine_from = {"full": FULL, "capture": CAPTURE, "mini": MINI}[args.preset].coarse_steps
         res.update(train_scalars(config.parent, ("tensor_density", "color_samples_per_ray", "psnr"), fine_from=fine_from))
         print(name, json.dumps(res), flush=True)
         results[name] = res
@@ -278,6 +359,8 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(f"{r.get(k, float('nan')):.4g}" for k, _ in cols) + " |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+    if args.picture is not None:
+        picture(configs, args.picture_views, args.picture)
 
 
 if __name__ == "__main__":

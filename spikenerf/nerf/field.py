@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from spikenerf.snn import LIFNode
 
 from .grid import DenseGrid
-from .packing import RaggedRows, TimeBuckets, pack_index, ragged_rows, tensor_density, time_buckets
+from .packing import PackInfo, RaggedRows, TimeBuckets, pack_index, ragged_rows, tensor_density, time_buckets
 from .rendering import density_activation, density_shift
 
 __all__ = ["SpikingNeRFField", "positional_encoding", "ColorStats"]
@@ -79,7 +79,12 @@ class SpikingNeRFField(nn.Module):
     """
 
     rows_per_block: int = 1 << 14
-    """Samples per block of the inference path (:meth:`_rows_net`); ``tools/bench_nerf.py --render-compare``."""
+    """Samples per block of the inference path (:meth:`_rows_net`)."""
+    in_place: bool = True
+    """Run the LIF layers on the valid samples where they are (:class:`~.packing.RaggedRows`) when the CPU
+    kernels can: at inference, and in training for the condensing layout (no holes). ``False`` always copies
+    them into time blocks (:class:`~.packing.TimeBuckets`), the reference the in-place paths are tested and
+    timed against (``tools/bench_nerf.py --render-compare`` / ``--step-compare``)."""
 
     def __init__(
         self,
@@ -169,14 +174,21 @@ class SpikingNeRFField(nn.Module):
         return node(x)
 
     def _lif_rows(self, node: nn.Module, xv: Tensor, rows: RaggedRows) -> Tensor:
-        """The same layer on the valid samples ``[N, H]`` in place (inference; subclasses as :meth:`_lif`)."""
+        """The same layer on the valid samples ``[N, H]`` in place (subclasses as :meth:`_lif`): with
+        gradients on segments without holes (training, condensing), else the ragged inference scan."""
+        if torch.is_grad_enabled() and xv.requires_grad:
+            return node.forward_segments(xv, rows.starts, rows.reverse)
         return node.forward_ragged(xv, rows.starts, rows.steps, rows.reverse)
 
-    def _ragged_ok(self, feat: Tensor) -> bool:
-        """Inference without gradients on the CPU (the ragged C kernel; on CUDA the time blocks run on the
-        Triton scan), and neurons the ragged scan reproduces: run in place."""
-        return feat.device.type == "cpu" and not (torch.is_grad_enabled() and feat.requires_grad) and all(
-            n.supports_ragged() for n in (self.lif1, self.lif2))
+    def _layout(self, info: PackInfo, feat: Tensor) -> TimeBuckets | RaggedRows:
+        """Where the LIF layers run: in place on the CPU (the C kernels; on CUDA the time blocks run on the
+        Triton scan) at inference, or in training when no sequence has holes (condensing), for neurons the
+        in-place scans reproduce; else in time blocks."""
+        training = torch.is_grad_enabled() and feat.requires_grad
+        if (self.in_place and feat.device.type == "cpu" and (not training or info.mode == "condensing")
+                and all(n.supports_ragged() for n in (self.lif1, self.lif2))):
+            return ragged_rows(info)
+        return time_buckets(info)
 
     def _rows_net(self, feat: Tensor, dirs: Tensor, r_of: Tensor, rows: RaggedRows) -> tuple[Tensor, Tensor, Tensor]:
         """Inference: fc1 -> LIF1 -> fc2 -> LIF2 -> read-out on the valid samples in place, in blocks of whole
@@ -250,10 +262,11 @@ class SpikingNeRFField(nn.Module):
         # fc1 has no bias: its per-sample output is what the zero-padded sequence would give at valid steps;
         # holes never reach a layer. Inference runs the LIF layers on the samples in place, training groups
         # them into time blocks.
-        if self._ragged_ok(feat):
-            logits, sp1, sp2 = self._rows_net(feat, dirs, r_of, ragged_rows(info))
+        layout = self._layout(info, feat)
+        if isinstance(layout, RaggedRows) and not (torch.is_grad_enabled() and feat.requires_grad):
+            logits, sp1, sp2 = self._rows_net(feat, dirs, r_of, layout)
         else:
-            s1_, s2_ = self._spiking_net(self.first_layer(feat, dirs, r_of), time_buckets(info))
+            s1_, s2_ = self._spiking_net(self.first_layer(feat, dirs, r_of), layout)
             logits = self._readout()(s2_)
             with torch.no_grad():
                 sp1, sp2 = self._events(s1_).sum(-1), self._events(s2_).sum(-1)  # [N] spikes per sample

@@ -6,7 +6,7 @@ Tensors are multi-step ``[T, B, ...]``; neurons keep no state between calls.
 from .affine import BiasMapConv, fold_input_affine, fold_input_affine_conv, fold_input_affine_layer
 from .deploy import DEPLOY_OFFSET, count_events, deploy_affine, deployed_spikes, fold_consumer
 from .energy import E_AC_PJ, E_MAC_PJ, EnergyModel, LayerCount, OpCounter, bit_budget, energy_pj, s_ace
-from .fused import c_kernel_available, multistep_scan, ragged_scan
+from .fused import c_kernel_available, multistep_scan, ragged_scan, segment_scan
 from .layers import MultiStep, SeqToANNContainer, seq_to_ann
 from .mpbn import MPBN, fold_mpbn, mpbn_threshold
 from .mpr import MPR, ShiftedNode, mpr_phi, mpr_phi_inverse, remove_mpr
@@ -37,6 +37,7 @@ __all__ = [
     "scan_reference",
     "multistep_scan",
     "ragged_scan",
+    "segment_scan",
     "c_kernel_available",
     "Surrogate",
     "Sigmoid",

@@ -45,7 +45,7 @@ from torch import Tensor
 from .scan import CODE_IDS, ScanSpec, scan_reference, scan_torch_backward, scan_torch_forward
 from .triton_scan import triton_scan_backward, triton_scan_forward, triton_supports
 
-__all__ = ["multistep_scan", "ragged_scan", "c_kernel_available", "load_c_kernel", "build_c_library", "CKernel",
+__all__ = ["multistep_scan", "ragged_scan", "segment_scan", "c_kernel_available", "load_c_kernel", "build_c_library", "CKernel",
            "openmp_wait_policy", "DEFAULT_WAIT_POLICY"]
 
 DEFAULT_WAIT_POLICY = "PASSIVE"
@@ -158,6 +158,12 @@ def _declare_scan(lib: ctypes.CDLL) -> None:
     lib.snn_scan_ragged_forward.argtypes = [p, p, p, p, i64, i64, i32, f32, f32, f32, f32, f32, f32, i32, i32, i32,
                                             i32]
     lib.snn_scan_ragged_forward.restype = i32
+    lib.snn_scan_segments_forward.argtypes = [p, p, p, p, i64, i64, i32, f32, f32, f32, f32, f32, f32, i32, i32, i32,
+                                              i32]
+    lib.snn_scan_segments_forward.restype = i32
+    lib.snn_scan_segments_backward.argtypes = [p, p, p, p, p, p, p, i64, i64, i32, f32, f32, f32, f32, f32, i32, i32,
+                                               i32, i32, i32, f32, i32]
+    lib.snn_scan_segments_backward.restype = i32
 
 
 _SCAN = CKernel(_SRC, "scan", "the torch backend", _declare_scan)
@@ -412,3 +418,104 @@ def ragged_scan(
     dense[steps, seq] = xv
     s, _ = scan_torch_forward(dense, None, af, bf, cf, tf, spec)
     return s[steps, seq]
+
+
+class _SegmentScan(torch.autograd.Function):
+    """The C kernels on segments (:func:`segment_scan`); values and gradients as the dense scan's."""
+
+    @staticmethod
+    def forward(ctx, xv, starts, a, b, vth, c, spec: ScanSpec, reverse: bool):  # type: ignore[override]
+        lib = load_c_kernel()
+        assert lib is not None
+        x = xv.contiguous()
+        st = starts.to(torch.int64).contiguous()
+        af, bf, tf, cf = (float(p.detach()) for p in (a, b, vth, c))
+        s, h = torch.empty_like(x), torch.empty_like(x)
+        B, C = st.numel() - 1, x.shape[1]
+        if x.numel():
+            rc = lib.snn_scan_segments_forward(
+                _ptr(x), _ptr(s), _ptr(h), _ptr(st), B, C, int(reverse), af, bf, cf, tf, spec.v_reset, spec.margin,
+                spec.levels, CODE_IDS[spec.code], 0 if spec.reset == "hard" else 1, torch.get_num_threads())
+            if rc != 0:
+                raise RuntimeError(f"snn_scan_segments_forward failed with code {rc}")
+        ctx.save_for_backward(x, h, st)
+        ctx.spec, ctx.reverse, ctx.params = spec, bool(reverse), (af, bf, cf, tf)
+        ctx.param_dtypes = tuple(p.dtype for p in (a, b, vth, c))
+        return s
+
+    @staticmethod
+    def backward(ctx, gs):  # type: ignore[override]
+        x, h, st = ctx.saved_tensors
+        af, bf, cf, tf = ctx.params
+        spec = ctx.spec
+        lib = load_c_kernel()
+        gs = gs.contiguous()
+        gx = torch.empty_like(x)
+        B, C = st.numel() - 1, x.shape[1]
+        gparams = torch.zeros(4, dtype=torch.float64)
+        work = torch.empty(4 * B * ((C + 1023) // 1024), dtype=torch.float64)  # BLK = 1024 lanes per item
+        if x.numel():
+            rc = lib.snn_scan_segments_backward(  # type: ignore[union-attr]
+                _ptr(x), _ptr(h), _ptr(gs), _ptr(gx), _ptr(gparams), _ptr(work), _ptr(st), B, C, int(ctx.reverse),
+                af, bf, tf, spec.v_reset, spec.margin, spec.levels, CODE_IDS[spec.code],
+                0 if spec.reset == "hard" else 1, int(spec.detach_reset), spec.surrogate.kernel_id,
+                spec.surrogate.alpha, torch.get_num_threads())
+            if rc != 0:
+                raise RuntimeError(f"snn_scan_segments_backward failed with code {rc}")
+        else:
+            gx.zero_()
+        dta, dtb, dtt, dtc = ctx.param_dtypes
+        g = ctx.needs_input_grad
+        return (gx, None, gparams[0].to(dta) if g[2] else None, gparams[1].to(dtb) if g[3] else None,
+                gparams[2].to(dtt) if g[4] else None, gparams[3].to(dtc) if g[5] else None, None, None)
+
+
+def segment_scan(
+    xv: Tensor,
+    starts: Tensor,
+    spec: ScanSpec,
+    a: Tensor | float = 1.0,
+    b: Tensor | float = 1.0,
+    c: Tensor | float = 0.0,
+    vth: Tensor | float = 1.0,
+    reverse: bool = False,
+    backend: str = "auto",
+) -> Tensor:
+    """Scan of sequences without holes stored row by row, with gradients; returns the spikes ``[N, C]``.
+
+    Sequence ``q`` is the rows ``starts[q] .. starts[q + 1] - 1`` of ``xv`` ``[N, C]``, one time step per row
+    in order (``reverse=True``: the last row is step 0). Equals :func:`multistep_scan` on the dense
+    ``[T, B, C]`` layout (zero-padded after each sequence's end) read back at the rows, in values and in the
+    gradients of ``xv``, ``a``, ``b``, ``c``, ``vth``, without building that layout. Starts from rest. ``backend``:
+    ``auto`` (the C kernels for float32 CPU tensors with a surrogate of ``surrogate.py``, else ``torch``), ``c``, or
+    ``torch`` (the dense layout through :func:`multistep_scan`).
+    """
+    if xv.dim() != 2 or starts.dim() != 1 or starts.numel() < 1:
+        raise ValueError(f"need xv [N, C] and starts [B + 1], got {tuple(xv.shape)}, {tuple(starts.shape)}")
+    if not all(_is_scalar(p) for p in (a, b, c, vth)):
+        raise ValueError("segment_scan needs scalar a, b, c, vth")
+    if backend == "auto":
+        ok = xv.device.type == "cpu" and xv.dtype == torch.float32 and _fused_kernel_ok(spec)
+        backend = "c" if ok and c_kernel_available() else "torch"
+    if backend == "c":
+        if xv.device.type != "cpu" or xv.dtype != torch.float32:
+            raise ValueError("backend 'c' needs a float32 CPU tensor")
+        if not _fused_kernel_ok(spec):
+            raise ValueError(f"backend 'c' knows the surrogates of spikenerf.snn.surrogate only; {spec.surrogate!r}")
+        if not c_kernel_available():
+            raise RuntimeError("backend 'c' requested but the C kernel could not be built")
+        at, bt, tt, ct = (_as_tensor(v, xv).reshape(()) for v in (a, b, vth, c))
+        return _SegmentScan.apply(xv, starts, at, bt, tt, ct, spec, bool(reverse))
+    if backend != "torch":
+        raise ValueError(f"unknown backend {backend!r}; choose auto, c or torch")
+    lens = starts.diff()
+    if xv.shape[0] == 0:
+        return xv * 0
+    seq = torch.repeat_interleave(torch.arange(lens.numel(), device=xv.device), lens)
+    t = torch.arange(xv.shape[0], device=xv.device) - starts[:-1].repeat_interleave(lens)  # row within its sequence
+    if reverse:
+        t = lens.repeat_interleave(lens) - 1 - t
+    dense = xv.new_zeros(int(lens.max()), lens.numel(), xv.shape[1])
+    dense = dense.index_put((t, seq), xv)
+    s, _ = multistep_scan(dense, spec, a=a, b=b, c=c, vth=vth, backend="torch")
+    return s[t, seq]

@@ -176,10 +176,9 @@ def test_ragged_rows_equal_time_buckets(mode, flip):
 
 @pytest.mark.parametrize("mode,flip", [("padding", False), ("condensing", False), ("condensing", True)])
 @pytest.mark.parametrize("block", [1 << 14, 7])  # one block, or many blocks of whole rays
-def test_field_renders_in_place_what_it_trains_on(mode, flip, block, monkeypatch):
-    """Without gradients the colour net runs its LIF layers on the rows in place; same colours and spikes
-    as the time-block path it trains on (taken here by recording gradients)."""
-    from spikenerf.nerf import field as field_mod
+def test_field_in_place_equals_time_blocks(mode, flip, block):
+    """The in-place paths (inference: ragged rows in blocks; training, condensing: segments with gradients)
+    give the colours, spike counts and parameter gradients of the time blocks (``in_place=False``)."""
     from spikenerf.nerf.field import SpikingNeRFField
 
     box = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
@@ -194,17 +193,23 @@ def test_field_renders_in_place_what_it_trains_on(mode, flip, block, monkeypatch
     xyz = torch.rand(R, S, 3, generator=gen)
     dirs = torch.nn.functional.normalize(torch.randn(R, 3, generator=gen), dim=-1)
     mask = torch.rand(R, S, generator=gen) < 0.5
-    used = []
-    real_rows, real_buckets = field_mod.ragged_rows, field_mod.time_buckets
-    monkeypatch.setattr(field_mod, "ragged_rows", lambda info: used.append("rows") or real_rows(info))
-    monkeypatch.setattr(field_mod, "time_buckets", lambda info: used.append("blocks") or real_buckets(info))
-    f.eval()
-    with torch.no_grad():
-        rgb_rows, st_rows = f.color(xyz, dirs, mask)
-    rgb_blk, st_blk = f.color(xyz, dirs, mask)  # parameters need gradients: the training layout
-    assert used == ["rows", "blocks"]
-    torch.testing.assert_close(rgb_rows, rgb_blk.detach(), rtol=0, atol=0)
-    assert torch.equal(st_rows.ray_spikes, st_blk.ray_spikes) and float(st_rows.ray_spikes.sum()) > 0
+    w = torch.randn(R, S, 3, generator=gen)
+    res = {}
+    for in_place in (True, False):
+        f.in_place = in_place
+        with torch.no_grad():
+            rgb_eval, st_eval = f.color(xyz, dirs, mask)
+        f.zero_grad()
+        rgb, st = f.color(xyz, dirs, mask)
+        (rgb * w).sum().backward()
+        grads = [p.grad.clone() for p in (f.fc1.weight, f.fc2.weight, f.fc3.weight, f.feature_grid.grid)]
+        res[in_place] = (rgb_eval, st_eval.ray_spikes, rgb.detach(), st.ray_spikes, grads)
+    (e1, k1, r1, t1, g1), (e0, k0, r0, t0, g0) = res[True], res[False]
+    assert torch.equal(e1, e0) and torch.equal(k1, k0) and float(k1.sum()) > 0
+    assert torch.equal(r1, r0) and torch.equal(t1, t0)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert float(g1[0].abs().sum()) > 0
 
 
 def test_ragged_blocks_cover_every_row_once_and_never_split_a_sequence():

@@ -313,3 +313,84 @@ int snn_scan_ragged_forward(const float *x, float *s, const int64_t *starts, con
     }
     return 0;
 }
+
+/* Segments (training): sequences without holes stored row by row, x, s, h, gs, gx [N, C], the rows of
+ * sequence q are starts[q] .. starts[q+1]-1 in time order (reverse = 1: last row first).  A segment is a
+ * dense [T = rows, C] block whose time stride is C (or -C), so forward_block / backward_block run on it
+ * unchanged: the same arithmetic as the dense scan, without copying the rows into a [T, B, C] layout.
+ * Parameter gradients: one double per segment and lane block, summed in order afterwards (deterministic
+ * whatever the thread schedule). */
+INL const float *seg_base(const float *p, const int64_t *starts, int64_t q, int64_t C, int reverse) {
+    return p + (reverse ? starts[q + 1] - 1 : starts[q]) * C;
+}
+
+int snn_scan_segments_forward(const float *x, float *s, float *h, const int64_t *starts, int64_t B, int64_t C,
+                              int reverse, float a, float b, float c, float vth, float vr, float margin, int levels,
+                              int code, int reset, int nthreads) {
+    if (code < 0 || code > 3 || reset < 0 || reset > 1) return -1;
+    int64_t nlb = (C + BLK - 1) / BLK, stride = reverse ? -C : C;
+#pragma omp parallel for schedule(dynamic, 64) num_threads(nthreads)
+    for (int64_t qi = 0; qi < B * nlb; ++qi) {
+        int64_t q = qi / nlb, n0 = (qi % nlb) * BLK, len = C - n0 < BLK ? C - n0 : BLK, T = starts[q + 1] - starts[q];
+        if (T <= 0) continue;
+        const float *xq = seg_base(x, starts, q, C, reverse);
+        float *sq = (float *)seg_base(s, starts, q, C, reverse), *hq = (float *)seg_base(h, starts, q, C, reverse);
+        const float *v0 = NULL;
+        float *hh = hq;
+        switch (code * 2 + reset) {
+#define SEG_FWD(CODE, RESET) \
+    case CODE * 2 + RESET: forward_block(CODE, RESET, xq, v0, sq, hh, T, stride, n0, len, a, b, c, vth, vr, margin, levels); break;
+            SEG_FWD(0, 0) SEG_FWD(0, 1) SEG_FWD(1, 0) SEG_FWD(1, 1)
+            SEG_FWD(2, 0) SEG_FWD(2, 1) SEG_FWD(3, 0) SEG_FWD(3, 1)
+#undef SEG_FWD
+        }
+    }
+    return 0;
+}
+
+int snn_scan_segments_backward(const float *x, const float *h, const float *gs, float *gx, double *gparams,
+                               double *work, const int64_t *starts, int64_t B, int64_t C, int reverse, float a,
+                               float b, float vth, float vr, float margin, int levels, int code, int reset,
+                               int detach, int sg, float alpha, int nthreads) {
+    if (code < 0 || code > 3 || reset < 0 || reset > 1 || detach < 0 || detach > 1 || sg < 0 || sg > 5) return -1;
+    int64_t nlb = (C + BLK - 1) / BLK, stride = reverse ? -C : C;
+    int key = ((code * 2 + reset) * 2 + detach) * 6 + sg;
+#pragma omp parallel for schedule(dynamic, 64) num_threads(nthreads)
+    for (int64_t qi = 0; qi < B * nlb; ++qi) {
+        int64_t q = qi / nlb, n0 = (qi % nlb) * BLK, len = C - n0 < BLK ? C - n0 : BLK, T = starts[q + 1] - starts[q];
+        double *acc = work + 4 * qi;
+        acc[0] = acc[1] = acc[2] = acc[3] = 0.0;
+        if (T <= 0) continue;
+        const float *xq = seg_base(x, starts, q, C, reverse), *hq = seg_base(h, starts, q, C, reverse);
+        const float *gsq = seg_base(gs, starts, q, C, reverse), *gh_out = NULL, *v0 = NULL;
+        float *gxq = (float *)seg_base(gx, starts, q, C, reverse), *gv0 = NULL;
+        /* backward_block's names: x, h, gs, gx and the time stride N */
+        const float *xx = xq, *hh = hq, *gss = gsq;
+        float *gxx = gxq;
+        switch (key) {
+#define BWD_CASE_SEG(CODE, RESET, DETACH, SG)                                                                      \
+    case ((CODE * 2 + RESET) * 2 + DETACH) * 6 + SG:                                                              \
+        backward_block(CODE, RESET, DETACH, SG, xx, hh, gss, gh_out, v0, gxx, gv0, acc, T, stride, n0, len, a, b, \
+                       vth, vr, margin, levels, alpha);                                                            \
+        break;
+#define BWD_SG_SEG(CODE, RESET, DETACH) \
+    BWD_CASE_SEG(CODE, RESET, DETACH, 0) BWD_CASE_SEG(CODE, RESET, DETACH, 1) BWD_CASE_SEG(CODE, RESET, DETACH, 2) \
+    BWD_CASE_SEG(CODE, RESET, DETACH, 3) BWD_CASE_SEG(CODE, RESET, DETACH, 4) BWD_CASE_SEG(CODE, RESET, DETACH, 5)
+#define BWD_DET_SEG(CODE, RESET) BWD_SG_SEG(CODE, RESET, 0) BWD_SG_SEG(CODE, RESET, 1)
+#define BWD_RES_SEG(CODE) BWD_DET_SEG(CODE, 0) BWD_DET_SEG(CODE, 1)
+            BWD_RES_SEG(0) BWD_RES_SEG(1) BWD_RES_SEG(2) BWD_RES_SEG(3)
+        }
+    }
+    double ga = 0.0, gb = 0.0, gth = 0.0, gc = 0.0;
+    for (int64_t qi = 0; qi < B * nlb; ++qi) {
+        ga += work[4 * qi];
+        gb += work[4 * qi + 1];
+        gth += work[4 * qi + 2];
+        gc += work[4 * qi + 3];
+    }
+    gparams[0] = ga;
+    gparams[1] = gb;
+    gparams[2] = gth;
+    gparams[3] = gc;
+    return 0;
+}

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ..fused import multistep_scan, ragged_scan
+from ..fused import multistep_scan, ragged_scan, segment_scan
 from ..scan import ScanSpec, SpikeCode
 from ..surrogate import ATan, Surrogate, get_surrogate
 
@@ -182,6 +182,19 @@ class BaseNode(nn.Module):
         s = ragged_scan(xv, starts, steps, self.spec, a=a, b=b, c=c, vth=self.v_threshold, reverse=reverse,
                         backend="torch" if self.backend == "torch" else "auto")
         scale = None if raw else self.output_scale()
+        return s if scale is None else s * scale
+
+    def forward_segments(self, xv: Tensor, starts: Tensor, reverse: bool = False) -> Tensor:
+        """Sequences without holes stored row by row (:func:`~spikenerf.snn.fused.segment_scan`), with
+        gradients: the spikes ``[N, C]`` (times the output scale) that :meth:`forward` gives on the dense
+        layout, read back at the rows. Check :meth:`supports_ragged`."""
+        if not self.supports_ragged():
+            raise ValueError("forward_segments needs scalar parameters, no membrane transform and no random "
+                             "initial membrane; use forward on a dense [T, B, ...] layout")
+        a, b, c = self.charge_coefficients()
+        s = segment_scan(xv, starts, self.spec, a=a, b=b, c=c, vth=self.v_threshold, reverse=reverse,
+                         backend="torch" if self.backend == "torch" else "auto")
+        scale = self.output_scale()
         return s if scale is None else s * scale
 
     def extra_repr(self) -> str:
