@@ -354,6 +354,29 @@ def multistep_scan(
     return _FusedScan.apply(x_seq, v0, at, bt, tt, ct, spec, backend)
 
 
+def _rows_backend(name: str, xv: Tensor, starts: Tensor, spec: ScanSpec, params, backend: str,
+                  surrogate: bool) -> str:
+    """Checks shared by the row-by-row scans; returns the backend, ``c`` or ``torch``. ``surrogate``: the
+    backward needs the surrogate in the C kernel (a ``kernel_id``)."""
+    if xv.dim() != 2 or starts.dim() != 1 or starts.numel() < 1:
+        raise ValueError(f"{name}: need xv [N, C] and starts [B + 1], got {tuple(xv.shape)}, {tuple(starts.shape)}")
+    if not all(_is_scalar(p) for p in params):
+        raise ValueError(f"{name} needs scalar a, b, c, vth")
+    fits = xv.device.type == "cpu" and xv.dtype == torch.float32 and (not surrogate or _fused_kernel_ok(spec))
+    if backend == "auto":
+        return "c" if fits and c_kernel_available() else "torch"
+    if backend == "c":
+        if not fits:
+            raise ValueError("backend 'c' needs a float32 CPU tensor (and for gradients a surrogate of "
+                             f"spikenerf.snn.surrogate); got {xv.device.type} {xv.dtype}, {spec.surrogate!r}")
+        if not c_kernel_available():
+            raise RuntimeError("backend 'c' requested but the C kernel could not be built")
+        return "c"
+    if backend != "torch":
+        raise ValueError(f"unknown backend {backend!r}; choose auto, c or torch")
+    return "torch"
+
+
 def ragged_scan(
     xv: Tensor,
     starts: Tensor,
@@ -377,25 +400,16 @@ def ragged_scan(
     ``backend``: ``auto`` (the C kernel for float32 CPU tensors, else ``torch``), ``c`` or ``torch`` (the
     dense layout through the graph-free torch loop).
     """
-    if xv.dim() != 2:
-        raise ValueError(f"xv must be [N, C], got shape {tuple(xv.shape)}")
     if torch.is_grad_enabled() and xv.requires_grad:
         raise ValueError("ragged_scan is forward only; run multistep_scan on a dense layout to train")
-    if steps.shape != (xv.shape[0],) or starts.dim() != 1 or starts.numel() < 1:
-        raise ValueError(f"need steps [N] = [{xv.shape[0]}] and starts [B + 1], got {tuple(steps.shape)}, "
-                         f"{tuple(starts.shape)}")
-    if not all(_is_scalar(p) for p in (a, b, c, vth)):
-        raise ValueError("ragged_scan needs scalar a, b, c, vth")
+    if steps.shape != (xv.shape[0],):
+        raise ValueError(f"need steps [N] = [{xv.shape[0]}], got {tuple(steps.shape)}")
+    backend = _rows_backend("ragged_scan", xv, starts, spec, (a, b, c, vth), backend, surrogate=False)
     af, bf, cf, tf = (float(p.detach()) if isinstance(p, Tensor) else float(p) for p in (a, b, c, vth))
     B = starts.numel() - 1
-    if backend == "auto":
-        backend = "c" if (xv.device.type == "cpu" and xv.dtype == torch.float32 and c_kernel_available()) else "torch"
     if backend == "c":
-        if xv.device.type != "cpu" or xv.dtype != torch.float32:
-            raise ValueError("backend 'c' needs a float32 CPU tensor")
         lib = load_c_kernel()
-        if lib is None:
-            raise RuntimeError("backend 'c' requested but the C kernel could not be built")
+        assert lib is not None
         x = xv.contiguous()
         st = starts.to(torch.int64).contiguous()
         tt = steps.to(torch.int64).contiguous()
@@ -409,8 +423,6 @@ def ragged_scan(
             if rc != 0:
                 raise RuntimeError(f"snn_scan_ragged_forward failed with code {rc}")
         return s
-    if backend != "torch":
-        raise ValueError(f"unknown backend {backend!r}; choose auto, c or torch")
     if xv.shape[0] == 0:
         return xv.new_zeros(xv.shape)
     seq = torch.repeat_interleave(torch.arange(B, device=xv.device), starts.diff())
@@ -490,24 +502,9 @@ def segment_scan(
     ``auto`` (the C kernels for float32 CPU tensors with a surrogate of ``surrogate.py``, else ``torch``), ``c``, or
     ``torch`` (the dense layout through :func:`multistep_scan`).
     """
-    if xv.dim() != 2 or starts.dim() != 1 or starts.numel() < 1:
-        raise ValueError(f"need xv [N, C] and starts [B + 1], got {tuple(xv.shape)}, {tuple(starts.shape)}")
-    if not all(_is_scalar(p) for p in (a, b, c, vth)):
-        raise ValueError("segment_scan needs scalar a, b, c, vth")
-    if backend == "auto":
-        ok = xv.device.type == "cpu" and xv.dtype == torch.float32 and _fused_kernel_ok(spec)
-        backend = "c" if ok and c_kernel_available() else "torch"
-    if backend == "c":
-        if xv.device.type != "cpu" or xv.dtype != torch.float32:
-            raise ValueError("backend 'c' needs a float32 CPU tensor")
-        if not _fused_kernel_ok(spec):
-            raise ValueError(f"backend 'c' knows the surrogates of spikenerf.snn.surrogate only; {spec.surrogate!r}")
-        if not c_kernel_available():
-            raise RuntimeError("backend 'c' requested but the C kernel could not be built")
+    if _rows_backend("segment_scan", xv, starts, spec, (a, b, c, vth), backend, surrogate=True) == "c":
         at, bt, tt, ct = (_as_tensor(v, xv).reshape(()) for v in (a, b, vth, c))
         return _SegmentScan.apply(xv, starts, at, bt, tt, ct, spec, bool(reverse))
-    if backend != "torch":
-        raise ValueError(f"unknown backend {backend!r}; choose auto, c or torch")
     lens = starts.diff()
     if xv.shape[0] == 0:
         return xv * 0

@@ -328,21 +328,19 @@ int snn_scan_segments_forward(const float *x, float *s, float *h, const int64_t 
                               int reverse, float a, float b, float c, float vth, float vr, float margin, int levels,
                               int code, int reset, int nthreads) {
     if (code < 0 || code > 3 || reset < 0 || reset > 1) return -1;
-    int64_t nlb = (C + BLK - 1) / BLK, stride = reverse ? -C : C;
+    int64_t nlb = (C + BLK - 1) / BLK, N = reverse ? -C : C; /* N: the time stride FWD_CASE passes on */
+    const float *xs = x, *v0 = NULL;
+    float *ss = s, *hs = h;
 #pragma omp parallel for schedule(dynamic, 64) num_threads(nthreads)
     for (int64_t qi = 0; qi < B * nlb; ++qi) {
         int64_t q = qi / nlb, n0 = (qi % nlb) * BLK, len = C - n0 < BLK ? C - n0 : BLK, T = starts[q + 1] - starts[q];
         if (T <= 0) continue;
-        const float *xq = seg_base(x, starts, q, C, reverse);
-        float *sq = (float *)seg_base(s, starts, q, C, reverse), *hq = (float *)seg_base(h, starts, q, C, reverse);
-        const float *v0 = NULL;
-        float *hh = hq;
+        /* the segment's rows under the names FWD_CASE uses */
+        const float *x = seg_base(xs, starts, q, C, reverse);
+        float *s = (float *)seg_base(ss, starts, q, C, reverse), *h = (float *)seg_base(hs, starts, q, C, reverse);
         switch (code * 2 + reset) {
-#define SEG_FWD(CODE, RESET) \
-    case CODE * 2 + RESET: forward_block(CODE, RESET, xq, v0, sq, hh, T, stride, n0, len, a, b, c, vth, vr, margin, levels); break;
-            SEG_FWD(0, 0) SEG_FWD(0, 1) SEG_FWD(1, 0) SEG_FWD(1, 1)
-            SEG_FWD(2, 0) SEG_FWD(2, 1) SEG_FWD(3, 0) SEG_FWD(3, 1)
-#undef SEG_FWD
+            FWD_CASE(0, 0) FWD_CASE(0, 1) FWD_CASE(1, 0) FWD_CASE(1, 1)
+            FWD_CASE(2, 0) FWD_CASE(2, 1) FWD_CASE(3, 0) FWD_CASE(3, 1)
         }
     }
     return 0;
@@ -353,32 +351,22 @@ int snn_scan_segments_backward(const float *x, const float *h, const float *gs, 
                                float b, float vth, float vr, float margin, int levels, int code, int reset,
                                int detach, int sg, float alpha, int nthreads) {
     if (code < 0 || code > 3 || reset < 0 || reset > 1 || detach < 0 || detach > 1 || sg < 0 || sg > 5) return -1;
-    int64_t nlb = (C + BLK - 1) / BLK, stride = reverse ? -C : C;
+    int64_t nlb = (C + BLK - 1) / BLK, N = reverse ? -C : C; /* N: the time stride BWD_CASE passes on */
     int key = ((code * 2 + reset) * 2 + detach) * 6 + sg;
+    const float *xs = x, *hs = h, *gss = gs, *gh_out = NULL, *v0 = NULL;
+    float *gxs = gx, *gv0 = NULL;
 #pragma omp parallel for schedule(dynamic, 64) num_threads(nthreads)
     for (int64_t qi = 0; qi < B * nlb; ++qi) {
         int64_t q = qi / nlb, n0 = (qi % nlb) * BLK, len = C - n0 < BLK ? C - n0 : BLK, T = starts[q + 1] - starts[q];
         double *acc = work + 4 * qi;
         acc[0] = acc[1] = acc[2] = acc[3] = 0.0;
         if (T <= 0) continue;
-        const float *xq = seg_base(x, starts, q, C, reverse), *hq = seg_base(h, starts, q, C, reverse);
-        const float *gsq = seg_base(gs, starts, q, C, reverse), *gh_out = NULL, *v0 = NULL;
-        float *gxq = (float *)seg_base(gx, starts, q, C, reverse), *gv0 = NULL;
-        /* backward_block's names: x, h, gs, gx and the time stride N */
-        const float *xx = xq, *hh = hq, *gss = gsq;
-        float *gxx = gxq;
+        /* the segment's rows under the names BWD_CASE uses */
+        const float *x = seg_base(xs, starts, q, C, reverse), *h = seg_base(hs, starts, q, C, reverse);
+        const float *gs = seg_base(gss, starts, q, C, reverse);
+        float *gx = (float *)seg_base(gxs, starts, q, C, reverse);
         switch (key) {
-#define BWD_CASE_SEG(CODE, RESET, DETACH, SG)                                                                      \
-    case ((CODE * 2 + RESET) * 2 + DETACH) * 6 + SG:                                                              \
-        backward_block(CODE, RESET, DETACH, SG, xx, hh, gss, gh_out, v0, gxx, gv0, acc, T, stride, n0, len, a, b, \
-                       vth, vr, margin, levels, alpha);                                                            \
-        break;
-#define BWD_SG_SEG(CODE, RESET, DETACH) \
-    BWD_CASE_SEG(CODE, RESET, DETACH, 0) BWD_CASE_SEG(CODE, RESET, DETACH, 1) BWD_CASE_SEG(CODE, RESET, DETACH, 2) \
-    BWD_CASE_SEG(CODE, RESET, DETACH, 3) BWD_CASE_SEG(CODE, RESET, DETACH, 4) BWD_CASE_SEG(CODE, RESET, DETACH, 5)
-#define BWD_DET_SEG(CODE, RESET) BWD_SG_SEG(CODE, RESET, 0) BWD_SG_SEG(CODE, RESET, 1)
-#define BWD_RES_SEG(CODE) BWD_DET_SEG(CODE, 0) BWD_DET_SEG(CODE, 1)
-            BWD_RES_SEG(0) BWD_RES_SEG(1) BWD_RES_SEG(2) BWD_RES_SEG(3)
+            BWD_RES(0) BWD_RES(1) BWD_RES(2) BWD_RES(3)
         }
     }
     double ga = 0.0, gb = 0.0, gth = 0.0, gc = 0.0;
