@@ -377,6 +377,15 @@ def _rows_backend(name: str, xv: Tensor, starts: Tensor, spec: ScanSpec, params,
     return "torch"
 
 
+def _dense_of_rows(xv: Tensor, starts: Tensor, steps: Tensor) -> tuple[Tensor, Tensor]:
+    """The torch fallback of the row scans: rows ``[N, C]`` -> the dense ``[T, B, C]`` layout (zeros where no
+    row is; differentiable w.r.t. ``xv``) and each row's sequence ``[N]``."""
+    B = starts.numel() - 1
+    seq = torch.repeat_interleave(torch.arange(B, device=xv.device), starts.diff())
+    dense = xv.new_zeros(int(steps.max()) + 1, B, xv.shape[1]).index_put((steps, seq), xv)
+    return dense, seq
+
+
 def ragged_scan(
     xv: Tensor,
     starts: Tensor,
@@ -396,7 +405,8 @@ def ragged_scan(
     (decreasing with ``reverse=True``, which runs the rows last to first). Missing steps are zero inputs, so
     the result equals :func:`multistep_scan` on the dense ``[T, B, C]`` layout (zeros at the missing steps),
     read back at the rows, without building that layout or copying the rows in and out of it. Starts from
-    rest (``v0 = 0``). Forward only: ``xv`` must not need a gradient (training runs :func:`multistep_scan`).
+    rest (``v0 = 0``). Forward only: ``xv`` must not need a gradient (training runs :func:`segment_scan` on
+    sequences without holes, :func:`multistep_scan` on a dense layout otherwise).
     ``backend``: ``auto`` (the C kernel for float32 CPU tensors, else ``torch``), ``c`` or ``torch`` (the
     dense layout through the graph-free torch loop).
     """
@@ -425,9 +435,7 @@ def ragged_scan(
         return s
     if xv.shape[0] == 0:
         return xv.new_zeros(xv.shape)
-    seq = torch.repeat_interleave(torch.arange(B, device=xv.device), starts.diff())
-    dense = xv.new_zeros(int(steps.max()) + 1, B, xv.shape[1])
-    dense[steps, seq] = xv
+    dense, seq = _dense_of_rows(xv, starts, steps)
     s, _ = scan_torch_forward(dense, None, af, bf, cf, tf, spec)
     return s[steps, seq]
 
@@ -508,11 +516,9 @@ def segment_scan(
     lens = starts.diff()
     if xv.shape[0] == 0:
         return xv * 0
-    seq = torch.repeat_interleave(torch.arange(lens.numel(), device=xv.device), lens)
     t = torch.arange(xv.shape[0], device=xv.device) - starts[:-1].repeat_interleave(lens)  # row within its sequence
     if reverse:
         t = lens.repeat_interleave(lens) - 1 - t
-    dense = xv.new_zeros(int(lens.max()), lens.numel(), xv.shape[1])
-    dense = dense.index_put((t, seq), xv)
+    dense, seq = _dense_of_rows(xv, starts, t)
     s, _ = multistep_scan(dense, spec, a=a, b=b, c=c, vth=vth, backend="torch")
     return s[t, seq]
