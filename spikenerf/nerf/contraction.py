@@ -29,8 +29,8 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["contract", "uncontract", "contracted_box", "looks_unbounded", "ray_box", "outer_ratio",
-           "contracted_lattice", "contracted_sample_count"]
+__all__ = ["contract", "uncontract", "contracted_box", "looks_unbounded", "near_clip_from_points", "ray_box",
+           "outer_ratio", "contracted_lattice", "contracted_sample_count"]
 
 
 def _frame(aabb: Tensor) -> tuple[Tensor, Tensor]:
@@ -85,6 +85,37 @@ def looks_unbounded(camera_origins: Tensor, aabb: Tensor) -> bool:
     box = aabb.float().to(o.device)
     inside = ((o >= box[0]) & (o <= box[1])).all(-1)
     return bool(inside.float().mean() >= 0.5)
+
+
+def near_clip_from_points(camera_to_worlds: Tensor, fx: Tensor, fy: Tensor, cx: Tensor, cy: Tensor,
+                          width: Tensor, height: Tensor, points: Tensor, quantile: float = 0.001,
+                          scale: float = 0.9) -> float:
+    """DVGOv2's ``near_clip`` of a real capture from its sparse 3D points: ``scale`` x the smallest, over the
+    cameras, of each camera's near bound, the ``quantile`` of the depths of the points in its view frustum
+    (LLFF's ``bds``: the 0.1th percentile). Nothing real is closer to any camera, so density there is a floater.
+
+    Cameras are nerfstudio's (OpenGL: looking along -z, y up), ``camera_to_worlds`` ``[N, 3, 4]``, intrinsics
+    ``[N]`` or ``[N, 1]``; ``points`` ``[P, 3]`` in the same (data-parser) frame. Returns 0 when no camera sees
+    a point (no near bound: the caller turns the penalty off).
+    """
+    c2w = camera_to_worlds.reshape(-1, 3, 4).float()
+    pts = points.reshape(-1, 3).float().to(c2w.device)
+    intr = [v.reshape(-1).float().to(c2w.device) for v in (fx, fy, cx, cy, width, height)]
+    nears = []
+    for i in range(c2w.shape[0]):
+        rot, t = c2w[i, :, :3], c2w[i, :, 3]
+        p = (pts - t) @ rot  # camera frame: R^T (x - t)
+        depth = -p[:, 2]
+        f_x, f_y, c_x, c_y, w, h = (v[i] for v in intr)
+        front = depth > 1e-6
+        u = c_x + f_x * p[:, 0] / depth.clamp_min(1e-6)
+        v = c_y - f_y * p[:, 1] / depth.clamp_min(1e-6)
+        seen = front & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        if bool(seen.any()):
+            nears.append(torch.quantile(depth[seen], quantile))
+    if not nears:
+        return 0.0
+    return float(scale * torch.stack(nears).min())
 
 
 def ray_box(origins: Tensor, dirs: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:

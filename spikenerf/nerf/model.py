@@ -21,8 +21,9 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.configs.config_utils import to_immutable_dict
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils.rich_utils import CONSOLE
 
-from .contraction import contract, contracted_box, contracted_sample_count, looks_unbounded
+from .contraction import contract, contracted_box, contracted_sample_count, looks_unbounded, near_clip_from_points
 from .export import NerfstudioToolsMixin
 from .field import ColorStats, SpikingNeRFField
 from .grid import DenseGrid, Marched, occupied
@@ -61,6 +62,12 @@ class SpikingNeRFModelConfig(ModelConfig):
     half-sizes; the grids span ``(1 + bg_len)`` times the inner box (DVGOv2's ``bg_len``)."""
     near_plane: float = 0.05
     """Samples closer than this to the camera are dropped."""
+    near_clip: float = -1.0
+    """Unbounded scenes: training samples closer than this to their camera have their density pushed down
+    (DVGOv2's near-clip loss, weight ``nearclip_loss``): nothing real is that close to a training camera, and
+    density there is a floater that fits one view and fogs its neighbours. ``-1``: from the data, 0.9 x the
+    nearest sparse 3D point of any training camera (:func:`~.contraction.near_clip_from_points`; the ``colmap``
+    parser loads them), off when the parser gives no points; ``0``: off; ``> 0``: this distance."""
     coarse_steps: int = 300
     """Training steps of the coarse stage; the fine stage starts after them."""
     coarse_resolution: int = 48
@@ -132,13 +139,14 @@ class SpikingNeRFModelConfig(ModelConfig):
     background_color: Literal["white", "black"] = "white"
     loss_coefficients: Dict[str, float] = to_immutable_dict(
         {"rgb_loss": 1.0, "entropy_loss": 0.001, "rgbper_loss": 0.01, "coarse_entropy_loss": 0.01,
-         "coarse_rgbper_loss": 0.1, "distortion_loss": 0.01, "tv_loss": 0.0}
+         "coarse_rgbper_loss": 0.1, "distortion_loss": 0.01, "nearclip_loss": 1.0, "tv_loss": 0.0}
     )
     """Per stage as DVGO / SpikingNeRF-D: fine ``entropy_loss`` / ``rgbper_loss``, coarse ``coarse_*``. The
     entropy acts on the background weight, the per-point colour loss uses detached compositing weights.
     ``distortion_loss`` (DVGOv2's weight for unbounded scenes) acts in the fine stage of unbounded scenes
     only: it pulls each ray's weight together, so the fog of a real capture turns into surfaces (and fewer
-    samples reach the colour network)."""
+    samples reach the colour network). ``nearclip_loss`` (DVGOv2's 1.0) acts in both stages of unbounded scenes
+    (see ``near_clip``)."""
     eval_num_rays_per_chunk: int = 4096
 
 
@@ -192,6 +200,7 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         self._occ_ready = False  # Python copies of the two flags: no host-device sync per step
         self._occ_version, self._mask_version = 0, 0  # the cache's changes, the one the ray mask was built on
         self.unbounded = False
+        self.near_clip = max(cfg.near_clip, 0.0)  # -1 (from the data) is resolved when training starts
         self._cache_extents()
         if cfg.scene != "auto":
             self.set_scene(cfg.scene == "unbounded")
@@ -221,6 +230,16 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         if int(self.scene_code) == SCENE_UNDECIDED:
             self.set_scene(looks_unbounded(camera_origins, self.aabb))
         return self.unbounded
+
+    def data_near_clip(self, cameras: Any, points: Tensor | None) -> float:
+        """``near_clip="auto"`` (-1): from the training cameras and the sparse points (0 without points, or in
+        bounded scenes, where DVGO has no near-clip loss). Recomputed from the data on resume, so it is the same."""
+        if not self.unbounded or points is None or len(points) == 0:
+            return 0.0
+        clip = near_clip_from_points(cameras.camera_to_worlds, cameras.fx, cameras.fy, cameras.cx, cameras.cy,
+                                     cameras.width, cameras.height, points)
+        CONSOLE.log(f"spikingnerf: near clip {clip:.4g} (0.9 x the nearest of {len(points)} sparse points)")
+        return clip
 
     def _take_checkpoint_shapes(self, state_dict, prefix, *args) -> None:
         occ = state_dict.get(prefix + "occupancy")
@@ -426,6 +445,8 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
                           "train_dataparser_outputs", None)
         if outputs is not None and int(self.scene_code) == SCENE_UNDECIDED:
             self.detect_scene(outputs.cameras.camera_to_worlds[..., :3, 3].to(self.aabb.device))
+        if outputs is not None and self.config.near_clip < 0:
+            self.near_clip = self.data_near_clip(outputs.cameras, (outputs.metadata or {}).get("points3D_xyz"))
         opts = getattr(training_callback_attributes.optimizers, "optimizers", {})
         if "grids" in opts:
             opts["grids"].register_step_pre_hook(lambda *_: self._average_new_grads())
@@ -476,15 +497,15 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         xyz = origins[:, None] + dirs[:, None] * t[..., None]
         return contract(xyz, self.aabb, self.config.bg_len) if self.unbounded else xyz
 
+    def raw_density(self, xyz: Tensor, fine: bool) -> Tensor:
+        """The stage's density grid at look-up points ``[N, 3]``, before the shift and activation ``[N]``."""
+        return self.field.density_raw(xyz) if fine else self.coarse_density(xyz)[..., 0]
+
     def sample_alpha(self, xyz: Tensor, valid: Tensor, step: float, fine: bool) -> Tensor:
         """Alpha ``[R, S]`` of the valid samples (zero elsewhere) from the stage's density grid; never spikes."""
         alpha = xyz.new_zeros(valid.shape)
-        if fine:
-            alpha[valid] = density_to_alpha(self.field.density_raw(xyz[valid]), self.field.shift,
-                                            step / self.fine_voxel_base)
-        else:
-            alpha[valid] = density_to_alpha(self.coarse_density(xyz[valid])[..., 0], self.coarse_shift,
-                                            step / self.coarse_voxel)
+        shift, unit = (self.field.shift, self.fine_voxel_base) if fine else (self.coarse_shift, self.coarse_voxel)
+        alpha[valid] = density_to_alpha(self.raw_density(xyz[valid], fine), shift, step / unit)
         return alpha
 
     def sample_color(self, xyz: Tensor, dirs: Tensor, keep: Tensor, marched: Marched,
@@ -531,6 +552,8 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
             outputs["_index"] = marched.index  # [R, S] lattice index: uniform in the (contracted) space
             outputs["_stats"] = stats  # type: ignore[assignment]
             outputs["_xyz"], outputs["_keep"], outputs["_dirs"] = xyz, keep, dirs  # for distillation losses
+            if self.unbounded and self.near_clip > 0:
+                outputs["_near_raw"] = self.raw_density(xyz[valid & (t < self.near_clip)], fine)
         return outputs
 
     def sigma(self, xyz: Tensor) -> Tensor:
@@ -600,6 +623,9 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
             n = sum(contracted_sample_count(step, self.aabb, self.config.bg_len))  # lattice length
             loss["distortion_loss"] = c["distortion_loss"] * distortion_loss(
                 outputs["_weights"], outputs["_index"].to(outputs["_weights"].dtype) / n, 1.0 / n)
+        if c.get("nearclip_loss", 0.0) > 0 and outputs.get("_near_raw") is not None:
+            raw = outputs["_near_raw"]  # DVGOv2: a gradient of exactly the weight on each raw density; value 0
+            loss["nearclip_loss"] = c["nearclip_loss"] * (raw - raw.detach()).sum()
         if c.get("tv_loss", 0.0) > 0:
             grids = ((self.field.density_grid, self.field.feature_grid) if fine
                      else (self.coarse_density, self.coarse_color))

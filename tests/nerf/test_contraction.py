@@ -8,7 +8,8 @@ import torch
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
-from spikenerf.nerf.contraction import contract, contracted_box, contracted_lattice, looks_unbounded, uncontract
+from spikenerf.nerf.contraction import (contract, contracted_box, contracted_lattice, looks_unbounded,
+                                        near_clip_from_points, uncontract)
 from spikenerf.nerf.grid import march_contracted, march_contracted_reference
 from spikenerf.nerf.model import SCENE_BOUNDED, SCENE_UNBOUNDED, SpikingNeRFModelConfig
 
@@ -95,6 +96,37 @@ def test_auto_rule():
     box = torch.tensor([[-1.5] * 3, [1.5] * 3])
     assert not looks_unbounded(blender, box)
     assert looks_unbounded(capture, box)
+
+
+def _look_along(o, axis):
+    """nerfstudio camera-to-world ``[3, 4]`` at ``o`` looking along ``axis`` (OpenGL: the camera's -z)."""
+    z = -torch.tensor(axis, dtype=torch.float32)
+    up = torch.tensor([0.0, 0.0, 1.0]) if abs(float(z[2])) < 0.9 else torch.tensor([0.0, 1.0, 0.0])
+    x = torch.linalg.cross(up, z)
+    x = x / x.norm()
+    y = torch.linalg.cross(z, x)
+    return torch.cat([torch.stack([x, y, z], 1), torch.tensor(o, dtype=torch.float32)[:, None]], 1)
+
+
+def test_near_clip_by_hand():
+    # camera 0 at the origin looking along +x, camera 1 at (0, 0, 2) looking along -z; 90-degree fields of view
+    c2w = torch.stack([_look_along([0.0, 0.0, 0.0], [1.0, 0.0, 0.0]), _look_along([0.0, 0.0, 2.0], [0.0, 0.0, -1.0])])
+    one = torch.ones(2)
+    intr = dict(fx=50 * one, fy=50 * one, cx=50 * one, cy=50 * one, width=100 * one, height=100 * one)
+    pts = torch.tensor([
+        [3.0, 0.0, 0.0],     # camera 0: depth 3
+        [1.5, 0.2, -0.3],    # camera 0: depth 1.5
+        [0.5, 3.0, 0.0],     # outside both frusta (camera 0: |y| / depth = 6, camera 1: 1.5)
+        [-0.3, 0.0, 0.0],    # behind camera 0; camera 1: depth 2
+        [0.1, 0.1, 1.2],     # camera 1: depth 0.8 (camera 0: outside its frustum)
+        [0.0, -0.2, 0.4],    # camera 1: depth 1.6
+    ])
+    args = (c2w, intr["fx"], intr["fy"], intr["cx"], intr["cy"], intr["width"], intr["height"], pts)
+    # per camera the nearest point it sees: 1.5 (camera 0), 0.8 (camera 1); the scene's clip: 0.9 x 0.8
+    assert near_clip_from_points(*args, quantile=0.0) == pytest.approx(0.9 * 0.8)
+    # the median instead: camera 0 sees depths {3, 1.5} (median 2.25), camera 1 {2.3 (point 1), 2, 0.8, 1.6} (1.8)
+    assert near_clip_from_points(*args, quantile=0.5, scale=1.0) == pytest.approx(1.8)
+    assert near_clip_from_points(c2w, *(v for v in intr.values()), torch.tensor([[0.0, 0.0, 9.0]])) == 0.0
 
 
 # ----------------------------------------------------------------------------- the model on tiny scenes
@@ -200,3 +232,44 @@ def test_scene_decision_survives_a_checkpoint(tmp_path):
     m.eval()
     fresh.eval()
     torch.testing.assert_close(fresh(_bundle(o, d))["rgb"], m(_bundle(o, d))["rgb"])
+
+
+def test_near_clip_penalty_pushes_near_density_down():
+    # DVGOv2's near-clip loss: every valid training sample closer than near_clip to its camera gets a gradient of
+    # exactly the loss weight on its raw density, in both stages; farther samples get none from it
+    o, d = _inward_rays()
+    for step in (1, 10):  # coarse, fine
+        m = _model(scene="unbounded", near_clip=0.6, alpha_threshold=-1.0, weight_threshold=-1.0,
+                   loss_coefficients={"rgb_loss": 0.0, "nearclip_loss": 0.5})
+        m.train()
+        m._set_step(step)
+        _randomize(m)
+        out = m(_bundle(o, d))
+        fine = m.in_fine_stage
+        marched, _ = m.sample(o, d, fine)
+        near = marched.valid & (marched.t < 0.6)
+        assert 0 < int(near.sum()) < int(marched.valid.sum())
+        xyz = m.lookup_points(o, d, marched.t)[near]
+        torch.testing.assert_close(out["_near_raw"], m.raw_density(xyz, fine).detach())
+        loss = m.get_loss_dict(out, {"image": torch.rand(48, 3)})
+        assert float(loss["nearclip_loss"]) == 0.0 and set(loss) >= {"nearclip_loss"}
+        loss["nearclip_loss"].backward()
+        grid = m.field.density_grid.grid if fine else m.coarse_density.grid
+        got = grid.grad.clone()
+        grid.grad = None
+        (0.5 * m.raw_density(xyz, fine).sum()).backward()
+        torch.testing.assert_close(got, grid.grad)
+        assert got.abs().sum() > 0
+
+
+def test_near_clip_from_the_data_only_in_unbounded_scenes():
+    m = _model(scene="bounded")
+    from nerfstudio.cameras.cameras import Cameras
+
+    cams = Cameras(camera_to_worlds=_look_along([0.0, 0.0, 0.0], [1.0, 0.0, 0.0])[None], fx=50.0, fy=50.0,
+                   cx=50.0, cy=50.0, width=100, height=100)
+    pts = torch.tensor([[2.0, 0.0, 0.0]])
+    assert m.data_near_clip(cams, pts) == 0.0  # Blender scenes: no near-clip loss (DVGO has none)
+    m = _model(scene="unbounded")
+    assert m.data_near_clip(cams, None) == 0.0  # a parser without sparse points: off
+    assert m.data_near_clip(cams, pts) == pytest.approx(0.9 * 2.0, rel=1e-5)
