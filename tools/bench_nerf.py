@@ -83,16 +83,19 @@ def train_scalars(run_dir: Path, tags: tuple[str, ...], last: int = 10, fine_fro
     return out
 
 
-def _rss_mb() -> tuple[float, float]:
-    """(current, peak) resident set size of this process in MB (Linux)."""
-    import resource
-
-    cur = 0.0
+def _rss_mb(reset_peak: bool = False) -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MB (Linux). ``reset_peak`` first sets the peak to
+    the current size (``/proc/self/clear_refs``), so the peak that follows is that of what runs next, not of the
+    loading before it (the process's lifetime peak, ``ru_maxrss``, is often the checkpoint and dataset load)."""
+    if reset_peak:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    vals = {}
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                cur = float(line.split()[1]) / 1024
-    return cur, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                vals[line.split(":")[0]] = float(line.split()[1]) / 1024
+    return vals["VmRSS"], vals["VmHWM"]
 
 
 def evaluate(config: Path, views: int, big: int = 0) -> dict[str, float]:
@@ -102,10 +105,10 @@ def evaluate(config: Path, views: int, big: int = 0) -> dict[str, float]:
     model = pipeline.model
     ds = pipeline.datamanager.eval_dataset
     extra: dict[str, float] = {}
-    if big:  # first, so that the process's peak RSS so far is the loading, not another render
+    if big:
         cam = ds.cameras[0:1].to(model.device)
         cam.rescale_output_resolution(big / int(cam.height[0, 0]))
-        before, _ = _rss_mb()
+        before, _ = _rss_mb(reset_peak=True)
         t0 = time.time()
         out = model.get_outputs_for_camera(cam)
         extra = {f"render{big}_s": time.time() - t0, f"render{big}_peak_growth_mb": _rss_mb()[1] - before}
