@@ -501,12 +501,14 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         """The stage's density grid at look-up points ``[N, 3]``, before the shift and activation ``[N]``."""
         return self.field.density_raw(xyz) if fine else self.coarse_density(xyz)[..., 0]
 
-    def sample_alpha(self, xyz: Tensor, valid: Tensor, step: float, fine: bool) -> Tensor:
-        """Alpha ``[R, S]`` of the valid samples (zero elsewhere) from the stage's density grid; never spikes."""
+    def sample_alpha(self, xyz: Tensor, valid: Tensor, step: float, fine: bool) -> tuple[Tensor, Tensor]:
+        """Alpha ``[R, S]`` of the valid samples (zero elsewhere) from the stage's density grid, and the raw
+        density ``[N]`` of the valid samples (row-major) it came from; never spikes."""
         alpha = xyz.new_zeros(valid.shape)
         shift, unit = (self.field.shift, self.fine_voxel_base) if fine else (self.coarse_shift, self.coarse_voxel)
-        alpha[valid] = density_to_alpha(self.raw_density(xyz[valid], fine), shift, step / unit)
-        return alpha
+        raw = self.raw_density(xyz[valid], fine)
+        alpha[valid] = density_to_alpha(raw, shift, step / unit)
+        return alpha, raw
 
     def sample_color(self, xyz: Tensor, dirs: Tensor, keep: Tensor, marched: Marched,
                      fine: bool) -> tuple[Tensor, ColorStats | None]:
@@ -527,7 +529,7 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         marched, step = self.sample(origins, dirs, fine)
         t, valid = marched.t, marched.valid  # [R, S'] the kept samples of each ray, near -> far
         xyz = self.lookup_points(origins, dirs, t)
-        alpha = self.sample_alpha(xyz, valid, step, fine)
+        alpha, raw = self.sample_alpha(xyz, valid, step, fine)
         keep, weights, bg_weight = sample_masks(alpha, valid, cfg.alpha_threshold if fine else cfg.coarse_threshold,
                                                 cfg.weight_threshold if fine else cfg.coarse_threshold)
         rgb_s, stats = self.sample_color(xyz, dirs, keep, marched, fine)
@@ -553,7 +555,7 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
             outputs["_stats"] = stats  # type: ignore[assignment]
             outputs["_xyz"], outputs["_keep"], outputs["_dirs"] = xyz, keep, dirs  # for distillation losses
             if self.unbounded and self.near_clip > 0:
-                outputs["_near_raw"] = self.raw_density(xyz[valid & (t < self.near_clip)], fine)
+                outputs["_near_raw"] = raw[t[valid] < self.near_clip]  # the look-ups alpha already made
         return outputs
 
     def sigma(self, xyz: Tensor) -> Tensor:
