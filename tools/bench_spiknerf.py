@@ -29,6 +29,7 @@ import copy
 import json
 import math
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -287,6 +288,33 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+RUN_ARGS_FREE = {"variants", "json", "resume", "teacher", "output_dir", "log_every"}
+"""Arguments a resumed run may change: they do not change the rows' schedule, data or views."""
+
+
+def git_commit() -> str:
+    """The project's commit the rows were run at (``unknown`` outside a git checkout)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parents[1],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def resumed_rows(args: argparse.Namespace, idx: list, size: list) -> tuple[dict, dict]:
+    """The rows and curves of ``--json`` when it was run on the same schedule, data and views (else exit)."""
+    if args.json is None or not args.json.exists():
+        return {}, {}
+    old = json.loads(args.json.read_text())
+    now = {k: str(v) for k, v in vars(args).items()}
+    diff = sorted(k for k in set(now) | set(old.get("args", {}))
+                  if k not in RUN_ARGS_FREE and old.get("args", {}).get(k) != now.get(k))
+    if diff or old.get("views") != idx or old.get("size") != size:
+        raise SystemExit(f"--resume: {args.json} was run with other settings ({', '.join(diff) or 'views'}); "
+                         "use a new --json")
+    return old.get("results", {}), old.get("curves", {})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -315,6 +343,9 @@ def main() -> None:
     ap.add_argument("--output-dir", type=Path, default=Path("outputs/bench_spiknerf"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows already in --json (same schedule and views) and run only the missing ones; "
+                         "its ann row is the teacher")
     ap.add_argument("--throughput", action="store_true", help="only time train steps vs vanilla-nerf")
     ap.add_argument("--throughput-steps", type=int, default=3)
     ap.add_argument("--occupancy-from", type=Path, default=None,
@@ -337,7 +368,13 @@ def main() -> None:
         variants.insert(0, "ann")  # the teacher
     variants.sort(key=lambda v: v != "ann")
     results, curves, teacher = {}, {}, args.teacher
-    if teacher is not None:
+    if args.resume:
+        results, curves = resumed_rows(args, idx, [w, h])
+        if "ann" in results and teacher is None:
+            teacher = Path(results["ann"]["config"])
+        variants = [v for v in variants if v not in results]
+        print(f"resumed rows {list(results)} from {args.json}; to run: {variants}", flush=True)
+    if teacher is not None and not any(k.startswith("ann") for k in results):
         results["ann (loaded teacher)"] = evaluate(teacher, items)
     for name in variants:
         cfg = make_config(name, args, teacher)
@@ -350,12 +387,15 @@ def main() -> None:
             t_res = results.get("ann") or results.get("ann (loaded teacher)") or {}
             res["teacher_psnr"] = t_res.get("psnr", float("nan"))
         res["config"] = str(config)
+        res["commit"] = git_commit()
         print(name, json.dumps(res), flush=True)
         results[name], curves[name] = res, curve
         if args.json:
-            args.json.write_text(json.dumps({"views": idx, "size": [w, h], "args": {k: str(v) for k, v in
-                                                                               vars(args).items()},
-                                             "results": results, "curves": curves}, indent=2))
+            tmp = args.json.with_suffix(".tmp")  # atomic: a crash mid-write never loses the rows already run
+            tmp.write_text(json.dumps({"views": idx, "size": [w, h], "args": {k: str(v) for k, v in
+                                                                          vars(args).items()},
+                                       "results": results, "curves": curves}, indent=2))
+            tmp.replace(args.json)
     print(table(results))
     print("train PSNR curve (step: psnr)")
     for name, c in curves.items():
