@@ -32,11 +32,13 @@ def _declare(lib: ctypes.CDLL) -> None:
     for fn in (lib.grid_forward, lib.grid_backward):
         fn.argtypes = [p, p, p, i64, i32, i32, i32, i32, p, p, i32]
         fn.restype = i32
-    lib.march.argtypes = [p, p, i64, p, p, f32, f32, i32, p, i32, i32, i32, p, i32, p, p, p, i32]
+    lib.march.argtypes = [p, p, i64, p, p, f32, f32, i32, p, p, i32, i32, i32, i32, p, i32, p, p, p, i32]
     lib.march.restype = i32
-    lib.march_contracted.argtypes = [p, p, i64, p, p, f32, f32, f32, i32, i32, f32, p, i32, i32, i32, p, i32, p, p,
-                                     p, i32]
+    lib.march_contracted.argtypes = [p, p, i64, p, p, f32, f32, f32, i32, i32, f32, p, p, i32, i32, i32, i32, p, i32,
+                                     p, p, p, i32]
     lib.march_contracted.restype = i32
+    lib.occupancy_blocks.argtypes = [p, i32, i32, i32, p, p]
+    lib.occupancy_blocks.restype = i32
 
 
 _KERNEL = CKernel(_SRC, "grid", "grid_sample / torch marching (slower)", _declare)
@@ -222,15 +224,39 @@ def _pack_kept(t: Tensor, keep: Tensor) -> Marched:
     return Marched(t_out, idx, valid)
 
 
-def _march_c(fn, origins: Tensor, dirs: Tensor, head: tuple, occupancy: Optional[Tensor], threads: int) -> Marched:
+SKIP_BLOCK = 8
+"""Edge, in vertices, of the occupancy blocks the C marchers skip empty space by (``SKIP`` in ``csrc/grid.c``)."""
+
+_occ_cache: dict = {}
+
+
+def _c_occupancy(occupancy: Tensor) -> tuple[Tensor, Tensor]:
+    """The cache as the C marchers read it: stored block by block (``uint8`` bricks of ``SKIP_BLOCK^3``
+    vertices, for locality along a ray) and the block flags ``[bx, by, bz]`` (a block or its one-vertex shell
+    has a set vertex). Kept while the same tensor is unchanged (its version counter), so the dozens of chunks
+    of a render convert it once, not per chunk."""
+    hit = _occ_cache.get("last")
+    if hit is not None and hit[0] is occupancy and hit[1] == occupancy._version:
+        return hit[2], hit[3]
+    occ = occupancy.detach().cpu().to(torch.uint8).contiguous()
+    nb = [-(-int(n) // SKIP_BLOCK) for n in occ.shape]
+    blk = torch.empty(nb, dtype=torch.uint8)
+    bricks = torch.empty(nb[0] * nb[1] * nb[2] * SKIP_BLOCK ** 3, dtype=torch.uint8)
+    _load().occupancy_blocks(occ.data_ptr(), *occ.shape, blk.data_ptr(), bricks.data_ptr())  # type: ignore[union-attr]
+    _occ_cache["last"] = (occupancy, occupancy._version, bricks, blk)
+    return bricks, blk
+
+
+def _march_c(fn, origins: Tensor, dirs: Tensor, head: tuple, occupancy: Optional[Tensor], threads: int,
+             skip_empty: bool = True) -> Marched:
     """Two passes of a C marcher: counts, then the kept samples in a ``[R, Smax]`` layout."""
     o, d = origins.contiguous(), dirs.contiguous()
     R = o.shape[0]
-    occ = occupancy.to(torch.uint8).contiguous() if occupancy is not None else None
-    X, Y, Z = (tuple(occ.shape) if occ is not None else (1, 1, 1))
+    occ, blk = _c_occupancy(occupancy) if occupancy is not None else (None, None)
+    X, Y, Z = (tuple(occupancy.shape) if occupancy is not None else (1, 1, 1))
     counts = torch.empty(R, dtype=torch.int32)
-    args = (o.data_ptr(), d.data_ptr(), R, *head, occ.data_ptr() if occ is not None else None, X, Y, Z,
-            counts.data_ptr())
+    args = (o.data_ptr(), d.data_ptr(), R, *head, occ.data_ptr() if occ is not None else None,
+            blk.data_ptr() if blk is not None else None, int(skip_empty), X, Y, Z, counts.data_ptr())
     fn(*args, 0, None, None, None, threads)
     smax = max(1, int(counts.max())) if R else 1
     t = torch.zeros(R, smax)
@@ -241,7 +267,7 @@ def _march_c(fn, origins: Tensor, dirs: Tensor, head: tuple, occupancy: Optional
 
 
 def march(origins: Tensor, dirs: Tensor, aabb: Tensor, step: float, num_steps: int, near_plane: float,
-          occupancy: Optional[Tensor] = None) -> Marched:
+          occupancy: Optional[Tensor] = None, skip_empty: bool = True) -> Marched:
     """Uniform samples ``t = near + step * s`` (``s < num_steps``) inside the box and, when given, the
     occupancy cache; only those are returned, packed per ray (C kernel on the CPU, else the torch version).
 
@@ -249,7 +275,9 @@ def march(origins: Tensor, dirs: Tensor, aabb: Tensor, step: float, num_steps: i
     trained occupancy cache keeps a few tens.
 
     Args: ``origins`` / unit ``dirs`` ``[R, 3]``, ``aabb`` ``[2, 3]``, ``occupancy`` bool ``[X, Y, Z]`` over
-    ``aabb`` (nearest vertex). Returns :class:`Marched` (``t``, ``index``, ``valid``, each ``[R, S']``).
+    ``aabb`` (nearest vertex); ``skip_empty``: the C kernel jumps over empty blocks of the cache (the same
+    samples, fewer look-ups; ``False`` checks every step). Returns :class:`Marched` (``t``, ``index``,
+    ``valid``, each ``[R, S']``).
 
     Example: 2 rays along +x through the box ``[0, 1]^3``, one of them starting at its middle:
 
@@ -271,7 +299,7 @@ def march(origins: Tensor, dirs: Tensor, aabb: Tensor, step: float, num_steps: i
     lo = aabb[0].detach().float().cpu().contiguous()
     hi = aabb[1].detach().float().cpu().contiguous()
     head = (lo.data_ptr(), hi.data_ptr(), float(step), float(near_plane), int(num_steps))
-    return _march_c(lib.march, origins, dirs, head, occupancy, torch.get_num_threads())
+    return _march_c(lib.march, origins, dirs, head, occupancy, torch.get_num_threads(), skip_empty)
 
 
 def march_contracted_reference(origins: Tensor, dirs: Tensor, aabb: Tensor, bg_len: float, step: float,
@@ -287,10 +315,11 @@ def march_contracted_reference(origins: Tensor, dirs: Tensor, aabb: Tensor, bg_l
 
 
 def march_contracted(origins: Tensor, dirs: Tensor, aabb: Tensor, bg_len: float, step: float, near_plane: float,
-                     occupancy: Optional[Tensor] = None) -> Marched:
+                     occupancy: Optional[Tensor] = None, skip_empty: bool = True) -> Marched:
     """Samples of unbounded scenes (:mod:`~.contraction`): ``step`` apart inside the inner box ``aabb``, then
     about ``step`` apart in the contracted space out to infinity; kept where the occupancy cache (``[X, Y, Z]``
-    over the contracted box, nearest vertex of the contracted point) is set. Same outputs as :func:`march`
+    over the contracted box, nearest vertex of the contracted point) is set (``skip_empty``: empty blocks are
+    jumped over inside the inner box, where the contraction is linear). Same outputs as :func:`march`
     (``t`` is the world distance; look the grids up at ``contract(o + t d)``).
 
     >>> box = torch.tensor([[-1.0, -1, -1], [1, 1, 1]])
@@ -308,4 +337,4 @@ def march_contracted(origins: Tensor, dirs: Tensor, aabb: Tensor, bg_len: float,
     n_in, n_out = contracted_sample_count(step, aabb, bg_len)
     head = (lo.data_ptr(), hi.data_ptr(), float(bg_len), float(step), float(near_plane), n_in, n_out,
             float(outer_ratio(step, aabb, bg_len)))
-    return _march_c(lib.march_contracted, origins, dirs, head, occupancy, torch.get_num_threads())
+    return _march_c(lib.march_contracted, origins, dirs, head, occupancy, torch.get_num_threads(), skip_empty)

@@ -177,3 +177,58 @@ def test_march_reference_against_a_per_ray_loop():
                 kept.append(s)
         got = out.index[r][out.valid[r]].tolist()
         assert got == kept, r
+
+
+def _sparse_cache(shape: tuple[int, int, int], gen: torch.Generator) -> torch.Tensor:
+    """A cache that is empty but for a few blobs and lone vertices, some on block edges (SKIP_BLOCK = 8): most
+    blocks are empty, so the C marchers skip a lot, and many rays graze a set vertex right past a block."""
+    occ = torch.zeros(shape, dtype=torch.bool)
+    occ[10:14, 5:9, 20:27] = True
+    occ[7, 8, 15] = occ[8, 7, 16] = occ[15, 0, 0] = occ[0, 16, 31] = True
+    idx = [torch.randint(0, n, (12,), generator=gen) for n in shape]
+    occ[idx[0], idx[1], idx[2]] = True
+    return occ
+
+
+@needs_c
+def test_occupancy_blocks_mark_each_block_and_its_shell():
+    """Block (i, j, k) is set iff a vertex of [8i - 1, 8i + 8] x ... (clamped) is set: a max-pool by hand."""
+    from spikenerf.nerf.grid import SKIP_BLOCK, _c_occupancy
+
+    occ = _sparse_cache((30, 17, 40), torch.Generator().manual_seed(3))
+    _, blk = _c_occupancy(occ)
+    B = SKIP_BLOCK
+    want = torch.zeros(blk.shape, dtype=torch.bool)
+    for i in range(blk.shape[0]):
+        for j in range(blk.shape[1]):
+            for k in range(blk.shape[2]):
+                want[i, j, k] = occ[max(0, B * i - 1):B * i + B + 1, max(0, B * j - 1):B * j + B + 1,
+                                    max(0, B * k - 1):B * k + B + 1].any()
+    assert torch.equal(blk.bool(), want) and 0 < int(want.sum()) < want.numel()
+
+
+@needs_c
+def test_empty_space_skipping_keeps_exactly_the_samples_of_every_step():
+    """Jumping over empty blocks (bounded and contracted marchers) keeps the samples, indices and distances of
+    the step-by-step C loop and of the torch reference, bit for bit, on rays that graze lone set vertices."""
+    from spikenerf.nerf.grid import march, march_contracted, march_contracted_reference, march_reference
+
+    gen = torch.Generator().manual_seed(5)
+    occ = _sparse_cache((30, 17, 40), gen)
+    o, d = _rays(3000, gen)
+    for step in (0.013, 0.05):
+        ref = march_reference(o, d, AABB, step, 600, 0.05, occ)
+        slow = march(o, d, AABB, step, 600, 0.05, occ, skip_empty=False)
+        fast = march(o, d, AABB, step, 600, 0.05, occ)
+        for m in (slow, fast):
+            assert torch.equal(m.valid, ref.valid) and torch.equal(m.index, ref.index) and torch.equal(m.t, ref.t)
+        assert int(ref.valid.sum()) > 100
+    box = torch.tensor([[-0.6, -0.4, -0.5], [0.7, 0.3, 0.5]])
+    oc = 0.2 * torch.randn(2000, 3, generator=gen)  # cameras inside the inner box, as in a real capture
+    dc = torch.nn.functional.normalize(torch.randn(2000, 3, generator=gen), dim=-1)
+    ref = march_contracted_reference(oc, dc, box, 0.5, 0.011, 0.02, occ)
+    slow = march_contracted(oc, dc, box, 0.5, 0.011, 0.02, occ, skip_empty=False)
+    fast = march_contracted(oc, dc, box, 0.5, 0.011, 0.02, occ)
+    for m in (slow, fast):
+        assert torch.equal(m.valid, ref.valid) and torch.equal(m.index, ref.index) and torch.equal(m.t, ref.t)
+    assert int(ref.valid.sum()) > 100
