@@ -148,6 +148,11 @@ class SpikingNeRFModelConfig(ModelConfig):
     samples reach the colour network). ``nearclip_loss`` (DVGOv2's 1.0) acts in both stages of unbounded scenes
     (see ``near_clip``)."""
     eval_num_rays_per_chunk: int = 4096
+    eval_ray_groups: int = 4
+    """At inference the rays of a chunk are rendered in this many groups of similar sample counts (sorted by
+    count): every ``[R, S]`` step then pads each group to its own longest ray, not the chunk's (lego-400: ~40
+    samples per ray on average, ~230 for the longest of a chunk). Rays are independent, so the outputs are
+    those of one group up to float rounding; 1 turns it off. Training always runs one group."""
 
 
 class SpikingNeRFModel(NerfstudioToolsMixin, Model):
@@ -520,13 +525,34 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         return rgb_s, None
 
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
-        """Render a ray bundle ``[R]``: every output is ``[R, k]`` (so chunked camera renders can stack them)."""
-        cfg = self.config
+        """Render a ray bundle ``[R]``: every output is ``[R, k]`` (so chunked camera renders can stack them).
+        At inference the rays go through :meth:`render_marched` in groups of similar sample counts
+        (``eval_ray_groups``)."""
         origins = ray_bundle.origins.reshape(-1, 3)
         dirs = ray_bundle.directions.reshape(-1, 3)
         dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-9)
         fine = self.in_fine_stage
         marched, step = self.sample(origins, dirs, fine)
+        groups = 1 if self.training else self.config.eval_ray_groups
+        if groups <= 1 or origins.shape[0] < 2 * groups:
+            return self.render_marched(origins, dirs, marched, step, fine)
+        counts, order = marched.valid.sum(1).sort()
+        parts, end = [], 0
+        for g in order.tensor_split(groups):
+            end += g.numel()
+            width = max(1, int(counts[end - 1]))  # the group's longest ray
+            sub = Marched(marched.t[g, :width], marched.index[g, :width], marched.valid[g, :width])
+            parts.append(self.render_marched(origins[g], dirs[g], sub, step, fine))
+        out: Dict[str, Tensor] = {}
+        for k in parts[0]:
+            v = torch.cat([p[k] for p in parts])
+            out[k] = torch.empty_like(v).index_copy_(0, order, v)  # back to the bundle's ray order
+        return out
+
+    def render_marched(self, origins: Tensor, dirs: Tensor, marched: Marched, step: float,
+                       fine: bool) -> Dict[str, Tensor]:
+        """The outputs of rays ``[R]`` (unit ``dirs``) from their kept samples ``marched`` (``[R, S']``)."""
+        cfg = self.config
         t, valid = marched.t, marched.valid  # [R, S'] the kept samples of each ray, near -> far
         xyz = self.lookup_points(origins, dirs, t)
         alpha, raw = self.sample_alpha(xyz, valid, step, fine)

@@ -206,9 +206,10 @@ class SpikNeRFModel(TeacherMixin, SpikingNeRFModel):
                                            self.config.distill_density_space, delta))
         return loss
 
-    def get_outputs(self, ray_bundle):
+    def render_marched(self, origins: Tensor, dirs: Tensor, marched: Any, step: float,
+                       fine: bool) -> Dict[str, Tensor]:
         self.field.last_ray_train_spikes = None
-        outputs = super().get_outputs(ray_bundle)
+        outputs = super().render_marched(origins, dirs, marched, step, fine)
         train_spikes = self.field.last_ray_train_spikes
         if train_spikes is not None and "ray_spikes" in outputs:  # fine stage, repeat time
             outputs["ray_train_spikes"] = train_spikes[:, None].to(outputs["ray_spikes"].dtype)

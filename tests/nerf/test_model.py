@@ -270,3 +270,33 @@ def test_first_layer_equals_fc1_of_the_concatenation():
     ray_of = torch.randint(0, 6, (40,), generator=g)
     want = f.fc1(torch.cat([feat, positional_encoding(dirs, f.dir_freqs)[ray_of]], -1))
     torch.testing.assert_close(f.first_layer(feat, dirs, ray_of), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("spiking,mode", [(True, "padding"), (True, "condensing"), (False, "padding")])
+def test_ray_groups_render_the_same_as_one_group(spiking, mode):
+    """Inference renders a chunk's rays in groups sorted by sample count (``eval_ray_groups``): every output of
+    every ray is the one-group output, in the bundle's ray order, with an occupancy cache that leaves the rays
+    very different counts (and some none)."""
+    m = _model(spiking, mode, coarse_steps=3)
+    _randomize(m)
+    m.train()
+    m._set_step(3)  # builds the occupancy cache
+    m.eval()
+    m.update_to_step(10)
+    with torch.no_grad():
+        m.occupancy[: m.occupancy.shape[0] // 2] = False  # half the box empty: rays cross it for longer or shorter
+    rb = _rays(R=96, seed=3)
+    rb.directions[7:] += 0.12 * torch.randn(89, 3, generator=torch.Generator().manual_seed(4))
+    rb.directions[:7] = rb.origins[:7].clone()  # 7 rays miss the box: no samples at all
+    with torch.no_grad():
+        m.config.eval_ray_groups = 1
+        one = m(rb)
+        m.config.eval_ray_groups = 5
+        grouped = m(rb)
+    counts = m.sample(rb.origins, rb.directions / rb.directions.norm(dim=-1, keepdim=True), True)[0].valid.sum(1)
+    assert int(counts.min()) == 0 and len(set(counts.tolist())) > 10 and int(counts.max()) > 1.5 * counts.median()
+    assert set(one) == set(grouped)
+    for k in one:
+        assert grouped[k].shape == one[k].shape, k
+        torch.testing.assert_close(grouped[k], one[k], rtol=1e-6, atol=1e-6, msg=k)
+    assert one["num_color_samples"].sum() > 0

@@ -385,3 +385,21 @@ def test_cli_ns_train_spiknerf_with_teacher(tmp_path):
         torch.testing.assert_close(v.cpu(), ref[k].cpu(), msg=k)
     out = model.get_outputs_for_camera(_camera(8, 6))
     assert torch.isfinite(out["rgb"]).all()
+
+
+def test_ray_groups_keep_the_training_code_rate_per_ray():
+    """The training-code spike count of repeat time (``ray_train_spikes``) follows each ray through the
+    inference ray groups, as every other output."""
+    m = _model(spike_code="ternary012", time_steps=2)
+    m.update_to_step(10)
+    _randomize(m)
+    m.eval()
+    rb = _rays(R=64, seed=2)
+    with torch.no_grad():
+        m.config.eval_ray_groups = 1
+        one = m(rb)
+        m.config.eval_ray_groups = 4
+        grouped = m(rb)
+    assert one["ray_train_spikes"].shape == (64, 1) and one["ray_train_spikes"].sum() > 0
+    for k in ("ray_train_spikes", "rgb", "ray_sops"):
+        torch.testing.assert_close(grouped[k], one[k], rtol=1e-6, atol=1e-6)
