@@ -36,6 +36,7 @@ from spikenerf.snn.deploy import DEPLOY_OFFSET, count_events, deployed_code, dep
 from spikenerf.snn.energy import energy_pj
 
 from .field import ColorStats, SpikingNeRFField, positional_encoding
+from .grid import Marched
 from .packing import RaggedRows
 from .distill import TeacherMixin, distill_losses
 from .model import SpikingNeRFModel, SpikingNeRFModelConfig
@@ -206,7 +207,7 @@ class SpikNeRFModel(TeacherMixin, SpikingNeRFModel):
                                            self.config.distill_density_space, delta))
         return loss
 
-    def render_marched(self, origins: Tensor, dirs: Tensor, marched: Any, step: float,
+    def render_marched(self, origins: Tensor, dirs: Tensor, marched: Marched, step: float,
                        fine: bool) -> Dict[str, Tensor]:
         self.field.last_ray_train_spikes = None
         outputs = super().render_marched(origins, dirs, marched, step, fine)

@@ -151,6 +151,13 @@ INL int64_t block_of(const int *iv, const int *nb) {
 
 INL int64_t in_brick(const int *iv) { return (iv[0] % SKIP * SKIP + iv[1] % SKIP) * SKIP + iv[2] % SKIP; }
 
+/* Whether vertex iv is set; *empty_block = 1 when its whole block (and shell) is unset, the marchers' cue to skip. */
+INL int vertex_set(const uint8_t *bricks, const uint8_t *blk, const int *iv, const int *nb, int *empty_block) {
+    const int64_t bi = block_of(iv, nb);
+    *empty_block = !blk[bi];
+    return !*empty_block && bricks[bi * BRICK + in_brick(iv)];
+}
+
 int occupancy_blocks(const uint8_t *occ, int X, int Y, int Z, uint8_t *blk, uint8_t *bricks) {
     const int nb[3] = {(X + SKIP - 1) / SKIP, (Y + SKIP - 1) / SKIP, (Z + SKIP - 1) / SKIP};
     const int64_t nblk = (int64_t)nb[0] * nb[1] * nb[2];
@@ -224,15 +231,14 @@ int march(const float *o, const float *d, int64_t R, const float *lo, const floa
                         const float v = nearbyintf(u[a]);
                         iv[a] = v < 0.0f ? 0 : (v > (float)(res[a] - 1) ? res[a] - 1 : (int)v);
                     }
-                    const int64_t bi = block_of(iv, nb);
-                    if (!blk[bi]) {
-                        if (skip) {
+                    int empty;
+                    if (!vertex_set(occ, blk, iv, nb, &empty)) {
+                        if (skip && empty) {
                             const int next = skip_to(u, du, iv, t, near, step, S);
                             if (next > s + 1) s = next - 1; /* the steps between are empty */
                         }
                         continue;
                     }
-                    if (!occ[bi * BRICK + in_brick(iv)]) continue;
                 }
                 emit(r, n++, Smax, t, s, t_out, s_out, valid_out);
             }
@@ -292,9 +298,9 @@ int march_contracted(const float *o, const float *d, int64_t R, const float *lo,
                 float w[3];
                 int iv[3];
                 contracted_vertex(x, c, h, b, res, w, iv);
-                const int64_t bi = block_of(iv, nb);
-                if (!blk[bi] || !occ[bi * BRICK + in_brick(iv)]) {
-                    if (skip && !blk[bi]) {
+                int empty;
+                if (!vertex_set(occ, blk, iv, nb, &empty)) {
+                    if (skip && empty) {
                         const int next = skip_to(w, dw, iv, t, t0, step, Si);
                         int out = 0; /* the jumped steps still count as inner lattice steps while t < t_ex */
                         for (int s2 = s + 1; s2 < next; ++s2) {
@@ -317,8 +323,8 @@ int march_contracted(const float *o, const float *d, int64_t R, const float *lo,
                 float w[3];
                 int iv[3];
                 contracted_vertex(x, c, h, b, res, w, iv);
-                const int64_t bi = block_of(iv, nb);
-                if (!blk[bi] || !occ[bi * BRICK + in_brick(iv)]) continue;
+                int empty;
+                if (!vertex_set(occ, blk, iv, nb, &empty)) continue;
             }
             emit(r, n++, Smax, t, n_in + k, t_out, s_out, valid_out);
         }
