@@ -8,6 +8,7 @@ from .deploy import DEPLOY_OFFSET, count_events, deploy_affine, deployed_spikes,
 from .energy import E_AC_PJ, E_MAC_PJ, EnergyModel, LayerCount, OpCounter, bit_budget, energy_pj, s_ace
 from .fused import c_kernel_available, multistep_scan, ragged_scan, segment_scan
 from .layers import MultiStep, SeqToANNContainer, seq_to_ann
+from .memory import apply_memory_policy, memory_policy  # applies the policy (see memory.py)
 from .mpbn import MPBN, fold_mpbn, mpbn_threshold
 from .mpr import MPR, ShiftedNode, mpr_phi, mpr_phi_inverse, remove_mpr
 from .neurons import BaseNode, DecayLIFNode, IFNode, LIFNode, PLIFNode
@@ -28,6 +29,8 @@ from .surrogate import (
 )
 
 __all__ = [
+    "apply_memory_policy",
+    "memory_policy",
     "BaseNode",
     "IFNode",
     "LIFNode",
