@@ -8,6 +8,10 @@ ratios. Kernel time and page faults are what the policy removes; user time shoul
 
     .venv/bin/python tools/bench_memory.py                       # spiknerf-full on lego-400, 2 rounds
     .venv/bin/python tools/bench_memory.py --preset spikingnerf-full --rounds 3
+    .venv/bin/python tools/bench_memory.py --load-config outputs/.../config.yml --views 3   # renders instead
+
+With ``--load-config`` each arm renders ``--views`` test views of that trained run at full resolution
+(after one untimed view) and reports the same per view.
 """
 
 from __future__ import annotations
@@ -24,6 +28,29 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def render_arm(args: argparse.Namespace) -> dict:
+    """Render ``args.views`` test views of a trained run in this process; per-view means after one warm-up."""
+    import torch
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from spikenerf.snn import memory_policy
+
+    _, pipeline, _, _ = eval_setup(args.load_config, test_mode="test")
+    model = pipeline.model.eval()
+    cams = pipeline.datamanager.eval_dataset.cameras
+    idx = torch.linspace(0, len(cams) - 1, args.views + 1).round().long().tolist()
+    with torch.no_grad():
+        model.get_outputs_for_camera(cams[idx[0]: idx[0] + 1].to(model.device))
+        t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+        for i in idx[1:]:
+            model.get_outputs_for_camera(cams[i: i + 1].to(model.device))
+        t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    n = len(idx) - 1
+    return {"policy": memory_policy(), "views": n, "wall_ms": 1e3 * (t1 - t0) / n,
+            "user_ms": 1e3 * (r1.ru_utime - r0.ru_utime) / n, "sys_ms": 1e3 * (r1.ru_stime - r0.ru_stime) / n,
+            "faults": (r1.ru_minflt - r0.ru_minflt) / n}
 
 
 def arm(args: argparse.Namespace) -> dict:
@@ -79,15 +106,17 @@ def main() -> None:
     ap.add_argument("--fine-steps", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=10, help="fine-stage steps before the timing starts")
     ap.add_argument("--rounds", type=int, default=2, help="keep / system pairs")
+    ap.add_argument("--load-config", type=Path, default=None, help="render this trained run's test views instead")
+    ap.add_argument("--views", type=int, default=3, help="--load-config: timed views per arm")
     ap.add_argument("--output-dir", type=Path, default=Path("outputs/bench_memory"))
     ap.add_argument("--arm", action="store_true", help=argparse.SUPPRESS)  # internal: run one arm, print JSON
     args = ap.parse_args()
     if args.warmup >= args.fine_steps:
         raise SystemExit("--warmup must be smaller than --fine-steps")
     if args.arm:
-        print("ARM " + json.dumps(arm(args)), flush=True)
+        print("ARM " + json.dumps(render_arm(args) if args.load_config else arm(args)), flush=True)
         return
-    if not args.data.exists():
+    if args.load_config is None and not args.data.exists():
         raise SystemExit(f"no scene at {args.data}")
     rows: dict[str, list[dict]] = {"keep": [], "system": []}
     for r in range(args.rounds):
@@ -95,7 +124,9 @@ def main() -> None:
             env = dict(os.environ, SPIKENERF_MALLOC=mode)
             cmd = [sys.executable, __file__, "--arm", "--preset", args.preset, "--data", str(args.data),
                    "--coarse-steps", str(args.coarse_steps), "--fine-steps", str(args.fine_steps),
-                   "--warmup", str(args.warmup), "--output-dir", str(args.output_dir)]
+                   "--warmup", str(args.warmup), "--output-dir", str(args.output_dir), "--views", str(args.views)]
+            if args.load_config:
+                cmd += ["--load-config", str(args.load_config)]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True)
             line = [x for x in out.stdout.splitlines() if x.startswith("ARM ")]
             if out.returncode != 0 or not line:
@@ -104,8 +135,11 @@ def main() -> None:
             print(f"round {r + 1} {mode}: {rows[mode][-1]}", flush=True)
     med = {mode: {k: statistics.median(x[k] for x in rs) for k in ("wall_ms", "user_ms", "sys_ms", "faults")}
            for mode, rs in rows.items()}
-    print(f"\n{args.preset}, {args.fine_steps - args.warmup} fine-stage steps per arm, {args.rounds} rounds, medians")
-    print("| memory policy | wall ms/step | user ms/step | kernel ms/step | page faults/step |")
+    what = (f"renders of {args.load_config}, {args.views} views per arm" if args.load_config else
+            f"{args.preset}, {args.fine_steps - args.warmup} fine-stage steps per arm")
+    unit = "view" if args.load_config else "step"
+    print(f"\n{what}, {args.rounds} rounds, medians")
+    print(f"| memory policy | wall ms/{unit} | user ms/{unit} | kernel ms/{unit} | page faults/{unit} |")
     print("|---|---|---|---|---|")
     for mode in ("keep", "system"):
         d = med[mode]
