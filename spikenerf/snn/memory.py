@@ -3,10 +3,10 @@
 Why: a training step of the voxel-grid NeRFs allocates and frees a dozen tensors of 10-200 MB (per-sample
 activations, the grid gradient). glibc serves every block above 32 MB with a fresh ``mmap`` and gives it
 back with ``munmap`` when freed, so the next step faults every page in again and the kernel zeroes it:
-measured on spiknerf-full (lego-400, fine stage, 2-core CPU), 392k page faults and 0.71 s of kernel time
-per step against 2.18 s of user time. With ``mmap`` off and the heap top kept, the same steps took 0.5 ms of
-kernel time and one page fault each, the same user time, and 25 % less wall time (``tools/bench_memory.py``
-runs both side by side; ``docs/benchmarks.md`` has its latest result).
+measured on spiknerf-full (lego-400, fine stage, 2-core CPU), 380k page faults and 0.95 s of kernel time
+per step beside 1.2 s of user time. With ``mmap`` off and the heap top kept, the same steps took 7 ms of
+kernel time and one page fault each, and half the wall time (1.97x faster; renders 1.62x).
+``tools/bench_memory.py`` runs both side by side; ``docs/benchmarks.md`` has its latest result.
 
 What: on glibc, ``mallopt(M_MMAP_MAX, 0)`` (large blocks come from the heap too) and
 ``mallopt(M_TRIM_THRESHOLD, ...)`` (free memory at the top of the heap is returned to the system only above
