@@ -205,8 +205,11 @@ def test_field_in_place_equals_time_blocks(mode, flip, block):
         grads = [p.grad.clone() for p in (f.fc1.weight, f.fc2.weight, f.fc3.weight, f.feature_grid.grid)]
         res[in_place] = (rgb_eval, st_eval.ray_spikes, rgb.detach(), st.ray_spikes, grads)
     (e1, k1, r1, t1, g1), (e0, k0, r0, t0, g0) = res[True], res[False]
-    assert torch.equal(e1, e0) and torch.equal(k1, k0) and float(k1.sum()) > 0
-    assert torch.equal(r1, r0) and torch.equal(t1, t0)
+    # spikes exactly; colours to float rounding: the read-out GEMM sees the rows in other blocks, and MKL's
+    # kernel choice (by shape and address alignment) can move a sum by an ulp from one run to the next
+    assert torch.equal(k1, k0) and torch.equal(t1, t0) and float(k1.sum()) > 0
+    torch.testing.assert_close(e1, e0, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(r1, r0, rtol=1e-6, atol=1e-6)
     for a, b in zip(g1, g0):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert float(g1[0].abs().sum()) > 0
