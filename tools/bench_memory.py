@@ -30,12 +30,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _per_item(w0: float, r0, w1: float, r1, n: int) -> dict:
+    """Wall, user and kernel ms and page faults per item between two (perf_counter, getrusage) readings."""
+    from spikenerf.snn import memory_policy
+
+    return {"policy": memory_policy(), "wall_ms": 1e3 * (w1 - w0) / n,
+            "user_ms": 1e3 * (r1.ru_utime - r0.ru_utime) / n, "sys_ms": 1e3 * (r1.ru_stime - r0.ru_stime) / n,
+            "faults": (r1.ru_minflt - r0.ru_minflt) / n}
+
+
 def render_arm(args: argparse.Namespace) -> dict:
     """Render ``args.views`` test views of a trained run in this process; per-view means after one warm-up."""
     import torch
     from nerfstudio.utils.eval_utils import eval_setup
-
-    from spikenerf.snn import memory_policy
 
     _, pipeline, _, _ = eval_setup(args.load_config, test_mode="test")
     model = pipeline.model.eval()
@@ -47,10 +54,7 @@ def render_arm(args: argparse.Namespace) -> dict:
         for i in idx[1:]:
             model.get_outputs_for_camera(cams[i: i + 1].to(model.device))
         t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-    n = len(idx) - 1
-    return {"policy": memory_policy(), "views": n, "wall_ms": 1e3 * (t1 - t0) / n,
-            "user_ms": 1e3 * (r1.ru_utime - r0.ru_utime) / n, "sys_ms": 1e3 * (r1.ru_stime - r0.ru_stime) / n,
-            "faults": (r1.ru_minflt - r0.ru_minflt) / n}
+    return dict(_per_item(t0, r0, t1, r1, len(idx) - 1), views=len(idx) - 1)
 
 
 def arm(args: argparse.Namespace) -> dict:
@@ -58,7 +62,6 @@ def arm(args: argparse.Namespace) -> dict:
     from nerfstudio.scripts.train import _set_random_seed
 
     from spikenerf.nerf import method_configs as mc
-    from spikenerf.snn import memory_policy
 
     cfg = copy.deepcopy(mc.METHODS[args.preset].config)
     m = cfg.pipeline.model
@@ -92,10 +95,7 @@ def arm(args: argparse.Namespace) -> dict:
     trainer.train_iteration = timed
     trainer.train()
     (w0, r0), (w1, r1) = rec["start"], rec["end"]
-    n = steps - first
-    return {"policy": memory_policy(), "steps": n, "wall_ms": 1e3 * (w1 - w0) / n,
-            "user_ms": 1e3 * (r1.ru_utime - r0.ru_utime) / n, "sys_ms": 1e3 * (r1.ru_stime - r0.ru_stime) / n,
-            "faults": (r1.ru_minflt - r0.ru_minflt) / n}
+    return dict(_per_item(w0, r0, w1, r1, steps - first), steps=steps - first)
 
 
 def main() -> None:

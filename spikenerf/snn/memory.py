@@ -5,7 +5,8 @@ activations, the grid gradient). glibc serves every block above 32 MB with a fre
 back with ``munmap`` when freed, so the next step faults every page in again and the kernel zeroes it:
 measured on spiknerf-full (lego-400, fine stage, 2-core CPU), 380k page faults and 0.95 s of kernel time
 per step beside 1.2 s of user time. With ``mmap`` off and the heap top kept, the same steps took 7 ms of
-kernel time and one page fault each, and half the wall time (1.97x faster; renders 1.62x).
+kernel time and one page fault each, and half the wall time (1.97x faster). Renders gain by model: 1.62x
+on that Spik-NeRF model, none on a SpikingNeRF lego model (its saved kernel time came back as user time).
 ``tools/bench_memory.py`` runs both side by side; ``docs/benchmarks.md`` has its latest result.
 
 What: on glibc, ``mallopt(M_MMAP_MAX, 0)`` (large blocks come from the heap too) and
@@ -13,8 +14,9 @@ What: on glibc, ``mallopt(M_MMAP_MAX, 0)`` (large blocks come from the heap too)
 :data:`TRIM_THRESHOLD_BYTES`). The cost: the process keeps up to that much freed memory (its resident size
 stays near its peak), and values never change (only where memory comes from). Applied when this module is
 imported (the core imports it), like the OpenMP wait policy of :mod:`spikenerf.snn.fused`; set
-``SPIKENERF_MALLOC=system`` to keep glibc's defaults. Elsewhere (macOS, musl, another allocator preloaded)
-nothing is changed. :func:`memory_policy` says what this process runs with.
+``SPIKENERF_MALLOC=system`` to keep glibc's defaults. Elsewhere (macOS, musl) nothing is changed; an allocator
+preloaded in glibc's place (jemalloc, tcmalloc) ignores the calls. :func:`memory_policy` says what this
+process runs with.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def apply_memory_policy(mode: str | None = None) -> str:
 
 
 def memory_policy() -> str:
-    """What this process runs with, e.g. ``keep (no mmap, trim above 4096 MiB)`` or ``system (...)``."""
+    """What this process runs with, e.g. ``keep (no mmap, trim above 2047 MiB)`` or ``system (...)``."""
     return _state
 
 
