@@ -32,7 +32,7 @@ from nerfstudio.plugins.types import MethodSpecification
 from .datamanager import SpikingNeRFDataManagerConfig
 from .model import SpikingNeRFModelConfig
 from .nerf_mlp import NeRFMLPModelConfig
-from .optim import FusedAdamOptimizerConfig
+from .optim import FusedAdamOptimizerConfig, GridAdamOptimizerConfig
 from .schedulers import FloatExponentialDecaySchedulerConfig
 from .spiknerf import SpikNeRFModelConfig
 from .trainer import SCHEDULE_FIELDS, SpikingNeRFPipelineConfig, SpikingNeRFTrainerConfig
@@ -162,7 +162,7 @@ def grid_trainer_config(method_name: str, spiking: bool, schedule: Schedule = MI
     # over MINI's 1,200 steps instead cost 3.1 dB on the bundled scene: 23.03 vs 26.13 dB, docs/nerf.md.)
     decay = 0.1 ** (steps / DVGO_DECAY_STEPS)
     optimizers = {
-        "grids": optimizer_group(FusedAdamOptimizerConfig(lr=1e-1, eps=1e-15), lr_final=1e-1 * decay, max_steps=steps),
+        "grids": optimizer_group(GridAdamOptimizerConfig(lr=1e-1, eps=1e-15), lr_final=1e-1 * decay, max_steps=steps),
         "mlp": optimizer_group(FusedAdamOptimizerConfig(lr=1e-3, eps=1e-15), lr_final=1e-3 * decay, max_steps=steps),
     }
     return make_trainer_config(method_name, grid_model_config(spiking, schedule, config_class), optimizers,
