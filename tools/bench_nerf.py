@@ -354,6 +354,7 @@ def main() -> None:
         results[name] = res
     cols = [("psnr", "PSNR"), ("ssim", "SSIM"), ("train_it_s", "it/s"), ("render_s", "render s/img"),
             ("energy_uj_per_image", "energy uJ/img"), ("energy_reduction_vs_ann", "x vs ANN"),
+            ("energy_reduction_vs_ann_dir_once", "x vs ANN (dir once)"),
             ("firing_rate", "fire rate"), ("color_samples_per_ray", "col smp/ray"),
             ("train_tensor_density", "train tensor density"), ("fine_s_per_it", "fine s/it")]
     print("| variant | " + " | ".join(c[1] for c in cols) + " |")

@@ -112,7 +112,8 @@ class SpikingNeRFField(nn.Module):
         self.flip = bool(flip)
         self.dir_freqs = int(dir_freqs)
         self.shift = density_shift(alpha_init)
-        self.in_dim = feature_channels + 3 * (1 + 2 * self.dir_freqs)
+        self.dir_dim = 3 * (1 + 2 * self.dir_freqs)  # width of PE(view direction), fc1's per-ray part
+        self.in_dim = feature_channels + self.dir_dim
         self.hidden_dim = int(hidden_dim)
         # first layer has no bias: zero holes in the padded sequence must stay zero input
         self.fc1 = nn.Linear(self.in_dim, hidden_dim, bias=False)
@@ -144,7 +145,9 @@ class SpikingNeRFField(nn.Module):
     def first_layer(self, feat: Tensor, dirs: Tensor, ray_of: Tensor) -> Tensor:
         """fc1 of ``[features, PE(dir)]`` ``[N, in_dim]`` without building that tensor: the feature part per
         sample, the direction part once per ray (``dirs`` ``[R, 3]``, ``ray_of`` ``[N]``) and gathered; the same
-        product as ``fc1(cat(...))`` up to float rounding (the op count is the layer's, ``N * in_dim * H``)."""
+        product as ``fc1(cat(...))`` up to float rounding. Op counts name both conventions: the layer's
+        ``N * in_dim * H`` (``ray_macs``) and this computation's, the direction part once per ray
+        (``ray_macs_dir_once``, :meth:`~spikenerf.nerf.model.SpikingNeRFModel._per_ray_ops`)."""
         c = feat.shape[-1]
         w = self.fc1.weight
         per_ray = F.linear(positional_encoding(dirs, self.dir_freqs), w[:, c:])  # [R, H]

@@ -116,21 +116,26 @@ def batch_op_metrics(stats: Any, num_rays: int) -> Dict[str, float]:
     return m
 
 
-def image_op_metrics(outputs: Dict[str, Tensor], num_rays: int) -> Dict[str, float]:
+def image_op_metrics(outputs: Dict[str, Tensor], num_rays: int, convention: str = "") -> Dict[str, float]:
     """MACs, SOPs and energy of one image from the per-ray counters ``ray_macs``, ``ray_sops`` and
     ``ray_ann_macs`` (each ``[H, W, 1]`` or ``[R, 1]``); ``energy_reduction_vs_ann`` is the ANN twin's energy
-    (its MACs x E_MAC) over this network's."""
-    macs = float(outputs["ray_macs"].sum())
+    (its MACs x E_MAC) over this network's. ``convention`` (e.g. ``"_dir_once"``) reads the MAC counters of
+    another counting convention, ``ray_macs<convention>`` / ``ray_ann_macs<convention>``, and names the MAC
+    and energy keys it returns with the same suffix (the SOPs are the same under every convention)."""
+    macs = float(outputs["ray_macs" + convention].sum())
     sops = float(outputs["ray_sops"].sum())
-    ann = float(outputs["ray_ann_macs"].sum())
+    ann = float(outputs["ray_ann_macs" + convention].sum())
     e = energy_pj(macs, sops)
-    return {
-        "macs_per_image": macs, "sops_per_image": sops,
-        "macs_per_ray": macs / num_rays, "sops_per_ray": sops / num_rays,
+    out = {
+        "macs_per_image": macs, "macs_per_ray": macs / num_rays,
         "energy_uj_per_image": e * 1e-6, "energy_pj_per_ray": e / num_rays,
         "ann_energy_uj_per_image": ann * E_MAC_PJ * 1e-6,
         "energy_reduction_vs_ann": (ann * E_MAC_PJ) / e if e > 0 else float("nan"),
     }
+    out = {k + convention: v for k, v in out.items()}
+    if not convention:
+        out.update({"sops_per_image": sops, "sops_per_ray": sops / num_rays})
+    return out
 
 
 def render_images(outputs: Dict[str, Tensor], rgb: Tensor, gt: Tensor) -> Dict[str, Tensor]:

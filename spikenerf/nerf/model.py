@@ -605,15 +605,23 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         return self.sigma(xyz), rgb[:, 0]
 
     def _per_ray_ops(self, stats: ColorStats, n_col: Tensor) -> Dict[str, Tensor]:
-        """Per-ray op counts ``[R, 1]``: MACs and SOPs of this network, MACs of the ANN twin."""
+        """Per-ray op counts ``[R, 1]``: MACs and SOPs of this network, MACs of the ANN twin, each MAC count
+        under two conventions. ``ray_macs`` / ``ray_ann_macs``: fc1 per sample (``in_dim * H``), as the papers
+        count it. ``*_dir_once``: the view-direction part of fc1 (``dir_dim * H``) once per ray that has
+        samples, in both networks: the direction is the same at every sample (time step) of a ray, so the
+        layer's input current from it is a per-ray constant, and that is how :meth:`~.field.SpikingNeRFField.
+        first_layer` computes it."""
         f = self.field
         ann = n_col * f.ann_macs_per_sample()
+        repeated_dir = (n_col - (n_col > 0).to(n_col.dtype)) * (f.dir_dim * f.hidden_dim)
         if not f.spiking:
             return {"ray_macs": ann, "ray_sops": torch.zeros_like(n_col), "ray_ann_macs": ann,
-                    "ray_spikes": torch.zeros_like(n_col)}
+                    "ray_spikes": torch.zeros_like(n_col), "ray_macs_dir_once": ann - repeated_dir,
+                    "ray_ann_macs_dir_once": ann - repeated_dir}
         macs = n_col * (f.in_dim * f.hidden_dim)
         out = {"ray_macs": macs, "ray_sops": stats.ray_sops[:, None].to(n_col.dtype), "ray_ann_macs": ann,
-               "ray_spikes": stats.ray_spikes[:, None].to(n_col.dtype)}
+               "ray_spikes": stats.ray_spikes[:, None].to(n_col.dtype), "ray_macs_dir_once": macs - repeated_dir,
+               "ray_ann_macs_dir_once": ann - repeated_dir}
         for i, sp in enumerate(stats.ray_spikes_per_layer):
             out[f"ray_spikes_lif{i + 1}"] = sp[:, None].to(n_col.dtype)
         return out
@@ -668,6 +676,8 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         n_col = float(outputs["num_color_samples"].sum())
         if "ray_macs" in outputs:
             metrics.update(image_op_metrics(outputs, num_rays))
+            if "ray_macs_dir_once" in outputs:
+                metrics.update(image_op_metrics(outputs, num_rays, convention="_dir_once"))
             if self.field.spiking and n_col > 0:
                 neurons = n_col * self.field.hidden_dim
                 metrics["firing_rate"] = float(outputs["ray_spikes"].sum()) / (2 * neurons)

@@ -173,6 +173,45 @@ def test_camera_render_and_image_metrics():
     assert "spike_rate" in images and images["img"].shape == (12, 32, 3)
 
 
+@pytest.mark.parametrize("spiking", [True, False])
+def test_op_counts_both_conventions_by_hand(spiking):
+    """fc1 per sample (``in_dim * H``) or its view-direction part once per ray with samples, in both nets;
+    energies and the reduction from those counts by hand (4.6 pJ a MAC, 0.9 pJ a SOP)."""
+    from nerfstudio.cameras.cameras import Cameras
+
+    m = _model(spiking)
+    m._set_step(10)
+    _randomize(m, 0.5)
+    m.eval()
+    c2w = torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 4.0]])[None]
+    cam = Cameras(camera_to_worlds=c2w, fx=20.0, fy=20.0, cx=8.0, cy=6.0, width=16, height=12)
+    m.config.eval_num_rays_per_chunk = 50
+    out = m.get_outputs_for_camera(cam)
+    metrics, _ = m.get_image_metrics_and_images(out, {"image": torch.rand(12, 16, 3)})
+    n = out["num_color_samples"].flatten()
+    n_col, rays_hit = float(n.sum()), float((n > 0).sum())
+    assert 0 < rays_hit < n_col  # rays with several samples, so the conventions differ
+    f = m.field
+    C, D, H = 12, 27, 16  # feature channels, PE(dir) width with 4 frequencies, hidden width
+    assert (f.dir_dim, f.in_dim, f.hidden_dim) == (D, C + D, H)
+    rest = H * H + 3 * H  # fc2 + fc3 of the twin
+    ann = n_col * ((C + D) * H + rest)
+    ann_once = n_col * (C * H + rest) + rays_hit * D * H
+    if spiking:
+        macs, macs_once = n_col * (C + D) * H, n_col * C * H + rays_hit * D * H
+    else:
+        macs, macs_once = ann, ann_once
+    sops = metrics["sops_per_image"]
+    assert (sops > 0) == spiking
+    assert metrics["macs_per_image"] == pytest.approx(macs)
+    assert metrics["macs_per_image_dir_once"] == pytest.approx(macs_once)
+    assert metrics["energy_uj_per_image_dir_once"] == pytest.approx((macs_once * 4.6 + sops * 0.9) * 1e-6)
+    assert metrics["ann_energy_uj_per_image_dir_once"] == pytest.approx(ann_once * 4.6e-6)
+    assert metrics["energy_reduction_vs_ann"] == pytest.approx(ann * 4.6 / (macs * 4.6 + sops * 0.9))
+    assert metrics["energy_reduction_vs_ann_dir_once"] == pytest.approx(
+        ann_once * 4.6 / (macs_once * 4.6 + sops * 0.9))
+
+
 def test_bad_config():
     with pytest.raises(ValueError):
         _model(mode="zigzag")
