@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from spikenerf.snn import LIFNode
 
 from .grid import DenseGrid
-from .packing import PackInfo, RaggedRows, TimeBuckets, pack_index, ragged_rows, tensor_density, time_buckets
+from .packing import (PackInfo, RaggedRows, TimeBuckets, condensed_rows, pack_index, ragged_rows, tensor_density,
+                      time_buckets)
 from .rendering import density_activation, density_shift
 
 __all__ = ["SpikingNeRFField", "positional_encoding", "ColorStats"]
@@ -183,15 +184,17 @@ class SpikingNeRFField(nn.Module):
             return node.forward_segments(xv, rows.starts, rows.reverse)
         return node.forward_ragged(xv, rows.starts, rows.steps, rows.reverse)
 
-    def _layout(self, info: PackInfo, feat: Tensor) -> TimeBuckets | RaggedRows:
-        """Where the LIF layers run: in place on the CPU (the C kernels; on CUDA the time blocks run on the
-        Triton scan) at inference, or in training when no sequence has holes (condensing), for neurons the
-        in-place scans reproduce; else in time blocks."""
+    def _runs_in_place(self, feat: Tensor, mode: str) -> bool:
+        """The LIF layers run in place on the CPU (the C kernels; on CUDA the time blocks run on the Triton
+        scan) at inference, or in training when no sequence has holes (condensing), for neurons the in-place
+        scans reproduce; else in time blocks."""
         training = torch.is_grad_enabled() and feat.requires_grad
-        if (self.in_place and feat.device.type == "cpu" and (not training or info.mode == "condensing")
-                and all(n.supports_ragged() for n in (self.lif1, self.lif2))):
-            return ragged_rows(info)
-        return time_buckets(info)
+        return (self.in_place and feat.device.type == "cpu" and (not training or mode == "condensing")
+                and all(n.supports_ragged() for n in (self.lif1, self.lif2)))
+
+    def _layout(self, info: PackInfo, feat: Tensor) -> TimeBuckets | RaggedRows:
+        """Where the LIF layers run (:meth:`_runs_in_place`): the valid samples in place, or time blocks."""
+        return ragged_rows(info) if self._runs_in_place(feat, info.mode) else time_buckets(info)
 
     def _rows_net(self, feat: Tensor, dirs: Tensor, r_of: Tensor, rows: RaggedRows) -> tuple[Tensor, Tensor, Tensor]:
         """Inference: fc1 -> LIF1 -> fc2 -> LIF2 -> read-out on the valid samples in place, in blocks of whole
@@ -253,20 +256,24 @@ class SpikingNeRFField(nn.Module):
         if n == 0:
             return rgb, ColorStats(0, [0.0, 0.0], [0.0, 0.0], 0.0, 0.0, 0.0, 0.0, zeros_r, zeros_r, zeros_r,
                                    [zeros_r, zeros_r])
-        rows = mask.any(1).nonzero(as_tuple=True)[0]
-        sub_mask = mask[rows]  # same valid samples in the same row-major order, so [N, ...] tensors line up
-        sub_time = None
-        if self.pack_mode == "padding":
-            # drop steps no ray uses at the start/end: exact, a zero-input LIF from rest stays at rest
-            if time_index is None:
-                time_index = torch.arange(S, device=mask.device).expand(R, S)
-            sub_time = time_index[rows] - time_index[mask].min()
-        info = pack_index(sub_mask, self.pack_mode, self.flip, sub_time)
         # fc1 has no bias: its per-sample output is what the zero-padded sequence would give at valid steps;
         # holes never reach a layer. Inference runs the LIF layers on the samples in place, training groups
-        # them into time blocks.
-        layout = self._layout(info, feat)
-        if isinstance(layout, RaggedRows) and not (torch.is_grad_enabled() and feat.requires_grad):
+        # them into time blocks (or runs them in place on hole-free segments).
+        training = torch.is_grad_enabled() and feat.requires_grad
+        if not training and self.pack_mode == "condensing" and self._runs_in_place(feat, "condensing"):
+            layout, density = condensed_rows(mask, self.flip)  # the same rows as from pack_index, fewer passes
+        else:
+            rows = mask.any(1).nonzero(as_tuple=True)[0]
+            sub_mask = mask[rows]  # same valid samples in the same row-major order, so [N, ...] tensors line up
+            sub_time = None
+            if self.pack_mode == "padding":
+                # drop steps no ray uses at the start/end: exact, a zero-input LIF from rest stays at rest
+                if time_index is None:
+                    time_index = torch.arange(S, device=mask.device).expand(R, S)
+                sub_time = time_index[rows] - time_index[mask].min()
+            info = pack_index(sub_mask, self.pack_mode, self.flip, sub_time)
+            layout, density = self._layout(info, feat), tensor_density(info)
+        if isinstance(layout, RaggedRows) and not training:
             logits, sp1, sp2 = self._rows_net(feat, dirs, r_of, layout)
         else:
             s1_, s2_ = self._spiking_net(self.first_layer(feat, dirs, r_of), layout)
@@ -288,7 +295,7 @@ class SpikingNeRFField(nn.Module):
             macs=float(n * self.in_dim * self.hidden_dim),
             sops=n_spk1 * self.hidden_dim + n_spk2 * 3,
             ann_macs=float(n * self.ann_macs_per_sample()),
-            tensor_density=tensor_density(info),
+            tensor_density=density,
             ray_spikes=ray_spikes,
             ray_neurons=ray_neurons,
             ray_sops=ray_sp1 * self.hidden_dim + ray_sp2 * 3,

@@ -511,8 +511,9 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         density ``[N]`` of the valid samples (row-major) it came from; never spikes."""
         alpha = xyz.new_zeros(valid.shape)
         shift, unit = (self.field.shift, self.fine_voxel_base) if fine else (self.coarse_shift, self.coarse_voxel)
-        raw = self.raw_density(xyz[valid], fine)
-        alpha[valid] = density_to_alpha(raw, shift, step / unit)
+        idx = valid.nonzero(as_tuple=True)  # once for the gather and the scatter (a bool index finds it twice)
+        raw = self.raw_density(xyz[idx], fine)
+        alpha[idx] = density_to_alpha(raw, shift, step / unit)
         return alpha, raw
 
     def sample_color(self, xyz: Tensor, dirs: Tensor, keep: Tensor, marched: Marched,

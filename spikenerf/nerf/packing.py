@@ -38,6 +38,7 @@ __all__ = [
     "time_buckets",
     "RaggedRows",
     "ragged_rows",
+    "condensed_rows",
     "tensor_density",
 ]
 
@@ -344,3 +345,27 @@ def ragged_rows(info: PackInfo) -> RaggedRows:
     starts = torch.zeros(info.num_sequences + 1, dtype=torch.long, device=info.t_idx.device)
     torch.cumsum(counts, 0, out=starts[1:])
     return RaggedRows(starts, info.t_idx, info.flip)
+
+
+def condensed_rows(mask: Tensor, flip: bool = False) -> tuple[RaggedRows, Tensor]:
+    """``ragged_rows(pack_index(mask, "condensing", flip))`` and that layout's :func:`tensor_density`, straight
+    from the per-ray counts of ``mask`` ``[R, S]``: what inference needs, without the ``[R, S]`` position
+    cumsum, the second ``nonzero`` and the packed ``[T, B]`` mask of :func:`pack_index`.
+
+    >>> rows, density = condensed_rows(torch.tensor([[True, False, True], [False, False, False], [True, False, False]]))
+    >>> rows.starts.tolist(), rows.steps.tolist(), float(density)  # 2 sequences (the empty ray dropped), T = 2
+    ([0, 2, 3], [0, 1, 0], 0.75)
+    """
+    if mask.dim() != 2 or mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a [R, S] bool tensor, got {tuple(mask.shape)} {mask.dtype}")
+    counts = mask.sum(1)
+    counts = counts[counts > 0]  # the sequences: rays with a valid sample, in ray order
+    starts = torch.zeros(counts.numel() + 1, dtype=torch.long, device=mask.device)
+    torch.cumsum(counts, 0, out=starts[1:])
+    n = int(starts[-1])
+    steps = torch.arange(n, device=mask.device) - torch.repeat_interleave(starts[:-1], counts, output_size=n)
+    if flip:
+        steps = torch.repeat_interleave(counts, counts, output_size=n) - 1 - steps
+    total = int(counts.max()) * counts.numel() if counts.numel() else 0
+    density = torch.tensor(n / total if total else 0.0, dtype=torch.float32, device=mask.device)
+    return RaggedRows(starts, steps, flip), density

@@ -174,6 +174,28 @@ def test_ragged_rows_equal_time_buckets(mode, flip):
     assert torch.equal(out, ref) and bool(ref.sum() > 0)
 
 
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("seed", range(6))
+def test_condensed_rows_equal_the_packed_layout(flip, seed):
+    """Inference's shortcut gives the rows and tensor density of ``pack_index(mask, "condensing")``, and the
+    rows are those of the naive condensing loop (each ray's valid samples, from step 0, empty rays dropped)."""
+    from spikenerf.nerf.packing import condensed_rows, pack_index, ragged_rows
+
+    gen = torch.Generator().manual_seed(seed)
+    R, S = 1 + seed * 9, 1 + seed * 5
+    mask = torch.rand(R, S, generator=gen) < torch.rand(R, 1, generator=gen)
+    if seed == 0:
+        mask[:] = False  # nothing valid: no sequence, density 0
+    info = pack_index(mask, "condensing", flip)
+    rows, density = condensed_rows(mask, flip)
+    ref = ragged_rows(info)
+    assert torch.equal(rows.starts, ref.starts) and torch.equal(rows.steps, ref.steps) and rows.reverse == flip
+    assert float(density) == pytest.approx(float(tensor_density(info)))
+    lengths = [int(c) for c in mask.sum(1) if c > 0]
+    naive = [t if not flip else n - 1 - t for n in lengths for t in range(n)]
+    assert rows.steps.tolist() == naive and rows.starts.tolist() == [sum(lengths[:i]) for i in range(len(lengths) + 1)]
+
+
 @pytest.mark.parametrize("mode,flip", [("padding", False), ("condensing", False), ("condensing", True)])
 @pytest.mark.parametrize("block", [1 << 14, 7])  # one block, or many blocks of whole rays
 def test_field_in_place_equals_time_blocks(mode, flip, block):
@@ -194,7 +216,7 @@ def test_field_in_place_equals_time_blocks(mode, flip, block):
     dirs = torch.nn.functional.normalize(torch.randn(R, 3, generator=gen), dim=-1)
     mask = torch.rand(R, S, generator=gen) < 0.5
     w = torch.randn(R, S, 3, generator=gen)
-    res = {}
+    res, density = {}, {}
     for in_place in (True, False):
         f.in_place = in_place
         with torch.no_grad():
@@ -204,7 +226,9 @@ def test_field_in_place_equals_time_blocks(mode, flip, block):
         (rgb * w).sum().backward()
         grads = [p.grad.clone() for p in (f.fc1.weight, f.fc2.weight, f.fc3.weight, f.feature_grid.grid)]
         res[in_place] = (rgb_eval, st_eval.ray_spikes, rgb.detach(), st.ray_spikes, grads)
+        density[in_place] = float(st_eval.tensor_density)
     (e1, k1, r1, t1, g1), (e0, k0, r0, t0, g0) = res[True], res[False]
+    assert density[True] == pytest.approx(density[False])
     # spikes exactly; colours to float rounding: the read-out GEMM sees the rows in other blocks, and MKL's
     # kernel choice (by shape and address alignment) can move a sum by an ulp from one run to the next
     assert torch.equal(k1, k0) and torch.equal(t1, t0) and float(k1.sum()) > 0
