@@ -108,8 +108,9 @@ def composite(weights: Tensor, rgb: Tensor, t: Tensor, background: Tensor,
     """
     acc = weights.sum(1, keepdim=True)
     bg_w = (1.0 - acc) if background_weight is None else background_weight
-    out_rgb = (weights[..., None] * rgb).sum(1) + bg_w * background
-    depth = (weights * t).sum(1, keepdim=True) / acc.clamp_min(1e-10)
+    w = weights[:, None, :]  # per-ray weighted sums as [1, S] x [S, k] products: no [R, S, 3] temporary
+    out_rgb = torch.bmm(w, rgb)[:, 0] + bg_w * background
+    depth = torch.bmm(w, t[..., None])[:, 0] / acc.clamp_min(1e-10)
     return Composited(out_rgb, depth, 1.0 - bg_w)
 
 

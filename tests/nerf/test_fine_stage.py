@@ -99,6 +99,27 @@ def test_background_weight_is_the_transmittance_after_alpha_kept_samples():
     torch.testing.assert_close(out.accumulation, torch.tensor([[0.75]]))
 
 
+def test_composite_equals_the_per_ray_loop_with_gradients():
+    """rgb, depth, accumulation of random rays against a loop over rays and samples, and their gradients."""
+    g = torch.Generator().manual_seed(3)
+    R, S = 5, 7
+    w = (torch.rand(R, S, generator=g) * 0.2).requires_grad_()
+    rgb = torch.rand(R, S, 3, generator=g).requires_grad_()
+    t = torch.rand(R, S, generator=g).cumsum(1)
+    bg, bg_w = torch.tensor([0.2, 0.5, 1.0]), torch.rand(R, 1, generator=g)
+    out = composite(w, rgb, t, bg, bg_w)
+    ref_rgb = torch.stack([sum(w[r, s] * rgb[r, s] for s in range(S)) + bg_w[r, 0] * bg for r in range(R)])
+    ref_depth = torch.stack([sum(w[r, s] * t[r, s] for s in range(S)) / sum(w[r, s] for s in range(S))
+                             for r in range(R)])[:, None]
+    torch.testing.assert_close(out.rgb, ref_rgb)
+    torch.testing.assert_close(out.depth, ref_depth)
+    torch.testing.assert_close(out.accumulation, 1.0 - bg_w)
+    gw, grgb = torch.autograd.grad((out.rgb.sum() + out.depth.sum()), (w, rgb))
+    rw, rrgb = torch.autograd.grad((ref_rgb.sum() + ref_depth.sum()), (w, rgb))
+    torch.testing.assert_close(gw, rw)
+    torch.testing.assert_close(grgb, rrgb)
+
+
 def test_samples_outside_the_box_are_dropped():
     # box [0, 1]^3, a ray from x = -1 along +x, step 0.25: x = 0, 0.25, 0.5, 0.75 inside; x = 1 is the far face
     m = march(torch.tensor([[-1.0, 0.5, 0.5]]), torch.tensor([[1.0, 0.0, 0.0]]), UNIT, 0.25, 20, 0.0)
