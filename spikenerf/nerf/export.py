@@ -7,7 +7,8 @@
   in eval mode only, the negative gradient of the density at each ray's expected depth, by central
   differences of the model's ``world_density`` (the density grid alone for the voxel-grid models, a fine
   voxel apart), normalised
-  (:func:`density_normals`). ``ns-export pointcloud`` and ``poisson`` use it.
+  (:func:`density_normals`); a ray that rendered nothing gets the zero normal (0.5 in every channel).
+  ``ns-export pointcloud`` and ``poisson`` use it.
 - :meth:`get_rgba_image`: rgb with the accumulation as alpha (nerfstudio's default needs a
   ``renderer_rgb`` and calls every background pixel opaque, so exported point clouds got background points).
 - :meth:`viewer_hidden_outputs`: per-ray op counters (``ray_*``, ``num_*``) are for the metrics, not the
@@ -66,8 +67,15 @@ class NerfstudioToolsMixin:
         dirs = ray_bundle.directions.reshape(-1, 3)
         dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-9)
         points = origins + dirs * outputs["depth"].reshape(-1, 1)
+        # a ray that rendered nothing (no colour sample; else no accumulation) has no surface: the zero normal,
+        # and no density look-ups spent on it (most of a Blender scene's pixels are background)
+        hit = outputs["num_color_samples"] > 0 if "num_color_samples" in outputs else outputs["accumulation"] > 0
+        hit = hit.reshape(-1)
+        normals = torch.zeros_like(points)
         with torch.no_grad():  # world points: the model contracts them itself in unbounded scenes
-            normals = density_normals(self.world_density, points.detach(), self.normal_step())  # type: ignore
+            if bool(hit.any()):
+                normals[hit] = density_normals(self.world_density, points[hit].detach(),  # type: ignore
+                                               self.normal_step())
         outputs["normals"] = ((normals + 1.0) * 0.5).clamp(0.0, 1.0).to(outputs["rgb"].dtype)
         return outputs
 

@@ -187,3 +187,35 @@ def test_normal_step_is_the_current_fine_voxel():
             return 0.125
 
     assert Grid().normal_step() == 0.125
+
+
+@pytest.mark.parametrize("counter", ["num_color_samples", "accumulation"])
+def test_normals_only_where_a_ray_rendered_something(counter):
+    """Rays with a colour sample (or, without that counter, an accumulation) get the density normal at their
+    depth; the others the zero normal (0.5 after the [0, 1] mapping), without a density look-up."""
+    from spikenerf.nerf.export import NerfstudioToolsMixin
+
+    looked_up = []
+
+    class Base(torch.nn.Module):
+        def forward(self, ray_bundle):
+            hit = torch.tensor([[1.0], [0.0], [2.0], [0.0]])
+            return {"rgb": torch.zeros(4, 3), "depth": torch.tensor([[0.5], [3.0], [0.2], [0.5]]), counter: hit}
+
+    class Model(NerfstudioToolsMixin, Base):
+        def normal_step(self) -> float:
+            return 1e-3
+
+        def world_density(self, xyz):
+            looked_up.append(xyz.shape[0])
+            return torch.relu(1.0 - xyz.norm(dim=-1)) * 10.0  # normals point along the position
+
+    class Bundle:
+        origins = torch.zeros(4, 3)
+        directions = torch.tensor([[0.6, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -0.1], [1.0, 0.0, 0.0]])
+
+    m = Model().eval()
+    normals = m(Bundle())["normals"] * 2 - 1
+    # hit rays 0 and 2 (unit directions): points at 0.5 x and -0.2 z, inside the ball, where the gradient is radial
+    torch.testing.assert_close(normals[[0, 2]], torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]), atol=1e-4, rtol=0)
+    assert torch.equal(normals[[1, 3]], torch.zeros(2, 3)) and looked_up == [2 * 6]
