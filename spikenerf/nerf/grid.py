@@ -247,9 +247,17 @@ def _c_occupancy(occupancy: Tensor) -> tuple[Tensor, Tensor]:
     return bricks, blk
 
 
+_march_width: dict[str, int] = {}
+"""Per C marcher, the ``[R, S']`` width its last call needed: the next call's guess for a one-pass march."""
+
+
 def _march_c(fn, origins: Tensor, dirs: Tensor, head: tuple, occupancy: Optional[Tensor], threads: int,
              skip_empty: bool = True) -> Marched:
-    """Two passes of a C marcher: counts, then the kept samples in a ``[R, Smax]`` layout."""
+    """A C marcher into a ``[R, S']`` layout. The kernel counts every ray's kept samples while it writes the
+    first ``cap`` of them, so one pass does when no ray keeps more than ``cap``, a guess from the marcher's
+    previous call (the chunks of a render, the steps of training, are alike); else (the first call, a longer
+    ray than before) a second pass at the exact width. Either way the same samples: the kernel's walk does
+    not depend on the width."""
     o, d = origins.contiguous(), dirs.contiguous()
     R = o.shape[0]
     occ, blk = _c_occupancy(occupancy) if occupancy is not None else (None, None)
@@ -257,12 +265,26 @@ def _march_c(fn, origins: Tensor, dirs: Tensor, head: tuple, occupancy: Optional
     counts = torch.empty(R, dtype=torch.int32)
     args = (o.data_ptr(), d.data_ptr(), R, *head, occ.data_ptr() if occ is not None else None,
             blk.data_ptr() if blk is not None else None, int(skip_empty), X, Y, Z, counts.data_ptr())
-    fn(*args, 0, None, None, None, threads)
+
+    def run(width: int) -> tuple[Tensor, Tensor, Tensor]:
+        t = torch.zeros(R, width)
+        idx = torch.zeros(R, width, dtype=torch.int32)
+        valid = torch.zeros(R, width, dtype=torch.uint8)
+        fn(*args, width, t.data_ptr(), idx.data_ptr(), valid.data_ptr(), threads)
+        return t, idx, valid
+
+    key = fn.__name__
+    cap = _march_width.get(key, 0)
+    if cap > 0:
+        out = run(cap)
+    else:
+        fn(*args, 0, None, None, None, threads)  # counts only
     smax = max(1, int(counts.max())) if R else 1
-    t = torch.zeros(R, smax)
-    idx = torch.zeros(R, smax, dtype=torch.int32)
-    valid = torch.zeros(R, smax, dtype=torch.uint8)
-    fn(*args, smax, t.data_ptr(), idx.data_ptr(), valid.data_ptr(), threads)
+    _march_width[key] = smax + smax // 4 + 1  # room for the next call's longer rays
+    if cap > 0 and smax <= cap:
+        t, idx, valid = out
+        return Marched(t[:, :smax].contiguous(), idx[:, :smax].long(), valid[:, :smax].bool())
+    t, idx, valid = run(smax)
     return Marched(t, idx.long(), valid.bool())
 
 

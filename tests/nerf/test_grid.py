@@ -155,6 +155,31 @@ def test_march_matches_torch_reference(with_occupancy):
     assert not out.valid[~out.valid.any(1)].any()
 
 
+@needs_c
+@pytest.mark.parametrize("guess", [None, 1, 3, 10_000])
+def test_one_pass_march_keeps_the_samples_whatever_the_width_guess(monkeypatch, guess):
+    """No guess (first call: count, then fill), too small (the second pass at the exact width), large (one
+    pass, the layout cut to the longest ray): the samples of the torch reference, bit for bit, at every guess,
+    for both marchers; each call leaves the next one a guess at least as wide as its own rays."""
+    from spikenerf.nerf import grid
+    from spikenerf.nerf.grid import march, march_contracted, march_contracted_reference, march_reference
+
+    gen = torch.Generator().manual_seed(23)
+    occ = torch.rand(7, 5, 9, generator=gen) < 0.4
+    o, d = _rays(200, gen)
+    box = torch.tensor([[-0.6, -0.4, -0.5], [0.7, 0.3, 0.5]])
+    cases = [(lambda: march(o, d, AABB, 0.05, 200, 0.05, occ), march_reference(o, d, AABB, 0.05, 200, 0.05, occ),
+              "march"),
+             (lambda: march_contracted(0.1 * o, d, box, 0.5, 0.02, 0.02, occ),
+              march_contracted_reference(0.1 * o, d, box, 0.5, 0.02, 0.02, occ), "march_contracted")]
+    for call, ref, name in cases:
+        monkeypatch.setattr(grid, "_march_width", {} if guess is None else {name: guess})
+        out = call()
+        assert out.t.shape == ref.t.shape and out.t.is_contiguous()
+        assert torch.equal(out.valid, ref.valid) and torch.equal(out.index, ref.index) and torch.equal(out.t, ref.t)
+        assert grid._march_width[name] > ref.t.shape[1] > 3
+
+
 def test_march_reference_against_a_per_ray_loop():
     """Each ray keeps exactly the lattice samples inside the box (and occupied), in order."""
     from spikenerf.nerf.grid import march_reference, occupied
