@@ -10,6 +10,8 @@ in-process and prints PSNR / SSIM, training it/s, render time per image, energy 
         --picture docs/img/beer_gt_snn_ann.png   # the ~30-minute real-capture preset, all 9 held-out views
     .venv/bin/python tools/bench_nerf.py --threads-compare --busy 2  # OpenMP wait policies side by side, under load
     .venv/bin/python tools/bench_nerf.py --render-compare outputs/<run>/config.yml  # render in place vs time blocks
+    .venv/bin/python tools/bench_nerf.py --commits-compare 0463030 HEAD --config outputs/<run>/config.yml \
+        --views 4 --repeats 3                                            # the render path at two commits
     .venv/bin/python tools/bench_nerf.py --step-compare outputs/<run>/config.yml    # a training step, the same
 """
 
@@ -204,6 +206,51 @@ def picture(configs: dict[str, Path], views: list[int], path: Path) -> None:
     print(f"wrote {path}: rows = views {views}, columns = ground truth | " + " | ".join(configs), flush=True)
 
 
+_RENDER_CHILD = r"""
+import sys, time, torch
+from pathlib import Path
+from nerfstudio.utils.eval_utils import eval_setup
+import spikenerf
+_, pipe, _, _ = eval_setup(Path(sys.argv[1]), test_mode="test")
+model, cams = pipe.model, pipe.datamanager.eval_dataset.cameras
+idx = torch.linspace(0, len(cams) - 1, min(int(sys.argv[2]), len(cams))).round().long().unique().tolist()
+model.get_outputs_for_camera(cams[idx[0]:idx[0] + 1].to(model.device))  # warm-up: kernels, caches
+t0 = time.perf_counter()
+for i in idx:
+    model.get_outputs_for_camera(cams[i:i + 1].to(model.device))
+print((time.perf_counter() - t0) / len(idx), spikenerf.__file__)
+"""
+
+
+def commits_compare(config: Path, commits: list[str], views: int, rounds: int) -> dict[str, object]:
+    """Seconds per held-out view of one trained run rendered by the package as it is at each of ``commits``
+    (a git worktree each, imported through ``PYTHONPATH``, a fresh process per measurement), alternated round
+    by round so that all see the same load; the medians and every round."""
+    import statistics
+    import tempfile
+
+    repo = Path(__file__).resolve().parents[1]
+    times: dict[str, list[float]] = {c: [] for c in commits}
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = {}
+        for c in commits:
+            trees[c] = Path(tmp) / c.replace("/", "_")
+            subprocess.run(["git", "-C", str(repo), "worktree", "add", "-q", "--detach", str(trees[c]), c], check=True)
+        try:
+            for _ in range(rounds):
+                for c in commits:
+                    env = dict(os.environ, PYTHONPATH=str(trees[c]))
+                    out = subprocess.run([sys.executable, "-c", _RENDER_CHILD, str(config), str(views)], env=env,
+                                         cwd=tmp, capture_output=True, text=True, check=True).stdout.split()
+                    assert out[1].startswith(str(trees[c])), f"imported {out[1]}, not the worktree of {c}"
+                    times[c].append(float(out[0]))
+                    print(c, f"{times[c][-1]:.3f} s/view", flush=True)
+        finally:
+            for tree in trees.values():
+                subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], check=False)
+    return {"s_per_view": times, "median": {c: statistics.median(v) for c, v in times.items()}}
+
+
 def render_compare(config: Path, views: int, repeats: int) -> dict[str, float]:
     """Seconds per held-out view of a trained run, the colour net's LIF layers run on the samples in place
     (:class:`~spikenerf.nerf.packing.RaggedRows`, the inference path) and in time blocks
@@ -304,6 +351,10 @@ def main() -> None:
                     help="only render --views held-out views of a trained run (its config.yml) with the colour "
                          "net in place and in time blocks, alternated, and print the seconds per view")
     ap.add_argument("--repeats", type=int, default=2, help="passes over the views for --render-compare")
+    ap.add_argument("--commits-compare", nargs="+", default=None, metavar="COMMIT",
+                    help="only render --views held-out views of the run --config with the package at each of these "
+                         "commits (git worktrees), alternated for --repeats rounds, and print the seconds per view")
+    ap.add_argument("--config", type=Path, default=None, help="a trained run's config.yml (--commits-compare)")
     ap.add_argument("--step-compare", type=Path, default=None, metavar="CONFIG",
                     help="only time training steps of a trained run (its config.yml) with the colour net in place "
                          "and in time blocks, alternated on the same batches")
@@ -311,6 +362,14 @@ def main() -> None:
     args = ap.parse_args()
     if args.step_compare is not None:
         res = step_compare(args.step_compare, args.steps)
+        print(json.dumps(res, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2))
+        return
+    if args.commits_compare is not None:
+        if args.config is None:
+            raise SystemExit("--commits-compare needs --config <run>/config.yml")
+        res = commits_compare(args.config, args.commits_compare, args.views, args.repeats)
         print(json.dumps(res, indent=2))
         if args.json:
             args.json.write_text(json.dumps(res, indent=2))
