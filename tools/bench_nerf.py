@@ -215,22 +215,24 @@ _, pipe, _, _ = eval_setup(Path(sys.argv[1]), test_mode="test")
 model, cams = pipe.model, pipe.datamanager.eval_dataset.cameras
 idx = torch.linspace(0, len(cams) - 1, min(int(sys.argv[2]), len(cams))).round().long().unique().tolist()
 model.get_outputs_for_camera(cams[idx[0]:idx[0] + 1].to(model.device))  # warm-up: kernels, caches
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 for i in idx:
     model.get_outputs_for_camera(cams[i:i + 1].to(model.device))
-print((time.perf_counter() - t0) / len(idx), spikenerf.__file__)
+print((time.perf_counter() - t0) / len(idx), (time.process_time() - c0) / len(idx), spikenerf.__file__)
 """
 
 
 def commits_compare(config: Path, commits: list[str], views: int, rounds: int) -> dict[str, object]:
     """Seconds per held-out view of one trained run rendered by the package as it is at each of ``commits``
     (a git worktree each, imported through ``PYTHONPATH``, a fresh process per measurement), alternated round
-    by round so that all see the same load; the medians and every round."""
+    by round so that all see the same load; the medians and every round, of wall-clock seconds and of the
+    process's CPU seconds (user + system, all threads: on a shared host less moved by other tenants)."""
     import statistics
     import tempfile
 
     repo = Path(__file__).resolve().parents[1]
     times: dict[str, list[float]] = {c: [] for c in commits}
+    cpu: dict[str, list[float]] = {c: [] for c in commits}
     with tempfile.TemporaryDirectory() as tmp:
         trees = {}
         for c in commits:
@@ -241,14 +243,17 @@ def commits_compare(config: Path, commits: list[str], views: int, rounds: int) -
                 for c in commits:
                     env = dict(os.environ, PYTHONPATH=str(trees[c]))
                     out = subprocess.run([sys.executable, "-c", _RENDER_CHILD, str(config), str(views)], env=env,
-                                         cwd=tmp, capture_output=True, text=True, check=True).stdout.split()
-                    assert out[1].startswith(str(trees[c])), f"imported {out[1]}, not the worktree of {c}"
+                                         cwd=tmp, capture_output=True, text=True, check=True).stdout
+                    out = out.strip().splitlines()[-1].split()  # nerfstudio prints its set-up before
+                    assert out[2].startswith(str(trees[c])), f"imported {out[2]}, not the worktree of {c}"
                     times[c].append(float(out[0]))
-                    print(c, f"{times[c][-1]:.3f} s/view", flush=True)
+                    cpu[c].append(float(out[1]))
+                    print(c, f"{times[c][-1]:.3f} s/view, {cpu[c][-1]:.3f} CPU s/view", flush=True)
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], check=False)
-    return {"s_per_view": times, "median": {c: statistics.median(v) for c, v in times.items()}}
+    return {"s_per_view": times, "median": {c: statistics.median(v) for c, v in times.items()},
+            "cpu_s_per_view": cpu, "median_cpu": {c: statistics.median(v) for c, v in cpu.items()}}
 
 
 def render_compare(config: Path, views: int, repeats: int) -> dict[str, float]:
