@@ -79,7 +79,7 @@ MINI = Schedule(coarse_steps=400, fine_steps=800, coarse_resolution=40, fine_res
 FULL = Schedule(coarse_steps=500, fine_steps=6000, coarse_resolution=64, fine_resolution=160,
                 pg_scale_steps=(500, 1000, 1500, 2000), rays_per_batch=4096, hidden_dim=128)
 """``spikingnerf-full``: a full-size Blender scene (DVGO's 160^3 final grid and width-128 colour net) in about
-25 minutes on a 2-core CPU: 24.6 M training rays, 3x those of :data:`SPIKNERF_FULL` (docs/benchmarks.md). DVGO's
+27 minutes on a 2-core CPU: 24.6 M training rays, 3x those of :data:`SPIKNERF_FULL` (docs/benchmarks.md). DVGO's
 own lego schedule is 164 M rays (20,000 x 8,192)."""
 
 SPIKNERF_FULL = Schedule(coarse_steps=500, fine_steps=4000, coarse_resolution=64, fine_resolution=160,
@@ -196,7 +196,7 @@ spikingnerf_ann = MethodSpecification(
 )
 spikingnerf_full = MethodSpecification(
     config=grid_trainer_config("spikingnerf-full", spiking=True, schedule=FULL),
-    description="SpikingNeRF sized for a full Blender scene (160^3 grid, 6500 steps of 4096 rays, ~25 min on a 2-core CPU).",
+    description="SpikingNeRF sized for a full Blender scene (160^3 grid, 6500 steps of 4096 rays, ~27 min on a 2-core CPU).",
 )
 spikingnerf_ann_full = MethodSpecification(
     config=grid_trainer_config("spikingnerf-ann-full", spiking=False, schedule=FULL),
@@ -258,7 +258,7 @@ outside the box and in empty cells skip both networks), 512 rays. Not the paper'
 
 spiknerf_full = MethodSpecification(
     config=grid_trainer_config("spiknerf-full", spiking=True, schedule=SPIKNERF_FULL, config_class=SpikNeRFModelConfig),
-    description="Spik-NeRF on the voxel grids sized for a full Blender scene (spikingnerf-full's schedule, T = 2).",
+    description="Spik-NeRF on the voxel grids sized for a full Blender scene (4500 steps of 2048 rays, T = 2).",
 )
 spiknerf_ann_full = MethodSpecification(
     config=grid_trainer_config("spiknerf-ann-full", spiking=False, schedule=SPIKNERF_FULL, config_class=SpikNeRFModelConfig),
