@@ -226,7 +226,8 @@ def commits_compare(config: Path, commits: list[str], views: int, rounds: int) -
     """Seconds per held-out view of one trained run rendered by the package as it is at each of ``commits``
     (a git worktree each, imported through ``PYTHONPATH``, a fresh process per measurement), alternated round
     by round so that all see the same load; the medians and every round, of wall-clock seconds and of the
-    process's CPU seconds (user + system, all threads: on a shared host less moved by other tenants)."""
+    process's CPU seconds (user + system, all threads: they tell time the process did not run from time it ran
+    slowly; on this VM the two tracked each other)."""
     import statistics
     import tempfile
 
@@ -322,6 +323,13 @@ def step_compare(config: Path, steps: int) -> dict[str, float]:
     return res_t
 
 
+def _report(res: dict, path: Path | None) -> None:
+    """Print a single-purpose mode's result as JSON, and write it to ``path`` too when given."""
+    print(json.dumps(res, indent=2))
+    if path:
+        path.write_text(json.dumps(res, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -367,29 +375,21 @@ def main() -> None:
     args = ap.parse_args()
     if args.step_compare is not None:
         res = step_compare(args.step_compare, args.steps)
-        print(json.dumps(res, indent=2))
-        if args.json:
-            args.json.write_text(json.dumps(res, indent=2))
+        _report(res, args.json)
         return
     if args.commits_compare is not None:
         if args.config is None:
             raise SystemExit("--commits-compare needs --config <run>/config.yml")
         res = commits_compare(args.config, args.commits_compare, args.views, args.repeats)
-        print(json.dumps(res, indent=2))
-        if args.json:
-            args.json.write_text(json.dumps(res, indent=2))
+        _report(res, args.json)
         return
     if args.render_compare is not None:
         res = render_compare(args.render_compare, args.views, args.repeats)
-        print(json.dumps(res, indent=2))
-        if args.json:
-            args.json.write_text(json.dumps(res, indent=2))
+        _report(res, args.json)
         return
     if args.threads_compare:
         res = threads_compare(args.busy, steps=6, rays=512)
-        print(json.dumps(res, indent=2))
-        if args.json:
-            args.json.write_text(json.dumps(res, indent=2))
+        _report(res, args.json)
         return
     # nerfstudio reads the method registry once at import; a stale editable install lacks the entry points
     os.environ.setdefault("NERFSTUDIO_METHOD_CONFIGS", ENV_METHODS)
