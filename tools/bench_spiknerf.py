@@ -288,8 +288,49 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-RUN_ARGS_FREE = {"variants", "json", "resume", "teacher", "output_dir", "log_every"}
+RUN_ARGS_FREE = {"variants", "json", "resume", "teacher", "output_dir", "log_every", "plot"}
 """Arguments a resumed run may change: they do not change the rows' schedule, data or views."""
+
+
+def plot(results: dict, curves: dict, path: Path, smooth: int = 8) -> None:
+    """Two panels: each row's train PSNR against the step (a running mean over ``smooth`` logged batches: one
+    batch is noisy) and its held-out PSNR beside the deployed event and training firing rates."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
+    for name, c in curves.items():
+        pts = [(s, p) for s, p, _ in c if math.isfinite(p)]
+        if not pts:
+            continue
+        steps, psnr = np.array(pts).T
+        k = min(smooth, len(psnr))
+        ax.plot(steps[k - 1:], np.convolve(psnr, np.ones(k) / k, mode="valid"), label=name)
+    ax.set(xlabel="step", ylabel=f"train PSNR (dB, mean of {smooth} batches)", title="training")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    names = list(results)
+    x = np.arange(len(names))
+    bx.bar(x, [results[n].get("psnr", float("nan")) for n in names], color="tab:blue")
+    lo = min(results[n].get("psnr", 99.0) for n in names)
+    bx.set_ylim(max(0.0, lo - 2.0), None)
+    bx.set_ylabel("held-out PSNR (dB)")
+    bx.set_xticks(x, names, rotation=20)
+    rx = bx.twinx()
+    rx.plot(x, [results[n].get("firing_rate", float("nan")) for n in names], "o", color="tab:red",
+            label="deployed event rate")
+    rx.plot(x, [results[n].get("train_spike_rate", float("nan")) for n in names], "s", color="tab:orange",
+            label="training firing rate")
+    rx.set(ylabel="events / neuron / step", ylim=(0.0, 1.0))
+    rx.legend(loc="upper right", fontsize=8)
+    bx.set_title("test views")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 def git_commit() -> str:
@@ -346,6 +387,9 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true",
                     help="keep the rows already in --json (same schedule and views) and run only the missing ones; "
                          "its ann row is the teacher")
+    ap.add_argument("--plot", type=Path, default=None,
+                    help="write the train PSNR curves and held-out PSNR / rates of the rows as a PNG "
+                    "(with --resume and no rows left to run: plot a finished --json)")
     ap.add_argument("--throughput", action="store_true", help="only time train steps vs vanilla-nerf")
     ap.add_argument("--throughput-steps", type=int, default=3)
     ap.add_argument("--occupancy-from", type=Path, default=None,
@@ -400,6 +444,8 @@ def main() -> None:
     print("train PSNR curve (step: psnr)")
     for name, c in curves.items():
         print(name, " ".join(f"{s}:{p:.2f}" for s, p, _ in c if not math.isnan(p)))
+    if args.plot is not None:
+        plot(results, curves, args.plot)
 
 
 if __name__ == "__main__":
