@@ -253,10 +253,10 @@ Spik-NeRF to follow; its exact iteration count is not in the text we could check
 SPIKNERF_MLP_CPU: Dict[str, Any] = dict(
     max_steps=2500, rays_per_batch=512, lr=1e-3, lr_final=1e-4, hidden_dim=128, color_hidden=64,
     num_coarse_samples=64, num_importance_samples=64, occupancy_resolution=64, occupancy_warmup_steps=100)
-"""~25 minutes for the spiking rows on a 2-core CPU, ~8 for the ANN twin (docs/benchmarks.md): width 128, 64 + 64
-samples, the occupancy cache (samples outside the box and in empty cells skip both networks), 512 rays, 2,500
-steps (a T = 2 step ~0.6 s once the cache is on; 1,000 steps had used a third of the budget). Not the paper's
-protocol (see SPIKNERF_MLP_PAPER)."""
+"""~23 minutes for a spiking row on a 2-core CPU, ~9 for the ANN twin (lego-400, docs/benchmarks.md): width 128,
+64 + 64 samples, the occupancy cache (samples outside the box and in empty cells skip both networks), 512 rays,
+2,500 steps (a T = 2 step ~0.45 s once the cache is on; 1,000 steps had used a third of the budget). Not the
+paper's protocol (see SPIKNERF_MLP_PAPER)."""
 
 spiknerf_full = MethodSpecification(
     config=grid_trainer_config("spiknerf-full", spiking=True, schedule=SPIKNERF_FULL, config_class=SpikNeRFModelConfig),
