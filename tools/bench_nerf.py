@@ -32,6 +32,11 @@ VARIANTS = {
     "snn-padding": ("spikingnerf", ["--pipeline.model.pack-mode", "padding"]),
     "snn-condensing": ("spikingnerf", ["--pipeline.model.pack-mode", "condensing"]),
     "ann": ("spikingnerf-ann", []),
+    # the colour neuron's options (condensing); "official": the neuron of the authors' SpikingNeRF-D code
+    "snn-official": ("spikingnerf", ["--pipeline.model.surrogate", "sigmoid", "--pipeline.model.detach-reset", "True"]),
+    "snn-plif": ("spikingnerf", ["--pipeline.model.neuron", "plif"]),
+    "snn-soft": ("spikingnerf", ["--pipeline.model.reset", "soft"]),
+    "snn-vth": ("spikingnerf", ["--pipeline.model.threshold", "learnable"]),
 }
 ENV_METHODS = ("spikingnerf=spikenerf.nerf.method_configs:spikingnerf,"
                "spikingnerf-ann=spikenerf.nerf.method_configs:spikingnerf_ann,"

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spikenerf.snn import LIFNode
+from spikenerf.snn import BaseNode, LIFNode, PLIFNode
 
 from .grid import DenseGrid
 from .packing import (PackInfo, RaggedRows, TimeBuckets, condensed_rows, pack_index, ragged_rows, tensor_density,
@@ -61,6 +61,11 @@ class ColorStats:
     ray_spikes_per_layer: list[Tensor]
 
 
+def colour_neuron(neuron: str, tau: float, **kw) -> BaseNode:
+    """One colour-net neuron of the core: ``lif`` with a fixed ``tau`` or ``plif`` starting from it."""
+    return PLIFNode(init_tau=tau, **kw) if neuron == "plif" else LIFNode(tau=tau, **kw)
+
+
 class SpikingNeRFField(nn.Module):
     """Density + feature grids and the colour network.
 
@@ -71,7 +76,12 @@ class SpikingNeRFField(nn.Module):
         hidden_dim: colour network width.
         dir_freqs: frequencies of the view-direction encoding.
         spiking: LIF colour network (True) or the ReLU twin (False).
-        tau, v_threshold: LIF constants.
+        tau, v_threshold: LIF constants (``tau``: the initial one of ``plif``).
+        neuron: ``lif`` (fixed ``tau``) or ``plif`` (``1/tau`` learned per layer, Fang et al. 2021; the
+            official SpikingNeRF code's other option).
+        reset, surrogate, detach_reset, threshold: the colour neurons' reset (``hard`` to 0 | ``soft``), surrogate
+            gradient name, no gradient through the reset, ``fixed`` | ``learnable`` threshold
+            (:class:`~spikenerf.snn.BaseNode`).
         pack_mode: ``padding`` | ``condensing`` (ray-aligned time layout).
         flip: time runs far -> near.
         alpha_init: initial alpha of an all-zero density grid (sets the softplus shift).
@@ -101,8 +111,15 @@ class SpikingNeRFField(nn.Module):
         flip: bool = False,
         alpha_init: float = 1e-2,
         color_bias: bool = True,
+        neuron: str = "lif",
+        reset: str = "hard",
+        surrogate: str = "atan",
+        detach_reset: bool = False,
+        threshold: str = "fixed",
     ) -> None:
         super().__init__()
+        if neuron not in ("lif", "plif"):
+            raise ValueError(f"neuron must be 'lif' or 'plif', got {neuron!r}")
         if pack_mode not in ("padding", "condensing"):
             raise ValueError(f"pack_mode must be 'padding' or 'condensing', got {pack_mode!r}")
         self.register_buffer("aabb", aabb.detach().clone().float())
@@ -121,8 +138,10 @@ class SpikingNeRFField(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, hidden_dim, bias=color_bias)
         self.fc3 = nn.Linear(hidden_dim, 3, bias=color_bias)
         if self.spiking:
-            self.lif1 = LIFNode(tau=tau, v_threshold=v_threshold, reset="hard", surrogate="atan")
-            self.lif2 = LIFNode(tau=tau, v_threshold=v_threshold, reset="hard", surrogate="atan")
+            kw = dict(v_threshold=v_threshold, reset=reset, surrogate=surrogate, detach_reset=detach_reset,
+                      threshold_mode=threshold)
+            self.lif1 = colour_neuron(neuron, tau, **kw)
+            self.lif2 = colour_neuron(neuron, tau, **kw)
 
     # -- geometry ------------------------------------------------------------------------------
     def set_box(self, aabb: Tensor, resolution: tuple[int, int, int]) -> None:

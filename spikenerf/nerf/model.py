@@ -85,6 +85,17 @@ class SpikingNeRFModelConfig(ModelConfig):
     """LIF colour network (SpikingNeRF) or the ReLU twin."""
     tau: float = 2.0
     v_threshold: float = 1.0
+    neuron: Literal["lif", "plif"] = "lif"
+    """Colour neurons: LIF with ``tau`` fixed, or PLIF (``1/tau`` learned per layer from ``tau``), the two of
+    the official SpikingNeRF code."""
+    reset: Literal["hard", "soft"] = "hard"
+    """Colour neurons' reset: to 0 (``hard``, the paper's) or subtract the threshold (``soft``)."""
+    surrogate: str = "atan"
+    """Surrogate gradient of the colour neurons' spike (``spikenerf.snn.surrogate``: ``atan``, ``sigmoid``, ...)."""
+    detach_reset: bool = False
+    """No gradient through the reset (the official code detaches it)."""
+    threshold: Literal["fixed", "learnable"] = "fixed"
+    """Colour neurons' threshold: ``v_threshold`` fixed, or learned per layer from it."""
     pack_mode: Literal["padding", "condensing"] = "condensing"
     """Ray-aligned time layout of the SNN input (see spikenerf.nerf.packing). Condensing is the default: on
     the same samples its tensor is denser (padding also runs every hole between a ray's first and last valid
@@ -173,7 +184,9 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         cfg = self.config
         return dict(feature_channels=cfg.feature_channels, hidden_dim=cfg.hidden_dim, dir_freqs=cfg.dir_freqs,
                     spiking=cfg.spiking, tau=cfg.tau, v_threshold=cfg.v_threshold, pack_mode=cfg.pack_mode,
-                    flip=cfg.flip, alpha_init=cfg.alpha_init_fine, color_bias=cfg.color_bias)
+                    flip=cfg.flip, alpha_init=cfg.alpha_init_fine, color_bias=cfg.color_bias, neuron=cfg.neuron,
+                    reset=cfg.reset, surrogate=cfg.surrogate, detach_reset=cfg.detach_reset,
+                    threshold=cfg.threshold)
 
     def populate_modules(self) -> None:
         super().populate_modules()

@@ -44,6 +44,9 @@ from .spiking import SpikeCodeName, make_neuron
 
 __all__ = ["SpikNeRFField", "SpikNeRFModelConfig", "SpikNeRFModel"]
 
+SPIKINGNERF_NEURON = dict(neuron="lif", reset="hard", detach_reset=False, threshold="fixed")
+"""The only neuron options the Spik-NeRF field takes (its re-parameterization assumes them)."""
+
 # ----------------------------------------------------------------------------- voxel-grid field
 class SpikNeRFField(SpikingNeRFField):
     """SpikingNeRF's grids + colour network with Spik-NeRF neurons, time layouts and re-parameterization.
@@ -56,6 +59,11 @@ class SpikNeRFField(SpikingNeRFField):
     def __init__(self, aabb: Tensor, resolution: tuple[int, int, int], *, spike_code: str = "ternary012",
                  margin: float = 1.0, decay_input: bool = False, time_mode: str = "repeat", time_steps: int = 2,
                  reparam: bool = True, **kwargs: Any) -> None:
+        others = {k: kwargs[k] for k in ("neuron", "reset", "detach_reset", "threshold") if k in kwargs}
+        if others and others != {k: SPIKINGNERF_NEURON[k] for k in others}:
+            # the re-parameterization is derived for this neuron; these options are SpikingNeRF's
+            raise ValueError(f"Spik-NeRF's neurons are hard-reset LIF with a fixed threshold; {others} "
+                             "apply to spikingnerf only")
         super().__init__(aabb, resolution, **kwargs)
         if time_mode not in ("repeat", "ray"):
             raise ValueError(f"time_mode must be 'repeat' or 'ray', got {time_mode!r}")
@@ -70,8 +78,9 @@ class SpikNeRFField(SpikingNeRFField):
         if self.spiking:
             tau = kwargs.get("tau", 4.0)
             vth = kwargs.get("v_threshold", 0.5)
-            self.lif1 = make_neuron(spike_code, tau, vth, margin, decay_input)
-            self.lif2 = make_neuron(spike_code, tau, vth, margin, decay_input)
+            sg = kwargs.get("surrogate", "atan")
+            self.lif1 = make_neuron(spike_code, tau, vth, margin, decay_input, surrogate=sg)
+            self.lif2 = make_neuron(spike_code, tau, vth, margin, decay_input, surrogate=sg)
 
     @property
     def deployed(self) -> bool:

@@ -198,13 +198,17 @@ def test_condensed_rows_equal_the_packed_layout(flip, seed):
 
 @pytest.mark.parametrize("mode,flip", [("padding", False), ("condensing", False), ("condensing", True)])
 @pytest.mark.parametrize("block", [1 << 14, 7])  # one block, or many blocks of whole rays
-def test_field_in_place_equals_time_blocks(mode, flip, block):
+@pytest.mark.parametrize("neuron", [{}, dict(neuron="plif", reset="soft", surrogate="sigmoid", detach_reset=True,
+                                             threshold="learnable")])
+def test_field_in_place_equals_time_blocks(mode, flip, block, neuron):
     """The in-place paths (inference: ragged rows in blocks; training, condensing: segments with gradients)
-    give the colours, spike counts and parameter gradients of the time blocks (``in_place=False``)."""
+    give the colours, spike counts and parameter gradients of the time blocks (``in_place=False``), for the
+    paper's LIF and for the other colour-neuron options (learned tau and threshold: their gradients too)."""
     from spikenerf.nerf.field import SpikingNeRFField
 
     box = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
-    f = SpikingNeRFField(box, (6, 6, 6), feature_channels=4, hidden_dim=8, dir_freqs=1, pack_mode=mode, flip=flip)
+    f = SpikingNeRFField(box, (6, 6, 6), feature_channels=4, hidden_dim=8, dir_freqs=1, pack_mode=mode, flip=flip,
+                         **neuron)
     f.rows_per_block = block
     gen = torch.Generator().manual_seed(5)
     with torch.no_grad():
@@ -224,7 +228,8 @@ def test_field_in_place_equals_time_blocks(mode, flip, block):
         f.zero_grad()
         rgb, st = f.color(xyz, dirs, mask)
         (rgb * w).sum().backward()
-        grads = [p.grad.clone() for p in (f.fc1.weight, f.fc2.weight, f.fc3.weight, f.feature_grid.grid)]
+        grads = [p.grad.clone() for p in (f.fc1.weight, f.fc2.weight, f.fc3.weight, f.feature_grid.grid,
+                                          *f.lif1.parameters(), *f.lif2.parameters())]
         res[in_place] = (rgb_eval, st_eval.ray_spikes, rgb.detach(), st.ray_spikes, grads)
         density[in_place] = float(st_eval.tensor_density)
     (e1, k1, r1, t1, g1), (e0, k0, r0, t0, g0) = res[True], res[False]
@@ -237,6 +242,8 @@ def test_field_in_place_equals_time_blocks(mode, flip, block):
     for a, b in zip(g1, g0):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert float(g1[0].abs().sum()) > 0
+    assert len(g1) == 4 + 2 * len(neuron and ("w", "v_threshold"))  # PLIF's 1/tau and the threshold, per layer
+    assert all(float(g.abs().sum()) > 0 for g in g1[4:])
 
 
 def test_ragged_blocks_cover_every_row_once_and_never_split_a_sequence():
