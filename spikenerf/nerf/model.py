@@ -148,6 +148,10 @@ class SpikingNeRFModelConfig(ModelConfig):
     the coarse grid's initial alpha (``alpha_init_coarse`` x step / voxel = 5e-7): with the fine stage's 1e-4
     every coarse sample would be dropped and the coarse grids would never receive a gradient."""
     background_color: Literal["white", "black"] = "white"
+    random_background: bool = False
+    """Unbounded scenes, training only: each ray's background colour is drawn uniformly at random (DVGOv2's
+    ``rand_bkgd``), so a ray whose background shows through is wrong whatever the image holds and the model
+    must make the scene opaque; evaluation and renders use ``background_color``."""
     loss_coefficients: Dict[str, float] = to_immutable_dict(
         {"rgb_loss": 1.0, "entropy_loss": 0.001, "rgbper_loss": 0.01, "coarse_entropy_loss": 0.01,
          "coarse_rgbper_loss": 0.1, "distortion_loss": 0.01, "nearclip_loss": 1.0, "tv_loss": 0.0}
@@ -563,6 +567,13 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
             out[k] = torch.empty_like(v).index_copy_(0, order, v)  # back to the bundle's ray order
         return out
 
+    def background(self, ref: Tensor) -> Tensor:
+        """The background colour of rays ``ref`` ``[R, ...]``: ``[3]``, or ``[R, 3]`` random in training
+        (:attr:`~SpikingNeRFModelConfig.random_background`, unbounded scenes)."""
+        if self.training and self.config.random_background and self.unbounded:
+            return torch.rand(ref.shape[0], 3, dtype=ref.dtype, device=ref.device)
+        return background_rgb(self.config.background_color, ref)
+
     def render_marched(self, origins: Tensor, dirs: Tensor, marched: Marched, step: float,
                        fine: bool) -> Dict[str, Tensor]:
         """The outputs of rays ``[R]`` (unit ``dirs``) from their kept samples ``marched`` (``[R, S']``)."""
@@ -573,7 +584,7 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         keep, weights, bg_weight = sample_masks(alpha, valid, cfg.alpha_threshold if fine else cfg.coarse_threshold,
                                                 cfg.weight_threshold if fine else cfg.coarse_threshold)
         rgb_s, stats = self.sample_color(xyz, dirs, keep, marched, fine)
-        out = composite(weights, rgb_s, t, background_rgb(cfg.background_color, rgb_s), bg_weight)
+        out = composite(weights, rgb_s, t, self.background(rgb_s), bg_weight)
         n_col = keep.sum(1, keepdim=True).to(out.rgb.dtype)  # samples that reached the colour stage, per ray
         if stats is not None:
             ray_rate = (stats.ray_spikes / stats.ray_neurons.clamp_min(1.0))[:, None]

@@ -192,6 +192,32 @@ def test_auto_detects_captures_and_samples_the_background(rays):
     assert m.field.feature_grid.grid.grad.abs().sum() > 0
 
 
+def test_random_background_only_in_training_on_unbounded_scenes():
+    """DVGOv2's ``rand_bkgd``: in training each ray of an unbounded scene composites its own random colour
+    over its background weight (rgb = sum w c + bg * u, u ~ U[0,1]^3); evaluation uses ``background_color``."""
+    o, d = _inward_rays()
+    m = _model(random_background=True)
+    m.detect_scene(o)
+    m.train()
+    m._set_step(10)
+    _randomize(m)
+    with torch.no_grad():
+        m.field.density_grid.grid.sub_(4.0)  # see-through: most of each ray's weight is background
+        torch.manual_seed(0)
+        a = m(_bundle(o, d))
+        torch.manual_seed(0)
+        m.config.random_background = False
+        white = m(_bundle(o, d))
+        m.config.random_background = True
+        bg = 1.0 - white["accumulation"]
+        assert float(bg.min()) > 0.05
+        torch.manual_seed(0)
+        u = torch.rand(o.shape[0], 3)  # the colours the model drew
+        torch.testing.assert_close(a["rgb"], white["rgb"] - bg * 1.0 + bg * u, rtol=1e-5, atol=1e-5)
+        m.eval()
+        torch.testing.assert_close(m(_bundle(o, d))["rgb"], white["rgb"], rtol=1e-5, atol=1e-5)
+
+
 def test_blender_cameras_stay_bounded():
     m = _model()
     assert not m.detect_scene(torch.tensor([[0.0, 0.0, 4.0], [4.0, 0.0, 0.0]]))

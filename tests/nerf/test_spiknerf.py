@@ -116,6 +116,19 @@ def test_margin_controls_second_level():
     assert make_neuron("ternary012", margin=2.0)(x)[:, 0].tolist() == [1.0, 1.0, 2.0]
 
 
+def test_spiknerf_field_takes_only_its_neuron():
+    """SpikingNeRF's colour-neuron options reach Spik-NeRF's field only where its re-parameterization holds:
+    the surrogate does, another neuron / reset / threshold is refused by name."""
+    from spikenerf.nerf.spiknerf import SpikNeRFField
+
+    box = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    f = SpikNeRFField(box, (4, 4, 4), surrogate="sigmoid", neuron="lif", reset="hard")
+    assert type(f.lif1.surrogate).__name__ == "Sigmoid" and f.lif1.spec.reset == "hard"
+    for bad in (dict(neuron="plif"), dict(reset="soft"), dict(threshold="learnable"), dict(detach_reset=True)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SpikNeRFField(box, (4, 4, 4), **bad)
+
+
 # ----------------------------------------------------------------------------- re-parameterization
 @pytest.mark.parametrize("code", CODES)
 @pytest.mark.parametrize("time_mode", ["repeat", "ray"])
