@@ -37,6 +37,8 @@ VARIANTS = {
     "snn-plif": ("spikingnerf", ["--pipeline.model.neuron", "plif"]),
     "snn-soft": ("spikingnerf", ["--pipeline.model.reset", "soft"]),
     "snn-vth": ("spikingnerf", ["--pipeline.model.threshold", "learnable"]),
+    # DVGOv2's random training background (unbounded scenes)
+    "snn-randbg": ("spikingnerf", ["--pipeline.model.random-background", "True"]),
 }
 ENV_METHODS = ("spikingnerf=spikenerf.nerf.method_configs:spikingnerf,"
                "spikingnerf-ann=spikenerf.nerf.method_configs:spikingnerf_ann,"
