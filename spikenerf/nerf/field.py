@@ -79,7 +79,8 @@ class SpikingNeRFField(nn.Module):
         tau, v_threshold: LIF constants (``tau``: the initial one of ``plif``).
         neuron: ``lif`` (fixed ``tau``) or ``plif`` (``1/tau`` learned per layer, Fang et al. 2021; the
             official SpikingNeRF code's other option).
-        reset, surrogate, detach_reset, threshold: the colour neurons' reset (``hard`` to 0 | ``soft``), surrogate
+        reset, surrogate, detach_reset, threshold: the colour neurons' reset (``soft``, subtract the threshold |
+            ``hard`` to 0, the paper's), surrogate
             gradient name, no gradient through the reset, ``fixed`` | ``learnable`` threshold
             (:class:`~spikenerf.snn.BaseNode`).
         pack_mode: ``padding`` | ``condensing`` (ray-aligned time layout).
@@ -112,7 +113,7 @@ class SpikingNeRFField(nn.Module):
         alpha_init: float = 1e-2,
         color_bias: bool = True,
         neuron: str = "lif",
-        reset: str = "hard",
+        reset: str = "soft",
         surrogate: str = "atan",
         detach_reset: bool = False,
         threshold: str = "fixed",

@@ -155,6 +155,8 @@ class SpikNeRFModelConfig(SpikingNeRFModelConfig):
     tau: float = 4.0
     """LIF membrane time constant: ``h_t = (1 - 1/tau) v_{t-1} + x_t`` (``decay_input=False``)."""
     v_threshold: float = 0.5
+    reset: Literal["hard", "soft"] = "hard"
+    """Spik-NeRF's neurons reset to 0 (its re-parameterization assumes it; SpikingNeRF's default is soft)."""
     decay_input: bool = False
     """True: SpikingJelly's ``h = v + (x - v) / tau`` (the input is scaled by 1/tau too)."""
     spike_code: SpikeCodeName = "ternary012"
