@@ -33,7 +33,9 @@ VARIANTS = {
     "snn-condensing": ("spikingnerf", ["--pipeline.model.pack-mode", "condensing"]),
     "ann": ("spikingnerf-ann", []),
     # the colour neuron's options (condensing); "official": the neuron of the authors' SpikingNeRF-D code
-    "snn-official": ("spikingnerf", ["--pipeline.model.surrogate", "sigmoid", "--pipeline.model.detach-reset", "True"]),
+    "snn-official": ("spikingnerf", ["--pipeline.model.reset", "hard", "--pipeline.model.surrogate", "sigmoid",
+                                     "--pipeline.model.detach-reset", "True"]),
+    "snn-hard": ("spikingnerf", ["--pipeline.model.reset", "hard"]),
     "snn-plif": ("spikingnerf", ["--pipeline.model.neuron", "plif"]),
     "snn-soft": ("spikingnerf", ["--pipeline.model.reset", "soft"]),
     "snn-vth": ("spikingnerf", ["--pipeline.model.threshold", "learnable"]),

@@ -80,9 +80,8 @@ class SpikingNeRFField(nn.Module):
         neuron: ``lif`` (fixed ``tau``) or ``plif`` (``1/tau`` learned per layer, Fang et al. 2021; the
             official SpikingNeRF code's other option).
         reset, surrogate, detach_reset, threshold: the colour neurons' reset (``soft``, subtract the threshold |
-            ``hard`` to 0, the paper's), surrogate
-            gradient name, no gradient through the reset, ``fixed`` | ``learnable`` threshold
-            (:class:`~spikenerf.snn.BaseNode`).
+            ``hard``, to 0, the paper's), surrogate gradient name, no gradient through the reset, ``fixed`` |
+            ``learnable`` threshold (:class:`~spikenerf.snn.BaseNode`).
         pack_mode: ``padding`` | ``condensing`` (ray-aligned time layout).
         flip: time runs far -> near.
         alpha_init: initial alpha of an all-zero density grid (sets the softplus shift).

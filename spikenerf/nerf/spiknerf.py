@@ -44,7 +44,7 @@ from .spiking import SpikeCodeName, make_neuron
 
 __all__ = ["SpikNeRFField", "SpikNeRFModelConfig", "SpikNeRFModel"]
 
-SPIKINGNERF_NEURON = dict(neuron="lif", reset="hard", detach_reset=False, threshold="fixed")
+SPIKNERF_NEURON = dict(neuron="lif", reset="hard", detach_reset=False, threshold="fixed")
 """The only neuron options the Spik-NeRF field takes (its re-parameterization assumes them)."""
 
 # ----------------------------------------------------------------------------- voxel-grid field
@@ -60,7 +60,7 @@ class SpikNeRFField(SpikingNeRFField):
                  margin: float = 1.0, decay_input: bool = False, time_mode: str = "repeat", time_steps: int = 2,
                  reparam: bool = True, **kwargs: Any) -> None:
         others = {k: kwargs[k] for k in ("neuron", "reset", "detach_reset", "threshold") if k in kwargs}
-        if others and others != {k: SPIKINGNERF_NEURON[k] for k in others}:
+        if others and others != {k: SPIKNERF_NEURON[k] for k in others}:
             # the re-parameterization is derived for this neuron; these options are SpikingNeRF's
             raise ValueError(f"Spik-NeRF's neurons are hard-reset LIF with a fixed threshold; {others} "
                              "apply to spikingnerf only")
