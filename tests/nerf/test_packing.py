@@ -198,12 +198,12 @@ def test_condensed_rows_equal_the_packed_layout(flip, seed):
 
 @pytest.mark.parametrize("mode,flip", [("padding", False), ("condensing", False), ("condensing", True)])
 @pytest.mark.parametrize("block", [1 << 14, 7])  # one block, or many blocks of whole rays
-@pytest.mark.parametrize("neuron", [{}, dict(neuron="plif", reset="soft", surrogate="sigmoid", detach_reset=True,
+@pytest.mark.parametrize("neuron", [dict(reset="hard"), {}, dict(neuron="plif", reset="soft", surrogate="sigmoid", detach_reset=True,
                                              threshold="learnable")])
 def test_field_in_place_equals_time_blocks(mode, flip, block, neuron):
     """The in-place paths (inference: ragged rows in blocks; training, condensing: segments with gradients)
     give the colours, spike counts and parameter gradients of the time blocks (``in_place=False``), for the
-    paper's LIF and for the other colour-neuron options (learned tau and threshold: their gradients too)."""
+    paper's hard-reset LIF, the soft-reset default and the other colour-neuron options (learned tau and threshold: their gradients too)."""
     from spikenerf.nerf.field import SpikingNeRFField
 
     box = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
@@ -242,7 +242,8 @@ def test_field_in_place_equals_time_blocks(mode, flip, block, neuron):
     for a, b in zip(g1, g0):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert float(g1[0].abs().sum()) > 0
-    assert len(g1) == 4 + 2 * len(neuron and ("w", "v_threshold"))  # PLIF's 1/tau and the threshold, per layer
+    learned = (neuron.get("neuron") == "plif") + (neuron.get("threshold") == "learnable")
+    assert len(g1) == 4 + 2 * learned  # PLIF's 1/tau and the threshold, per layer
     assert all(float(g.abs().sum()) > 0 for g in g1[4:])
 
 
