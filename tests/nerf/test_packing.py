@@ -198,12 +198,14 @@ def test_condensed_rows_equal_the_packed_layout(flip, seed):
 
 @pytest.mark.parametrize("mode,flip", [("padding", False), ("condensing", False), ("condensing", True)])
 @pytest.mark.parametrize("block", [1 << 14, 7])  # one block, or many blocks of whole rays
-@pytest.mark.parametrize("neuron", [dict(reset="hard"), {}, dict(neuron="plif", reset="soft", surrogate="sigmoid", detach_reset=True,
-                                             threshold="learnable")])
+@pytest.mark.parametrize("neuron", [dict(reset="hard"), {},
+                                    dict(neuron="plif", reset="soft", surrogate="sigmoid", detach_reset=True,
+                                         threshold="learnable")])
 def test_field_in_place_equals_time_blocks(mode, flip, block, neuron):
     """The in-place paths (inference: ragged rows in blocks; training, condensing: segments with gradients)
     give the colours, spike counts and parameter gradients of the time blocks (``in_place=False``), for the
-    paper's hard-reset LIF, the soft-reset default and the other colour-neuron options (learned tau and threshold: their gradients too)."""
+    paper's hard-reset LIF, the soft-reset default and the other colour-neuron options (learned tau and
+    threshold: their gradients too)."""
     from spikenerf.nerf.field import SpikingNeRFField
 
     box = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
