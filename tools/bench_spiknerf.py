@@ -2,7 +2,8 @@
 
 Rows (``--variants``; default the issue's five): ``ann`` (the ANN twin, trained first: it is the teacher of the
 ``+KD`` rows), ``binary``, ``ternary012`` {0,1,2}, ``ternary`` (signed {-1,0,1} x learnable amplitude),
-``ternary012+KD`` (and ``binary+KD`` / ``ternary+KD``). ``--backbone grid`` trains ``spiknerf`` (voxel grids),
+``ternary012+KD`` (and ``binary+KD`` / ``ternary+KD``; ``ternary012+KD-alpha`` compares densities as the alpha of
+one sampling step instead of sigma per world unit). ``--backbone grid`` trains ``spiknerf`` (voxel grids),
 ``--backbone mlp`` trains ``spiknerf-mlp`` (the NeRF MLP). Every row has the same schedule, seed and data;
 training runs in-process (nerfstudio's Trainer, so it/s excludes start-up), the train PSNR is logged every
 ``--log-every`` steps (the loss curve), then each model is rendered on a fixed subset of test views
@@ -45,14 +46,16 @@ os.environ["NERFSTUDIO_METHOD_CONFIGS"] = ",".join(
     [e for e in os.environ.get("NERFSTUDIO_METHOD_CONFIGS", "").split(",") if e]
     + [f"{n}=spikenerf.nerf.method_configs:{n.replace('-', '_')}" for n in _PRESETS])
 
-VARIANTS = {  # name: (spiking, spike_code, distil)
-    "ann": (False, None, False),
-    "binary": (True, "binary", False),
-    "ternary012": (True, "ternary012", False),
-    "ternary": (True, "ternary", False),
-    "ternary012+KD": (True, "ternary012", True),
-    "binary+KD": (True, "binary", True),
-    "ternary+KD": (True, "ternary", True),
+VARIANTS = {  # name: (spiking, spike_code, distil: None or the space densities are compared in)
+    "ann": (False, None, None),
+    "binary": (True, "binary", None),
+    "ternary012": (True, "ternary012", None),
+    "ternary": (True, "ternary", None),
+    "ternary012+KD": (True, "ternary012", "sigma"),
+    "binary+KD": (True, "binary", "sigma"),
+    "ternary+KD": (True, "ternary", "sigma"),
+    # sigma per world unit spans 0..~1e3 inside the object, so its MSE dwarfs the photometric loss; alpha is in [0, 1]
+    "ternary012+KD-alpha": (True, "ternary012", "alpha"),
 }
 DEFAULT_ROWS = ["ann", "binary", "ternary012", "ternary", "ternary012+KD"]
 
@@ -107,6 +110,7 @@ def make_config(name: str, args: argparse.Namespace, teacher: Path | None):
         m.spike_code = code
     if distil:
         m.teacher_config = teacher
+        m.distill_density_space = distil
     for opt in cfg.optimizers.values():
         opt["scheduler"].max_steps = steps
     return cfg
