@@ -17,6 +17,7 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
+from spikenerf.nerf.distill import distill_losses
 from spikenerf.nerf.field import positional_encoding
 from spikenerf.nerf.nerf_mlp import NeRFMLPModelConfig
 from spikenerf.nerf.method_configs import spiknerf, spiknerf_ann, spiknerf_mlp, spiknerf_mlp_ann
@@ -279,8 +280,10 @@ def _student_with_teacher(tmp_path, **kw):
     return s
 
 
-def test_distillation_loss_matches_hand_computation(tmp_path):
-    s = _student_with_teacher(tmp_path, distill_density_weight=0.3, distill_color_weight=0.7)
+@pytest.mark.parametrize("space", ["sigma", "alpha"])
+def test_distillation_loss_matches_hand_computation(tmp_path, space):
+    s = _student_with_teacher(tmp_path, distill_density_weight=0.3, distill_color_weight=0.7,
+                              distill_density_space=space)
     t = s.teacher
     s.train()
     s._set_step(10)
@@ -298,6 +301,10 @@ def test_distillation_loss_matches_hand_computation(tmp_path):
         rgb_t = torch.sigmoid(t.field.fc3(F.relu(t.field.fc2(F.relu(t.field.fc1(h))))))
         sig_s = F.softplus(s.field.density_grid(xyz)[:, 0] + s.field.shift) / s.fine_voxel_base
         rgb_s = out["_sample_rgb"][keep]
+        if space == "alpha":  # the alpha of one fine sampling step, step_ratio fine voxels long
+            delta = s.config.step_ratio * s.fine_voxel()
+            sig_s, sig_t = 1 - torch.exp(-sig_s * delta), 1 - torch.exp(-sig_t * delta)
+            assert 0 < float(delta) < 1 and bool(((sig_s >= 0) & (sig_s <= 1)).all())
     torch.testing.assert_close(loss["distill_density"], 0.3 * ((sig_s - sig_t) ** 2).mean())
     torch.testing.assert_close(loss["distill_color"], 0.7 * ((rgb_s - rgb_t) ** 2).mean())
     assert float(loss["distill_density"]) > 0 and float(loss["distill_color"]) > 0
@@ -305,6 +312,31 @@ def test_distillation_loss_matches_hand_computation(tmp_path):
     sum(loss.values()).backward()
     assert s.field.fc1.weight.grad is not None
     assert all(p.grad is None and not p.requires_grad for p in t.parameters())
+
+
+def test_distill_losses_alpha_per_sample_step():
+    """The NeRF MLP's form: a step length per sample (its stratified deltas), alphas compared, not sigmas."""
+
+    class Teacher(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(2.0))
+
+        def query_points(self, xyz, dirs):
+            return self.w * xyz.norm(dim=-1), torch.sigmoid(xyz + dirs)
+
+    g = torch.Generator().manual_seed(0)
+    xyz, dirs = torch.randn(9, 3, generator=g), torch.randn(9, 3, generator=g)
+    sigma = (10 * torch.rand(9, generator=g)).requires_grad_(True)
+    rgb, delta = torch.rand(9, 3, generator=g), 0.05 + 0.1 * torch.rand(9, generator=g)
+    loss = distill_losses(Teacher(), xyz, dirs, sigma, rgb, 0.5, 0.25, "alpha", delta)
+    a_s, a_t = 1 - torch.exp(-sigma * delta), 1 - torch.exp(-2.0 * xyz.norm(dim=-1) * delta)
+    torch.testing.assert_close(loss["distill_density"], 0.5 * ((a_s - a_t) ** 2).mean())
+    torch.testing.assert_close(loss["distill_color"], 0.25 * ((rgb - torch.sigmoid(xyz + dirs)) ** 2).mean())
+    loss["distill_density"].backward()  # d/dsigma of the alpha MSE: 0.5 * 2 (a_s - a_t) delta exp(-sigma delta) / N
+    torch.testing.assert_close(sigma.grad, (a_s - a_t).detach() * delta * torch.exp(-sigma.detach() * delta) / 9)
+    with pytest.raises(ValueError, match="sigma' or 'alpha"):
+        distill_losses(Teacher(), xyz, dirs, sigma, rgb, 0.5, 0.25, "log", delta)
 
 
 def test_teacher_not_trained_not_in_params_or_state_dict(tmp_path):
