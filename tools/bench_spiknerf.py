@@ -321,7 +321,7 @@ def plot(results: dict, curves: dict, path: Path, smooth: int = 8) -> None:
     lo = min(results[n].get("psnr", 99.0) for n in names)
     bx.set_ylim(max(0.0, lo - 2.0), None)
     bx.set_ylabel("held-out PSNR (dB)")
-    bx.set_xticks(x, names, rotation=20)
+    bx.set_xticks(x, names, rotation=30, ha="right")
     rx = bx.twinx()
     rx.plot(x, [results[n].get("firing_rate", float("nan")) for n in names], "o", color="tab:red",
             label="deployed event rate")
