@@ -165,9 +165,11 @@ class DenseGrid(nn.Module):
         self.grid = nn.Parameter(new[0].permute(1, 2, 3, 0).contiguous())
 
     def total_variation(self) -> Tensor:
+        """DVGO's total variation: the sum over neighbouring vertex pairs (x, y, z) of ``huber(v_i - v_j)``
+        (delta 1), so each vertex's gradient is DVGO's ``sum_neighbours clamp(v_i - v_j, -1, 1)``."""
         g = self.grid
-        return ((g[1:] - g[:-1]).pow(2).mean() + (g[:, 1:] - g[:, :-1]).pow(2).mean()
-                + (g[:, :, 1:] - g[:, :, :-1]).pow(2).mean()) / 3.0
+        return sum(F.huber_loss(d, torch.zeros_like(d), reduction="sum", delta=1.0)
+                   for d in (g[1:] - g[:-1], g[:, 1:] - g[:, :-1], g[:, :, 1:] - g[:, :, :-1]))
 
 
 # ----------------------------------------------------------------------------- ray marching

@@ -158,14 +158,18 @@ class SpikingNeRFModelConfig(ModelConfig):
     must make the scene opaque; evaluation and renders use ``background_color``."""
     loss_coefficients: Dict[str, float] = to_immutable_dict(
         {"rgb_loss": 1.0, "entropy_loss": 0.001, "rgbper_loss": 0.01, "coarse_entropy_loss": 0.01,
-         "coarse_rgbper_loss": 0.1, "distortion_loss": 0.01, "nearclip_loss": 1.0, "tv_loss": 0.0}
+         "coarse_rgbper_loss": 0.1, "distortion_loss": 0.01, "nearclip_loss": 1.0,
+         "tv_density": 0.0, "tv_feature": 0.0}
     )
     """Per stage as DVGO / SpikingNeRF-D: fine ``entropy_loss`` / ``rgbper_loss``, coarse ``coarse_*``. The
     entropy acts on the background weight, the per-point colour loss uses detached compositing weights.
     ``distortion_loss`` (DVGOv2's weight for unbounded scenes) acts in the fine stage of unbounded scenes
     only: it pulls each ray's weight together, so the fog of a real capture turns into surfaces (and fewer
     samples reach the colour network). ``nearclip_loss`` (DVGOv2's 1.0) acts in both stages of unbounded scenes
-    (see ``near_clip``)."""
+    (see ``near_clip``). ``tv_density`` / ``tv_feature`` are DVGO's ``weight_tv_density`` / ``weight_tv_k0``
+    (1e-6 / 1e-7 for its unbounded 360 scenes; off by default), fine stage only (DVGO's coarse stage has none):
+    every step, on the whole fine grid, each vertex gets the gradient ``w / rays * (max resolution / 128) *
+    sum_neighbours clamp(v - v_n, -1, 1)``. The feature grid's costs a pass over all its channels per step."""
     eval_num_rays_per_chunk: int = 4096
     eval_ray_groups: int = 4
     """At inference the rays of a chunk are rendered in this many groups of similar sample counts (sorted by
@@ -691,10 +695,10 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         if c.get("nearclip_loss", 0.0) > 0 and outputs.get("_near_raw") is not None:
             raw = outputs["_near_raw"]  # DVGOv2: a gradient of exactly the weight on each raw density; value 0
             loss["nearclip_loss"] = c["nearclip_loss"] * (raw - raw.detach()).sum()
-        if c.get("tv_loss", 0.0) > 0:
-            grids = ((self.field.density_grid, self.field.feature_grid) if fine
-                     else (self.coarse_density, self.coarse_color))
-            loss["tv_loss"] = c["tv_loss"] * sum(g.total_variation() for g in grids)
+        for key, grid in (("tv_density", self.field.density_grid), ("tv_feature", self.field.feature_grid)):
+            if fine and c.get(key, 0.0) > 0:  # DVGO: weight / rays (the MSE is a mean) x resolution / 128
+                w = c[key] / outputs["rgb"].shape[0] * max(grid.resolution) / 128
+                loss[key] = w * grid.total_variation()
         return loss
 
     def get_image_metrics_and_images(

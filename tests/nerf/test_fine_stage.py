@@ -194,6 +194,31 @@ def test_loss_weights_per_stage_and_detached_per_point_weights():
     assert w.grad is None and rgb_s.grad is not None  # the weights are detached
 
 
+def test_total_variation_weights_as_dvgo():
+    """``tv_density`` / ``tv_feature`` are DVGO's weights: x 1 / rays x max resolution / 128, fine stage only."""
+    from spikenerf.nerf.model import SpikingNeRFModelConfig
+
+    c = dict(SpikingNeRFModelConfig().loss_coefficients, tv_density=1e-2, tv_feature=1e-3)
+    m = _model(loss_coefficients=c)
+    m.train()
+    out = {"rgb": torch.full((4, 3), 0.5), "accumulation": torch.ones(4, 1)}
+    gt = {"image": torch.full((4, 3), 0.5)}
+    m._set_step(0)
+    assert "tv_density" not in m.get_loss_dict(out, gt)  # DVGO's coarse stage has no TV
+    m._set_step(5)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for grid in (m.field.density_grid, m.field.feature_grid):
+            grid.grid.copy_(torch.randn(grid.grid.shape, generator=g))
+    loss = m.get_loss_dict(out, gt)
+    for key, w, grid in (("tv_density", 1e-2, m.field.density_grid), ("tv_feature", 1e-3, m.field.feature_grid)):
+        torch.testing.assert_close(loss[key], w / 4 * max(grid.resolution) / 128 * grid.total_variation())
+        assert float(loss[key]) > 0
+    plain = _model()
+    plain._set_step(5)
+    assert "tv_density" not in plain.get_loss_dict(out, gt)  # off by default
+
+
 def test_colour_net_without_biases():
     f = SpikingNeRFField(UNIT, (3, 3, 3), feature_channels=2, hidden_dim=4, dir_freqs=0, color_bias=False)
     assert f.fc1.bias is None and f.fc2.bias is None and f.fc3.bias is None

@@ -119,8 +119,27 @@ def test_dense_grid_scale_and_tv():
     flat = DenseGrid(1, (4, 4, 4), AABB)
     assert float(flat.total_variation().detach()) == 0.0
     with torch.no_grad():
-        flat.grid[2] = 1.0  # one x-slab raised: only the x differences are non-zero
-    assert float(flat.total_variation().detach()) == pytest.approx((32 / 48) / 3, rel=1e-6)
+        flat.grid[2] = 0.5  # one x-slab raised: only the 2 x 16 x differences of the slab's faces are non-zero
+    assert float(flat.total_variation().detach()) == pytest.approx(32 * 0.5 * 0.5 ** 2, rel=1e-6)
+    with torch.no_grad():
+        flat.grid[2] = 3.0  # beyond the Huber knee: |d| - 1/2 per pair
+    assert float(flat.total_variation().detach()) == pytest.approx(32 * 2.5, rel=1e-6)
+    # DVGO's per-vertex gradient: sum over the 6 neighbours of clamp(v - v_n, -1, 1), by hand
+    with torch.no_grad():
+        flat.grid.copy_(torch.randn(4, 4, 4, 1, generator=gen) * 1.5)
+    flat.grid.grad = None
+    flat.total_variation().backward()
+    v = flat.grid.detach()[..., 0]
+    want = torch.zeros_like(v)
+    for dim in range(3):
+        for shift in (1, -1):
+            nb = torch.roll(v, shift, dims=dim)
+            edge = [slice(None)] * 3
+            edge[dim] = 0 if shift == 1 else -1  # roll wraps around: no neighbour there
+            term = (v - nb).clamp(-1, 1)
+            term[tuple(edge)] = 0
+            want += term
+    torch.testing.assert_close(flat.grid.grad[..., 0], want)
 
 
 # ----------------------------------------------------------------------------- ray marching
