@@ -41,6 +41,9 @@ VARIANTS = {
     "snn-vth": ("spikingnerf", ["--pipeline.model.threshold", "learnable"]),
     # DVGOv2's random training background (unbounded scenes)
     "snn-randbg": ("spikingnerf", ["--pipeline.model.random-background", "True"]),
+    # DVGO's total variation of the fine density grid: its unbounded-360 weight (1e-6) and its T&T one (1e-5)
+    "snn-tv": ("spikingnerf", ["--pipeline.model.loss-coefficients.tv-density", "1e-6"]),
+    "snn-tv5": ("spikingnerf", ["--pipeline.model.loss-coefficients.tv-density", "1e-5"]),
 }
 ENV_METHODS = ("spikingnerf=spikenerf.nerf.method_configs:spikingnerf,"
                "spikingnerf-ann=spikenerf.nerf.method_configs:spikingnerf_ann,"
