@@ -211,7 +211,9 @@ class NeRFMLPModelConfig(ModelConfig):
     """config.yml of a trained ANN teacher (e.g. spiknerf-mlp-ann or spiknerf-ann); None = no distillation."""
     distill_density_weight: float = 0.5
     distill_color_weight: float = 0.5
-    distill_density_space: Literal["sigma", "alpha"] = "sigma"
+    distill_density_space: Literal["sigma", "alpha"] = "alpha"
+    """Densities compared as per-sample alphas (default) or sigma per world unit (the paper's form); why: the
+    same option of :class:`~spikenerf.nerf.spiknerf.SpikNeRFModelConfig`."""
     eval_num_rays_per_chunk: int = 1024
     train_op_counts: bool = False
     """Count spike events in training steps too (for the logged firing rate / energy); counting costs about
