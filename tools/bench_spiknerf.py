@@ -1,9 +1,10 @@
 """Benchmark Spik-NeRF on a Blender scene: the ANN twin (teacher), spike codes and distillation, either backbone.
 
-Rows (``--variants``; default the issue's five): ``ann`` (the ANN twin, trained first: it is the teacher of the
-``+KD`` rows), ``binary``, ``ternary012`` {0,1,2}, ``ternary`` (signed {-1,0,1} x learnable amplitude),
-``ternary012+KD`` (and ``binary+KD`` / ``ternary+KD``; ``ternary012+KD-alpha`` compares densities as the alpha of
-one sampling step instead of sigma per world unit). ``--backbone grid`` trains ``spiknerf`` (voxel grids),
+Rows (``--variants``; default the issue's five, the KD row in the models' default alpha form): ``ann`` (the ANN
+twin, trained first: it is the teacher of the ``+KD`` rows), ``binary``, ``ternary012`` {0,1,2}, ``ternary``
+(signed {-1,0,1} x learnable amplitude), ``ternary012+KD-alpha`` (densities compared as the alpha of one sampling
+step), ``ternary012+KD`` (as sigma per world unit, the paper's form; also ``binary+KD`` / ``ternary+KD``).
+``--backbone grid`` trains ``spiknerf`` (voxel grids),
 ``--backbone mlp`` trains ``spiknerf-mlp`` (the NeRF MLP). Every row has the same schedule, seed and data;
 training runs in-process (nerfstudio's Trainer, so it/s excludes start-up), the train PSNR is logged every
 ``--log-every`` steps (the loss curve), then each model is rendered on a fixed subset of test views
@@ -57,7 +58,7 @@ VARIANTS = {  # name: (spiking, spike_code, distil: None or the space densities 
     # sigma per world unit spans 0..~1e3 inside the object, so its MSE dwarfs the photometric loss; alpha is in [0, 1]
     "ternary012+KD-alpha": (True, "ternary012", "alpha"),
 }
-DEFAULT_ROWS = ["ann", "binary", "ternary012", "ternary", "ternary012+KD"]
+DEFAULT_ROWS = ["ann", "binary", "ternary012", "ternary", "ternary012+KD-alpha"]
 
 
 def make_config(name: str, args: argparse.Namespace, teacher: Path | None):

@@ -7,9 +7,9 @@ in ``get_param_groups`` and never saved), and queried at the student's sample po
 
     loss += lambda_d * MSE(sigma_student, sigma_teacher) + lambda_c * MSE(rgb_student, rgb_teacher)
 
-with ``sigma`` the alpha of the student's sampling step, ``1 - exp(-sigma delta)`` (the default
-``distill_density_space="alpha"``: bounded, so the density term cannot drown the colour loss) or the volume density
-per world unit (``"sigma"``, the paper's form), and ``rgb`` the per-sample colour.
+where the densities enter as the alpha of the student's sampling step, ``1 - exp(-sigma delta)`` (the default
+``distill_density_space="alpha"``: bounded, so the density term cannot drown the colour loss) or as the volume
+density per world unit itself (``"sigma"``, the paper's form), and ``rgb`` is the per-sample colour.
 """
 
 from __future__ import annotations
