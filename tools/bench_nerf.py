@@ -8,6 +8,8 @@ in-process and prints PSNR / SSIM, training it/s, render time per image, energy 
     .venv/bin/python tools/bench_nerf.py --preset capture --parser colmap --data ../shared/data/beer-can-colmap \
         --parser-args "--colmap-path sparse/0 --downscale-factor 4" --variants snn-condensing ann --views 9 \
         --picture docs/img/beer_gt_snn_ann.png   # the ~30-minute real-capture preset, all 9 held-out views
+    .venv/bin/python tools/bench_nerf.py --preset full --iterations 1500 --views 16 --ablation \
+        --output-dir /tmp/abl --json /tmp/abl.json   # DVGO's fine-stage rules, each switched alone, one run
     .venv/bin/python tools/bench_nerf.py --threads-compare --busy 2  # OpenMP wait policies side by side, under load
     .venv/bin/python tools/bench_nerf.py --render-compare outputs/<run>/config.yml  # render in place vs time blocks
     .venv/bin/python tools/bench_nerf.py --commits-compare 0463030 HEAD --config outputs/<run>/config.yml \
@@ -45,6 +47,28 @@ VARIANTS = {
     "snn-tv": ("spikingnerf", ["--pipeline.model.loss-coefficients.tv-density", "1e-6"]),
     "snn-tv5": ("spikingnerf", ["--pipeline.model.loss-coefficients.tv-density", "1e-5"]),
 }
+M = "--pipeline.model."
+ABLATION = {  # DVGO's fine-stage rules, each switched from the default alone: name -> (what it changes, flags)
+    "abl-no-cache": ("no occupancy cache (MaskGrid off, no refresh)",
+                     [M + "occupancy-threshold", "0", M + "occupancy-refresh-every", "0",
+                      M + "refresh-on-upscale", "False"]),
+    "abl-no-refresh": ("cache never refreshed in the fine stage",
+                       [M + "occupancy-refresh-every", "0", M + "refresh-on-upscale", "False"]),
+    "abl-full-box": ("fine grids on the data parser's box, not the coarse geometry's",
+                     [M + "tighten-fine-box", "False"]),
+    "abl-shift-decay": ("+ DVGO's activation-shift decay after each up-scale (off by default)",
+                        [M + "decay-after-scale", "1"]),
+    "abl-no-entropy": ("no fine background-entropy loss (0.001)", [M + "loss-coefficients.entropy-loss", "0"]),
+    "abl-no-rgbper": ("no per-point colour loss (fine 0.01, coarse 0.1)",
+                      [M + "loss-coefficients.rgbper-loss", "0", M + "loss-coefficients.coarse-rgbper-loss", "0"]),
+    "abl-in-cache-rays": ("+ rays drawn in the occupancy cache (off by default)", [M + "in-cache-rays", "True"]),
+    "abl-pervoxel-lr": ("+ per-voxel learning rate by view count (off by default)", [M + "pervoxel-lr", "True"]),
+    "abl-no-bias": ("the paper's colour net: no bias in any Linear layer", [M + "color-bias", "False"]),
+    "abl-masked-adam": ("+ DVGO's masked Adam on the grids (off by default)",
+                        ["--optimizers.grids.optimizer.masked", "True", "--optimizers.grids.optimizer.betas",
+                         "0.9", "0.99"]),
+}
+VARIANTS.update({name: ("spikingnerf", flags) for name, (_, flags) in ABLATION.items()})
 ENV_METHODS = ("spikingnerf=spikenerf.nerf.method_configs:spikingnerf,"
                "spikingnerf-ann=spikenerf.nerf.method_configs:spikingnerf_ann,"
                "spikingnerf-full=spikenerf.nerf.method_configs:spikingnerf_full,"
@@ -72,6 +96,23 @@ def train(name: str, method: str, extra: list[str], args: argparse.Namespace) ->
     done = torch.load(next((configs[-1].parent / "nerfstudio_models").glob("*.ckpt")), map_location="cpu",
                       weights_only=True)["step"] + 1
     return configs[-1], done / dt
+
+
+def ablation_table(results: dict[str, dict[str, float]], base: str = "snn-condensing") -> str:
+    """Markdown: each ``abl-*`` row's change against ``base`` (PSNR, SSIM, fine-stage step, colour samples)."""
+    ref = results.get(base)
+    lines = ["| rule switched | PSNR | dPSNR vs default | SSIM | fine s/it (x default) | colour samples / ray |",
+             "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        if name != base and name not in ABLATION:
+            continue
+        what = "the default" if name == base else ABLATION[name][0]
+        d = r["psnr"] - ref["psnr"] if ref else float("nan")
+        speed = r.get("fine_s_per_it", float("nan")) / ref.get("fine_s_per_it", float("nan")) if ref else float("nan")
+        lines.append(f"| {what} (`{name}`) | {r['psnr']:.2f} | {d:+.2f} | {r['ssim']:.3f} | "
+                     f"{r.get('fine_s_per_it', float('nan')):.3f} ({speed:.2f}x) | "
+                     f"{r.get('color_samples_per_ray', float('nan')):.1f} |")
+    return "\n".join(lines)
 
 
 def train_scalars(run_dir: Path, tags: tuple[str, ...], last: int = 10, fine_from: int = 200) -> dict[str, float]:
@@ -357,7 +398,11 @@ def main() -> None:
     ap.add_argument("--picture-views", type=int, nargs="+", default=[0, 4])
     ap.add_argument("--iterations", type=int, default=None, help="override the preset's step count")
     ap.add_argument("--views", type=int, default=4, help="test views (evenly spaced, fixed)")
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS),
+                    help="default: every variant but the ablation's (see --ablation)")
+    ap.add_argument("--ablation", action="store_true",
+                    help="the default (snn-condensing) and each of DVGO's fine-stage rules switched alone "
+                         "(the abl-* variants), then a table of each one's PSNR change")
     ap.add_argument("--output-dir", type=Path, default=Path("outputs/bench_nerf"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -409,6 +454,9 @@ def main() -> None:
         raise SystemExit(f"no Blender scene at {args.data}")
     if not args.data.exists():
         raise SystemExit(f"no scene at {args.data}")
+    if args.variants is None:
+        args.variants = (["snn-condensing", *ABLATION] if args.ablation
+                         else [v for v in VARIANTS if v not in ABLATION])
     configs: dict[str, Path] = {}
     results = {}
     for name in args.variants:
@@ -424,7 +472,8 @@ def main() -> None:
         res["train_it_s"] = its
         from spikenerf.nerf.method_configs import CAPTURE, FULL, MINI
 
-        fine_from = {"full": FULL, "capture": CAPTURE, "mini": MINI}[args.preset].coarse_steps
+        sched = {"full": FULL, "capture": CAPTURE, "mini": MINI}[args.preset]
+        fine_from = sched.coarse_steps * (args.iterations or sched.max_steps) // sched.max_steps  # --iterations scales it
         res.update(train_scalars(config.parent, ("tensor_density", "color_samples_per_ray", "psnr"), fine_from=fine_from))
         print(name, json.dumps(res), flush=True)
         results[name] = res
@@ -437,6 +486,8 @@ def main() -> None:
     print("|---" * (len(cols) + 1) + "|")
     for name, r in results.items():
         print(f"| {name} | " + " | ".join(f"{r.get(k, float('nan')):.4g}" for k, _ in cols) + " |")
+    if args.ablation:
+        print(ablation_table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     if args.picture is not None:
