@@ -99,19 +99,21 @@ def train(name: str, method: str, extra: list[str], args: argparse.Namespace) ->
 
 
 def ablation_table(results: dict[str, dict[str, float]], base: str = "snn-condensing") -> str:
-    """Markdown: each ``abl-*`` row's change against ``base`` (PSNR, SSIM, fine-stage step, colour samples)."""
+    """Markdown: each ``abl-*`` row's change against ``base`` (PSNR, SSIM, training PSNR, fine-stage step,
+    colour samples, render time)."""
+    nan = float("nan")
     ref = results.get(base)
-    lines = ["| rule switched | PSNR | dPSNR vs default | SSIM | fine s/it (x default) | colour samples / ray |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| rule switched | PSNR | dPSNR vs default | SSIM | train PSNR (last 10 logged) | fine s/it (x default) "
+             "| colour samples / ray | render s / view |", "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         if name != base and name not in ABLATION:
             continue
         what = "the default" if name == base else ABLATION[name][0]
-        d = r["psnr"] - ref["psnr"] if ref else float("nan")
-        speed = r.get("fine_s_per_it", float("nan")) / ref.get("fine_s_per_it", float("nan")) if ref else float("nan")
+        d = r["psnr"] - ref["psnr"] if ref else nan
+        speed = r.get("fine_s_per_it", nan) / ref.get("fine_s_per_it", nan) if ref else nan
         lines.append(f"| {what} (`{name}`) | {r['psnr']:.2f} | {d:+.2f} | {r['ssim']:.3f} | "
-                     f"{r.get('fine_s_per_it', float('nan')):.3f} ({speed:.2f}x) | "
-                     f"{r.get('color_samples_per_ray', float('nan')):.1f} |")
+                     f"{r.get('train_psnr', nan):.2f} | {r.get('fine_s_per_it', nan):.3f} ({speed:.2f}x) | "
+                     f"{r.get('color_samples_per_ray', nan):.1f} | {r.get('render_s', nan):.2f} |")
     return "\n".join(lines)
 
 
