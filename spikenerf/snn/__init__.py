@@ -11,7 +11,7 @@ from .layers import MultiStep, SeqToANNContainer, seq_to_ann
 from .memory import apply_memory_policy, memory_policy  # applies the policy (see memory.py)
 from .mpbn import MPBN, fold_mpbn, mpbn_threshold
 from .mpr import MPR, ShiftedNode, mpr_phi, mpr_phi_inverse, remove_mpr
-from .neurons import BaseNode, DecayLIFNode, IFNode, LIFNode, PLIFNode
+from .neurons import NEURON_KINDS, BaseNode, DecayLIFNode, IFNode, LIFNode, NeuronKind, PLIFNode, make_node
 from .real_spike import RealSpike, UnsharedConv2d, fold_real_spike
 from .reparam import fold_amplitude, fold_bn, fold_ternary012_shift
 from .scan import ScanSpec, scan_reference
@@ -36,6 +36,9 @@ __all__ = [
     "LIFNode",
     "DecayLIFNode",
     "PLIFNode",
+    "make_node",
+    "NeuronKind",
+    "NEURON_KINDS",
     "ScanSpec",
     "scan_reference",
     "multistep_scan",

@@ -166,3 +166,16 @@ def test_bad_construction_errors():
         DecayLIFNode(decay=1.5)
     with pytest.raises(ValueError, match="tanh"):
         LIFNode(threshold_mode="tanh", v_threshold=1.0)
+
+
+def test_make_node_builds_each_kind_with_its_constants():
+    from spikenerf.snn import DecayLIFNode, IFNode, LIFNode, PLIFNode, make_node
+
+    lif = make_node("lif", tau=4.0, reset="hard")
+    assert type(lif) is LIFNode and lif.tau == 4.0 and lif.spec.reset == "hard"
+    plif = make_node("plif", tau=3.0)
+    assert type(plif) is PLIFNode and abs(plif.tau - 3.0) < 1e-6
+    assert type(make_node("decaylif", decay=0.25)) is DecayLIFNode and make_node("decaylif", decay=0.25).decay == 0.25
+    assert type(make_node("if")) is IFNode
+    with pytest.raises(ValueError, match="unknown neuron kind"):
+        make_node("lifx")
