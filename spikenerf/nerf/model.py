@@ -713,9 +713,10 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
                 metrics.update(image_op_metrics(outputs, num_rays, convention="_dir_once"))
             if self.field.spiking and n_col > 0:
                 neurons = n_col * self.field.hidden_dim
-                metrics["firing_rate"] = float(outputs["ray_spikes"].sum()) / (2 * neurons)
-                for k in ("lif1", "lif2"):
-                    metrics[f"firing_rate_{k}"] = float(outputs[f"ray_spikes_{k}"].sum()) / neurons
+                layers = len(self.field.lif_layers())
+                metrics["firing_rate"] = float(outputs["ray_spikes"].sum()) / (layers * neurons)
+                for i in range(layers):
+                    metrics[f"firing_rate_lif{i + 1}"] = float(outputs[f"ray_spikes_lif{i + 1}"].sum()) / neurons
         metrics["color_samples_per_ray"] = n_col / num_rays
         return metrics, render_images(outputs, rgb, gt)
 
