@@ -227,8 +227,9 @@ class SpikingNeRFField(nn.Module):
     def layout(self, mask: Tensor, time_index: Optional[Tensor], training: bool) -> TimeLayout:
         """Where the LIF layers' time runs for this pass (:func:`~.time_layout.choose_layout`): ``time_mode``,
         and for ray time the ``pack_mode`` / ``flip`` of the samples."""
-        return choose_layout(mask, time_mode=self.time_mode, T=self.time_steps, pack_mode=self.pack_mode, flip=self.flip, time_index=time_index,
-                             training=training, in_place=self.in_place, neurons=[n for n, _ in self.lif_layers()])
+        return choose_layout(mask, time_mode=self.time_mode, T=self.time_steps, pack_mode=self.pack_mode,
+                             flip=self.flip, time_index=time_index, training=training, in_place=self.in_place,
+                             neurons=[n for n, _ in self.lif_layers()])
 
     def neuron(self, node: nn.Module) -> Neuron:
         """What the layouts run for LIF layer ``node`` (subclasses: its deployed view)."""

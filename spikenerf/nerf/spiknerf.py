@@ -169,14 +169,16 @@ class SpikNeRFModel(TeacherMixin, SpikingNeRFModel):
         is the only MAC layer of the colour net, so its MACs x T)."""
         metrics, images = super().get_image_metrics_and_images(outputs, batch)
         T = self.field.time_steps
-        if self.field.spiking and T > 1:
-            for k in ("firing_rate", "firing_rate_lif1", "firing_rate_lif2"):
+        layers = len(self.field.lif_layers()) if self.field.spiking else 0
+        if T > 1:
+            for k in ["firing_rate"] + [f"firing_rate_lif{i + 1}" for i in range(layers)]:
                 if k in metrics:
                     metrics[k] = metrics[k] / T
         metrics["time_steps"] = float(T)
         n_col = float(outputs["num_color_samples"].sum())
         if "ray_train_spikes" in outputs and n_col > 0:
-            metrics["train_spike_rate"] = float(outputs["ray_train_spikes"].sum()) / (2 * n_col * self.field.hidden_dim * T)
+            neurons = layers * n_col * self.field.hidden_dim * T
+            metrics["train_spike_rate"] = float(outputs["ray_train_spikes"].sum()) / neurons
         if "macs_per_image" in metrics:
             macs_t = T * metrics["macs_per_image"] if self.field.spiking else metrics["macs_per_image"]
             e_t = energy_pj(macs_t, metrics["sops_per_image"])
