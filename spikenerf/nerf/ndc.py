@@ -35,13 +35,14 @@ plane and have no NDC form; :func:`faces_scene` marks the ones that do.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["NDC_BOX", "ndc_frustum_box", "faces_scene", "near_plane_t", "ndc_rays", "world_to_ndc_points", "ndc_to_world_points",
-           "ndc_t_to_world_t", "world_t_to_ndc_t", "ndc_sample_t"]
+__all__ = ["NDC_BOX", "NDCRays", "ndc_rays_for_marching", "ndc_frustum_box", "faces_scene", "near_plane_t",
+           "ndc_rays", "world_to_ndc_points", "ndc_to_world_points", "ndc_t_to_world_t", "world_t_to_ndc_t",
+           "ndc_sample_t"]
 
 NDC_BOX: Tuple[Tuple[float, float, float], Tuple[float, float, float]] = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
 """The cube NDC maps the average camera's frustum onto (``[2, 3]`` as a box: min corner, max corner). The
@@ -149,3 +150,32 @@ def ndc_frustum_box(camera_to_worlds: Tensor, height: int, width: int, focal: fl
     o, d = ndc_rays(height, width, focal, near, origins, dirs)
     pts = torch.cat([o, o + d]).reshape(-1, 3)
     return torch.stack([pts.amin(0), pts.amax(0)]).to(camera_to_worlds.dtype)
+
+
+class NDCRays(NamedTuple):
+    """NDC rays in the form a box-marching sampler takes (:func:`ndc_rays_for_marching`), each ``[R, ...]``."""
+
+    origins: Tensor
+    """``[R, 3]`` NDC origins, on the face ``z' = -1``."""
+    directions: Tensor
+    """``[R, 3]`` unit NDC directions: a sample ``r`` NDC units along the ray is at ``origins + r directions``."""
+    length: Tensor
+    """``[R]`` ``|d'|``: the sample ``r`` units along is at ``t' = r / length`` (:func:`ndc_t_to_world_t`)."""
+    valid: Tensor
+    """``[R]`` bool, :func:`faces_scene`: rays that never reach the near plane have no NDC form; they are
+    given the centre ray (finite numbers) and should be rendered as empty."""
+
+
+def ndc_rays_for_marching(height: int, width: int, focal: float, near: float, rays_o: Tensor,
+                          rays_d: Tensor) -> NDCRays:
+    """World rays ``[R, 3]`` -> :class:`NDCRays`: :func:`ndc_rays` with unit directions, so a sampler that
+    steps a fixed distance in a box (the voxel-grid models' ``march``) steps in NDC units, and DVGO's alpha
+    interval (step over voxel size) keeps its meaning. Rays that do not face the scene get the centre ray
+    ``(0, 0, -1) + t' (0, 0, 2)`` and ``valid = False``."""
+    valid = faces_scene(rays_d)
+    centre = torch.tensor([0.0, 0.0, -1.0], dtype=rays_d.dtype, device=rays_d.device)
+    d = torch.where(valid[:, None], rays_d, centre)  # finite numbers for the rays masked out
+    o = torch.where(valid[:, None], rays_o, torch.zeros_like(rays_o))
+    origins, directions = ndc_rays(height, width, focal, near, o, d)
+    length = directions.norm(dim=-1)
+    return NDCRays(origins, directions / length[:, None], length, valid)

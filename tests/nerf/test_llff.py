@@ -33,6 +33,7 @@ N, FULL_H, FULL_W, FULL_F, FACTOR = 10, 32, 48, 40.0, 8
 THETA = 0.2  # frames turn +-THETA about y in turn, so the average rotation is the identity
 NEARS = 2.0 + 0.1 * np.arange(N)  # the nearest bound is 2: scale 1 / (0.75 * 2)
 FAR = 10.0
+FERN = REPO.parents[1] / "shared" / "data" / "llff-fern"
 ENV = {"NERFSTUDIO_DATAPARSER_CONFIGS": "llff-data=spikenerf.nerf.llff_dataparser:llff_data"}
 
 
@@ -252,6 +253,21 @@ def test_entry_point_names_the_specification():
     finally:
         os.environ.pop("NERFSTUDIO_DATAPARSER_CONFIGS")
     assert isinstance(parsers["llff-data"], LLFFDataParserConfig)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (FERN / "poses_bounds.npy").is_file(), reason="needs ../shared/data/llff-fern")
+def test_real_fern():
+    """The real scene: 20 frames at 504x378, 0 / 8 / 16 held out, focal 3260.5 / 8, nearest bound at 1 / 0.75."""
+    train, test = parse(FERN, "train"), parse(FERN, "test")
+    assert len(train.image_filenames) == 17
+    assert [f.name for f in test.image_filenames] == ["image000.png", "image008.png", "image016.png"]
+    raw = np.load(FERN / "poses_bounds.npy")
+    assert train.metadata["ndc_hw"] == (378, 504) and train.metadata["ndc_focal"] == pytest.approx(raw[0, 14] / 8)
+    near, far = train.metadata["near_far"]
+    assert near == pytest.approx(1 / 0.75) and far == pytest.approx(raw[:, 16].max() / raw[:, 15].min() / 0.75)
+    centres = torch.cat([train.cameras.camera_to_worlds, test.cameras.camera_to_worlds])[:, :, 3]
+    assert float(centres.abs().max()) < 0.5 < near  # the cameras sit well before the near plane
 
 
 @pytest.mark.slow

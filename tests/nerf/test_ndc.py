@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from spikenerf.nerf.ndc import (NDC_BOX, faces_scene, ndc_frustum_box, ndc_rays, ndc_sample_t, ndc_t_to_world_t,
-                                ndc_to_world_points, near_plane_t, world_t_to_ndc_t, world_to_ndc_points)
+from spikenerf.nerf.ndc import (NDC_BOX, faces_scene, ndc_frustum_box, ndc_rays, ndc_rays_for_marching, ndc_sample_t,
+                                ndc_t_to_world_t, ndc_to_world_points, near_plane_t, world_t_to_ndc_t,
+                                world_to_ndc_points)
 
 H, W, FOCAL, NEAR = 4, 6, 3.0, 1.0  # 2f/W = 1, 2f/H = 1.5: numbers easy to follow by hand
 
@@ -104,3 +105,18 @@ def test_faces_scene():
     d = torch.tensor([[0.0, 0.0, -1.0], [1.0, 0.0, 0.0], [0.0, 0.3, 0.2], [1.0, 0.0, -1e-9]])
     assert faces_scene(d).tolist() == [True, False, False, False]
     assert math.isinf(float(ndc_t_to_world_t(torch.ones(1, 1), torch.zeros(1, 3), d[:1])))
+
+
+def test_rays_for_marching_step_in_ndc_units():
+    """A step ``r`` along the unit NDC direction is ``t' = r / |d'|``; rays facing away are flagged and finite."""
+    o = torch.tensor([[0.1, -0.2, 0.5], [0.0, 0.0, 0.0], [0.3, 0.0, 0.0]], dtype=torch.float64)
+    d = torch.tensor([[0.2, 0.1, -1.0], [0.0, 0.0, -2.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    rays = ndc_rays_for_marching(H, W, FOCAL, NEAR, o, d)
+    assert rays.valid.tolist() == [True, True, False] and bool(torch.isfinite(rays.origins).all())
+    on, dn = ndc_rays(H, W, FOCAL, NEAR, o[:2], d[:2])
+    torch.testing.assert_close(rays.origins[:2], on)
+    torch.testing.assert_close(rays.length[:2], dn.norm(dim=-1))  # ray 1 by hand: |(-0.2, 0.225, 2)|
+    assert float(rays.length[0]) == pytest.approx(math.sqrt(0.04 + 0.050625 + 4))
+    r = torch.tensor([0.3, 1.1], dtype=torch.float64)
+    torch.testing.assert_close(rays.origins[:2] + rays.directions[:2] * r[:, None],
+                               on + dn * (r / rays.length[:2])[:, None])
