@@ -4,6 +4,8 @@ Rooms, in the order a ray meets them:
 
 - ``method_configs``: every method (``MethodSpecification``), built by the one ``make_trainer_config``;
   the ``pyproject.toml`` entry points all name it. ``datamanager``: the scene check every method uses.
+  ``llff_dataparser``: the ``llff-data`` parser (LLFF's ``poses_bounds.npy``, forward-facing scenes);
+  ``ndc``: NeRF's normalized device coordinates for them (pure functions).
 - ``model`` (``SpikingNeRFModel``: coarse / fine stages, ``get_outputs``, losses) -> ``sampling``
   (``sample_along_rays``; the occupancy cache: ``mask_cache``, ``refresh_occupancy``) -> ``rendering``
   (the density activation, alpha and weight masks, compositing) -> ``field`` (grids + spiking colour network) ->
