@@ -36,7 +36,7 @@ from .grid import trilinear
 from .rendering import density_activation
 from .sampling import grid_vertices
 
-__all__ = ["MAT_MODE", "VEC_MODE", "VMSplit", "AlphaGridMask", "TensoRFBackbone", "n_to_reso", "n_samples_for",
+__all__ = ["Activation", "MAT_MODE", "VEC_MODE", "VMSplit", "AlphaGridMask", "TensoRFBackbone", "n_to_reso", "n_samples_for",
            "upsampling_voxel_counts", "tensorf_lr", "tv_weight_at", "tensorf_pe", "tensorf_color_input",
            "tensorf_color_mask", "sample_ray", "TENSORF_DENSITY_SHIFT"]
 
