@@ -115,13 +115,18 @@ class CoarseToFine:
         if cfg.coarse_resolution < 2 or cfg.fine_resolution < 2:
             raise ValueError("coarse_resolution and fine_resolution need at least 2 vertices per axis")
         self.model = model
-        self.schedule = GridSchedule(cfg.coarse_steps, tuple(cfg.pg_scale_steps), cfg.fine_resolution,
-                                     cfg.occupancy_refresh_every, cfg.refresh_on_upscale)
+        self.reschedule()
         # the cache spans the fine box at the fine resolution (its shape follows the checkpoint on load)
         self.cache = OccupancyCache(model, model.coarse_res)  # type: ignore[arg-type]
         self.pervoxel: Optional[PerVoxelLR] = None
         self._pervoxel_counted = False
         self.known_ids: set[int] = set()
+
+    def reschedule(self) -> None:
+        """The timetable again from the model's config (it changed: an NDC checkpoint's settings on load)."""
+        cfg = self.model.config
+        self.schedule = GridSchedule(cfg.coarse_steps, tuple(cfg.pg_scale_steps), cfg.fine_resolution,
+                                     cfg.occupancy_refresh_every, cfg.refresh_on_upscale)
 
     def mark_ddp_params(self, params: Iterator[Parameter]) -> None:
         """The parameters a DDP wrapper registers (nerfstudio wraps the model right after ``populate_modules``);

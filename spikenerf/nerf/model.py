@@ -9,8 +9,8 @@ weight) never reach the colour network.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Tuple, Type
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Literal, NamedTuple, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -28,17 +28,29 @@ from .export import NerfstudioToolsMixin
 from .field import ColorStats, SpikingNeRFField
 from .grid import DenseGrid, Marched
 from .grid_training import axis_resolution
+from .ndc import ndc_rays_for_marching, ndc_t_to_world_t, world_to_ndc_points
 from .metrics import (batch_op_metrics, build_lpips, ground_truth, image_op_metrics, image_quality_of, psnr,
                       render_images)
 from .rendering import background_rgb, composite, density_shift, density_to_alpha, distortion_loss, sample_masks
 from .sampling import render_in_groups, sample_along_rays
-from .scene import (SCENE_BOUNDED, SCENE_UNBOUNDED, SCENE_UNDECIDED, SceneConfig, checked_box, data_near_clip,
-                    fit_scene_to_data)
+from .scene import (SCENE_BOUNDED, SCENE_NDC, SCENE_UNBOUNDED, SCENE_UNDECIDED, SceneConfig, checked_box,
+                    data_near_clip, fit_scene_to_data, ndc_camera_of)
 from .video import ensure_ffmpeg_on_path
 
 ensure_ffmpeg_on_path()  # ns-render videos without a system ffmpeg (imageio-ffmpeg's binary)
 
-__all__ = ["SpikingNeRFModelConfig", "SpikingNeRFModel", "SCENE_UNDECIDED", "SCENE_BOUNDED", "SCENE_UNBOUNDED"]
+__all__ = ["SpikingNeRFModelConfig", "SpikingNeRFModel", "MarchingRays", "SCENE_UNDECIDED", "SCENE_BOUNDED",
+           "SCENE_UNBOUNDED", "SCENE_NDC"]
+
+
+class MarchingRays(NamedTuple):
+    """The rays the samplers march (:meth:`SpikingNeRFModel.marching_rays`), each ``[R, ...]``: the world rays,
+    or in NDC scenes their NDC images (:func:`~.ndc.ndc_rays_for_marching`)."""
+
+    origins: Tensor  # [R, 3]
+    directions: Tensor  # [R, 3] unit
+    length: Optional[Tensor]  # [R] NDC scenes: |d'| of the NDC ray (t' = distance / length); else None
+    valid: Optional[Tensor]  # [R] bool NDC scenes: the ray faces the scene; else None (every ray)
 
 
 @dataclass
@@ -148,6 +160,10 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
 
     def populate_modules(self) -> None:
         super().populate_modules()
+        # an NDC scene is known from the data parser's metadata before any grid exists: its settings size them
+        camera = ndc_camera_of(self.kwargs.get("metadata")) if self.config.scene in ("auto", "ndc") else None
+        if camera is not None:
+            self.config = replace(self.config, **self.config.ndc.overrides())
         cfg = self.config
         if cfg.step_ratio <= 0:
             raise ValueError("step_ratio must be > 0")
@@ -162,12 +178,18 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         self.coarse_to_fine = CoarseToFine(self)
         self.field = self.field_class(aabb, self.coarse_to_fine.fine_resolution_at(0), **self.field_kwargs())
         self.register_buffer("scene_code", torch.tensor(SCENE_UNDECIDED))
+        # [H, W, focal, near] of NDC scenes (zeros otherwise): saved, so a checkpoint renders without the parser
+        self.register_buffer("ndc_camera", torch.zeros(4, dtype=torch.float64))
         self.unbounded = False
+        self.ndc_cam: Optional[Tuple[float, float, float, float]] = None  # host copy of ndc_camera (NDC scenes)
         self.near_clip = max(cfg.near_clip, 0.0)  # -1 (from the data) is resolved when training starts
         self._cache_extents()
-        if cfg.scene != "auto":
+        if camera is not None:
+            self.set_ndc(camera)
+        elif cfg.scene in ("bounded", "unbounded"):  # "ndc" without a camera: refused when training starts
             self.set_scene(cfg.scene == "unbounded")
         self._register_load_state_dict_pre_hook(self.coarse_to_fine.cache.take_shape)
+        self._register_load_state_dict_pre_hook(self._fill_ndc_camera)
         self.register_load_state_dict_post_hook(lambda module, _keys: module._restore_flags())
         self.step = 0  # plain int; set by the training callback / update_to_step
         self.lpips = build_lpips()
@@ -183,6 +205,23 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
             m.aabb.copy_(box)
         self._cache_extents()
 
+    def set_ndc(self, camera: Tuple[float, float, float, float]) -> None:
+        """Fix the NDC parameterization with the NDC camera ``(H, W, focal, near)``: the grids span the data
+        parser's box, which is already in NDC space."""
+        self.set_scene(False)
+        self.scene_code.fill_(SCENE_NDC)
+        self.ndc_camera.copy_(torch.tensor(camera, dtype=torch.float64))
+        self.ndc_cam = tuple(float(v) for v in camera)  # type: ignore[assignment]
+
+    @property
+    def ndc(self) -> bool:
+        """The scene is marched in NDC (forward-facing capture)."""
+        return self.ndc_cam is not None
+
+    def _fill_ndc_camera(self, state_dict: Dict[str, Tensor], prefix: str, *args: Any) -> None:
+        """Load pre-hook: checkpoints from before NDC scenes have no ``ndc_camera`` (theirs are not NDC)."""
+        state_dict.setdefault(prefix + "ndc_camera", torch.zeros(4, dtype=torch.float64))
+
     def detect_scene(self, camera_origins: Tensor) -> bool:
         """``scene="auto"``: choose from the training camera centres ``[N, 3]`` unless already decided."""
         if int(self.scene_code) == SCENE_UNDECIDED:
@@ -196,6 +235,11 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
     def _restore_flags(self) -> None:
         self.coarse_to_fine.cache.restored()
         self.unbounded = int(self.scene_code) == SCENE_UNBOUNDED
+        if int(self.scene_code) == SCENE_NDC:
+            if self.ndc_cam is None:  # built without the parser's metadata: the checkpoint's NDC settings
+                self.config = replace(self.config, **self.config.ndc.overrides())
+                self.coarse_to_fine.reschedule()
+            self.ndc_cam = tuple(float(v) for v in self.ndc_camera.tolist())  # type: ignore[assignment]
         self._cache_extents()
 
     @property
@@ -256,23 +300,54 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         return {"grids": grids, "mlp": mlp}
 
     # -- rendering --------------------------------------------------------------------------------
+    def marching_rays(self, origins: Tensor, dirs: Tensor) -> MarchingRays:
+        """The one place world rays ``[R, 3]`` (unit ``dirs``) become the rays the samples lie on: themselves,
+        or in NDC scenes their NDC images (:func:`~.ndc.ndc_rays_for_marching`: unit NDC directions, so a step
+        is in NDC units and uniform in inverse depth; rays that do not face the scene are marked invalid and
+        render as background). :meth:`sample` and :meth:`lookup_points` both go through it, so the cache's
+        ray mask and the per-voxel lr's view counts do too."""
+        if self.ndc_cam is None:
+            return MarchingRays(origins, dirs, None, None)
+        h, w, focal, near = self.ndc_cam
+        nd = ndc_rays_for_marching(int(h), int(w), focal, near, origins, dirs)
+        return MarchingRays(nd.origins, nd.directions, nd.length, nd.valid)
+
     def sample(self, origins: Tensor, dirs: Tensor, fine: bool) -> tuple[Marched, float]:
-        """Samples every ``step_ratio`` voxels of the current stage (:func:`~.sampling.sample_along_rays`): in
-        the stage's box (bounded) or along the contracted lattice (unbounded), and in the fine stage only in
-        the occupancy cache; returns them and the step (world / contracted units)."""
+        """Samples every ``step_ratio`` voxels of the current stage (:func:`~.sampling.sample_along_rays`) along
+        the world rays ``[R, 3]``: in the stage's box (bounded), along the contracted lattice (unbounded) or in
+        the NDC box from the near plane (NDC; ``t`` is then the NDC distance), and in the fine stage only in
+        the occupancy cache; returns them and the step (world / contracted / NDC units)."""
         step = self.config.step_ratio * (self.fine_voxel() if fine else self.coarse_voxel)
         occ = self.occupancy if (fine and self.coarse_to_fine.cache.ready) else None
         if self.unbounded:
             return sample_along_rays(origins, dirs, self.aabb, step, self.config.near_plane, occ,
                                      self.config.bg_len), step
         box = self.fine_box if fine else self.coarse_box
-        return sample_along_rays(origins, dirs, box, step, self.config.near_plane, occ), step
+        rays = self.marching_rays(origins, dirs)
+        near = self.config.near_plane if rays.valid is None else 0.0  # NDC rays start on the near plane
+        marched = sample_along_rays(rays.origins, rays.directions, box, step, near, occ)
+        if rays.valid is not None:
+            marched = marched._replace(valid=marched.valid & rays.valid[:, None])
+        return marched, step
 
     def lookup_points(self, origins: Tensor, dirs: Tensor, t: Tensor) -> Tensor:
-        """``[R, S, 3]`` grid look-up points of samples at distances ``t`` ``[R, S]``: the world points, or
-        their contraction (:func:`~.contraction.contract`) in unbounded scenes."""
-        xyz = origins[:, None] + dirs[:, None] * t[..., None]
+        """``[R, S, 3]`` grid look-up points of samples at distances ``t`` ``[R, S]`` of :meth:`sample` along
+        the world rays ``[R, 3]``: the world points, their contraction (:func:`~.contraction.contract`) in
+        unbounded scenes, the NDC points in NDC scenes."""
+        rays = self.marching_rays(origins, dirs)
+        xyz = rays.origins[:, None] + rays.directions[:, None] * t[..., None]
         return contract(xyz, self.aabb, self.config.bg_len) if self.unbounded else xyz
+
+    def world_distance(self, origins: Tensor, dirs: Tensor, t: Tensor, valid: Tensor) -> Tensor:
+        """``[R, S]`` world distances along the world rays ``[R, 3]`` (unit ``dirs``) of samples at distances
+        ``t`` ``[R, S]`` of :meth:`sample` (only NDC scenes differ: :func:`~.ndc.ndc_t_to_world_t`); 0 where
+        not ``valid``. A sample on the NDC box's far face (``t' = 1``) is at infinity: kept finite, far."""
+        rays = self.marching_rays(origins, dirs)
+        if rays.length is None:
+            return t
+        t_ndc = (t / rays.length[:, None]).clamp(0.0, 1.0 - 1e-6)
+        world = ndc_t_to_world_t(t_ndc, origins, dirs, self.ndc_cam[3])  # type: ignore[index]
+        return torch.where(valid, world, torch.zeros_like(world))
 
     def raw_density(self, xyz: Tensor, fine: bool) -> Tensor:
         """The stage's density grid at look-up points ``[N, 3]``, before the shift and activation ``[N]``."""
@@ -328,8 +403,9 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         alpha, raw = self.sample_alpha(xyz, valid, step, fine)
         keep, weights, bg_weight = sample_masks(alpha, valid, cfg.alpha_threshold if fine else cfg.coarse_threshold,
                                                 cfg.weight_threshold if fine else cfg.coarse_threshold)
-        rgb_s, stats = self.sample_color(xyz, dirs, keep, marched, fine)
-        out = composite(weights, rgb_s, t, self.background(rgb_s), bg_weight)
+        rgb_s, stats = self.sample_color(xyz, dirs, keep, marched, fine)  # the world view directions (NeRF, DVGO)
+        out = composite(weights, rgb_s, self.world_distance(origins, dirs, t, valid) if self.ndc else t,
+                        self.background(rgb_s), bg_weight)
         n_col = keep.sum(1, keepdim=True).to(out.rgb.dtype)  # samples that reached the colour stage, per ray
         if stats is not None:
             ray_rate = (stats.ray_spikes / stats.ray_neurons.clamp_min(1.0))[:, None]
@@ -360,8 +436,15 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
 
     @torch.no_grad()
     def world_density(self, xyz: Tensor) -> Tensor:
-        """Fine density per world unit ``[N]`` at world points ``[N, 3]`` (contracted first in unbounded scenes);
-        the density grid only, no colour network (``ns-export`` normals)."""
+        """Fine density ``[N]`` at world points ``[N, 3]``: per world unit, contracted first in unbounded scenes;
+        NDC scenes: mapped to NDC first (:func:`~.ndc.world_to_ndc_points`), per NDC unit, and 0 in front of
+        the near plane. The density grid only, no colour network (``ns-export`` normals)."""
+        if self.ndc_cam is not None:
+            h, w, focal, near = self.ndc_cam
+            ahead = xyz[:, 2] < -near
+            pts = world_to_ndc_points(torch.where(ahead[:, None], xyz, torch.full_like(xyz, -2.0 * near)),
+                                      int(h), int(w), focal, near)
+            return torch.where(ahead, self.sigma(pts), torch.zeros(xyz.shape[0], dtype=xyz.dtype, device=xyz.device))
         return self.sigma(contract(xyz, self.aabb, self.config.bg_len) if self.unbounded else xyz)
 
     @torch.no_grad()
@@ -428,6 +511,12 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
             step = self.config.step_ratio * self.fine_voxel()
             n = sum(contracted_sample_count(step, self.aabb, self.config.bg_len))  # lattice length
             loss["distortion_loss"] = c["distortion_loss"] * distortion_loss(
+                outputs["_weights"], outputs["_index"].to(outputs["_weights"].dtype) / n, 1.0 / n)
+        if fine and self.ndc and (self.config.ndc.distortion_loss or 0.0) > 0 and "_index" in outputs:
+            # positions along the NDC ray (uniform in inverse depth) over the depth 2 of the NDC box, as DVGO's
+            # DirectMPIGO takes its sample index over the MPI depth
+            n = 2.0 / (self.config.step_ratio * self.fine_voxel())
+            loss["distortion_loss"] = self.config.ndc.distortion_loss * distortion_loss(
                 outputs["_weights"], outputs["_index"].to(outputs["_weights"].dtype) / n, 1.0 / n)
         if c.get("nearclip_loss", 0.0) > 0 and outputs.get("_near_raw") is not None:
             raw = outputs["_near_raw"]  # DVGOv2: a gradient of exactly the weight on each raw density; value 0
