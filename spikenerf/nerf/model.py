@@ -34,7 +34,7 @@ from .metrics import (batch_op_metrics, build_lpips, ground_truth, image_op_metr
 from .rendering import background_rgb, composite, density_shift, density_to_alpha, distortion_loss, sample_masks
 from .sampling import render_in_groups, sample_along_rays
 from .scene import (SCENE_BOUNDED, SCENE_NDC, SCENE_UNBOUNDED, SCENE_UNDECIDED, SceneConfig, checked_box,
-                    data_near_clip, fit_scene_to_data, ndc_camera_of)
+                    data_near_clip, fit_scene_to_data, ndc_camera_of, register_ndc_camera)
 from .video import ensure_ffmpeg_on_path
 
 ensure_ffmpeg_on_path()  # ns-render videos without a system ffmpeg (imageio-ffmpeg's binary)
@@ -179,7 +179,7 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         self.field = self.field_class(aabb, self.coarse_to_fine.fine_resolution_at(0), **self.field_kwargs())
         self.register_buffer("scene_code", torch.tensor(SCENE_UNDECIDED))
         # [H, W, focal, near] of NDC scenes (zeros otherwise): saved, so a checkpoint renders without the parser
-        self.register_buffer("ndc_camera", torch.zeros(4, dtype=torch.float64))
+        register_ndc_camera(self)
         self.unbounded = False
         self.ndc_cam: Optional[Tuple[float, float, float, float]] = None  # host copy of ndc_camera (NDC scenes)
         self.near_clip = max(cfg.near_clip, 0.0)  # -1 (from the data) is resolved when training starts
@@ -189,7 +189,6 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         elif cfg.scene in ("bounded", "unbounded"):  # "ndc" without a camera: refused when training starts
             self.set_scene(cfg.scene == "unbounded")
         self._register_load_state_dict_pre_hook(self.coarse_to_fine.cache.take_shape)
-        self._register_load_state_dict_pre_hook(self._fill_ndc_camera)
         self.register_load_state_dict_post_hook(lambda module, _keys: module._restore_flags())
         self.step = 0  # plain int; set by the training callback / update_to_step
         self.lpips = build_lpips()
@@ -218,9 +217,6 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         """The scene is marched in NDC (forward-facing capture)."""
         return self.ndc_cam is not None
 
-    def _fill_ndc_camera(self, state_dict: Dict[str, Tensor], prefix: str, *args: Any) -> None:
-        """Load pre-hook: checkpoints from before NDC scenes have no ``ndc_camera`` (theirs are not NDC)."""
-        state_dict.setdefault(prefix + "ndc_camera", torch.zeros(4, dtype=torch.float64))
 
     def detect_scene(self, camera_origins: Tensor) -> bool:
         """``scene="auto"``: choose from the training camera centres ``[N, 3]`` unless already decided."""

@@ -40,8 +40,10 @@ from spikenerf.snn.energy import E_MAC_PJ, energy_pj
 from .distill import TeacherMixin, distill_losses
 from .export import NerfstudioToolsMixin
 from .field import positional_encoding
+from .ndc import faces_scene, ndc_rays, ndc_t_to_world_t, world_to_ndc_points
 from .metrics import build_lpips, ground_truth, image_op_metrics, image_quality_of, psnr, render_images
 from .rendering import density_activation, sigma_to_alpha
+from .scene import ndc_camera_of, register_ndc_camera
 from .spiknerf_neuron import DeployedNeuron, SpikNeRFOptions, make_neuron, train_code_nonzero
 from .time_layout import DenseBlock, Neuron, RepeatSteps, TimeLayout, choose_layout, time_steps_of
 
@@ -194,6 +196,12 @@ class NeRFMLPModelConfig(SpikNeRFOptions, ModelConfig):
     _target: Type = field(default_factory=lambda: NeRFMLPModel)
     enable_collider: bool = True
     collider_params: Optional[Dict[str, float]] = to_immutable_dict({"near_plane": 2.0, "far_plane": 6.0})
+    scene: Literal["auto", "world", "ndc"] = "auto"
+    """``ndc``: forward-facing captures (LLFF), as NeRF does there: each ray is mapped to NDC (:mod:`~.ndc`)
+    and sampled uniformly in ``t'`` in ``[0, 1]`` (inverse depth, from the near plane to infinity), the
+    networks see NDC points and the *world* view direction, ``depth`` is the world distance; it needs the data
+    parser's NDC camera (``llff-data``). ``auto``: ``ndc`` when the parser names one, else ``world`` (the
+    collider's near / far along the world rays). Saved with the checkpoint."""
     num_coarse_samples: int = 64
     num_importance_samples: int = 128
     hidden_dim: int = 64
@@ -239,6 +247,13 @@ class NeRFMLPModel(NerfstudioToolsMixin, TeacherMixin, Model):
         aabb = self.scene_box.aabb.detach().clone().float()
         self.register_buffer("aabb", aabb)
         self.register_buffer("num_train_views", torch.tensor(int(self.num_train_data)))
+        register_ndc_camera(self)
+        camera = ndc_camera_of(self.kwargs.get("metadata")) if cfg.scene != "world" else None
+        if camera is None and cfg.scene == "ndc":
+            raise ValueError("--pipeline.model.scene ndc needs the data parser's NDC camera (metadata scene_kind='ndc', "
+                             "ndc_hw, ndc_focal, ndc_near): use the llff-data parser, or --pipeline.model.scene world")
+        if camera is not None:
+            self.ndc_camera.copy_(torch.tensor(camera, dtype=torch.float64))
         if cfg.occupancy_resolution > 0:
             if self.time_mode != "repeat":
                 raise ValueError("occupancy_resolution > 0 needs time_mode='repeat' (ray time runs every sample)")
@@ -379,8 +394,15 @@ class NeRFMLPModel(NerfstudioToolsMixin, TeacherMixin, Model):
     @torch.no_grad()
     def world_density(self, xyz: Tensor) -> Tensor:
         """The fine network's density ``[N]`` at world points ``[N, 3]`` (``ns-export`` normals; the MLP's
-        density needs its trunk, the view direction only reaches the colour head)."""
-        return self.query_points(xyz, torch.zeros_like(xyz))[0]
+        density needs its trunk, the view direction only reaches the colour head). NDC scenes: at the points'
+        NDC images, 0 in front of the near plane."""
+        if not self.ndc:
+            return self.query_points(xyz, torch.zeros_like(xyz))[0]
+        h, w, focal, near = (float(v) for v in self.ndc_camera.tolist())
+        ahead = xyz[:, 2] < -near
+        pts = world_to_ndc_points(torch.where(ahead[:, None], xyz, torch.full_like(xyz, -2.0 * near)),
+                                  int(h), int(w), focal, near)
+        return torch.where(ahead, self.query_points(pts, torch.zeros_like(pts))[0], 0.0)
 
     @torch.no_grad()
     def query_points(self, xyz: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
@@ -390,21 +412,65 @@ class NeRFMLPModel(NerfstudioToolsMixin, TeacherMixin, Model):
         o = self._eval_net(self.field_fine, xyz[:, None], dirs[:, None], keep)
         return o["density"][:, 0, 0], o["rgb"][:, 0]
 
-    def _render(self, rs: RaySamples, o: Dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    @property
+    def ndc(self) -> bool:
+        """The rays are sampled in NDC (a forward-facing scene; read from the saved camera)."""
+        return bool(self.ndc_camera[0] > 0)
+
+    def ndc_bundle(self, ray_bundle: RayBundle) -> tuple[RayBundle, Tensor, Tensor]:
+        """NDC scenes: the world rays ``[R]`` as NeRF's NDC rays (:func:`~.ndc.ndc_rays`, ``t'`` from 0 at the
+        near plane to 1 at infinity), their unit world directions ``[R, 3]`` (for the colour net and depth) and
+        ``[R]`` bool, the rays that face the scene (the others get the centre ray and render as background)."""
+        h, w, focal, near = (float(v) for v in self.ndc_camera.tolist())
+        o, d = ray_bundle.origins.reshape(-1, 3), ray_bundle.directions.reshape(-1, 3)
+        d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        valid = faces_scene(d)
+        centre = torch.tensor([0.0, 0.0, -1.0], dtype=d.dtype, device=d.device)
+        nd_o, nd_d = ndc_rays(int(h), int(w), focal, near, torch.where(valid[:, None], o, torch.zeros_like(o)),
+                              torch.where(valid[:, None], d, centre))
+        ones = torch.ones_like(o[:, :1])
+        bundle = RayBundle(origins=nd_o, directions=nd_d, pixel_area=ray_bundle.pixel_area.reshape(-1, 1),
+                           camera_indices=ray_bundle.camera_indices, nears=0.0 * ones, fars=ones)
+        return bundle, d, valid
+
+    def _render(self, rs: RaySamples, o: Dict[str, Tensor],
+                world: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Weights ``[R, S, 1]``, rgb ``[R, 3]``, accumulation and depth ``[R, 1]``. ``world`` (NDC scenes): the
+        world rays' origins and unit directions ``[R, 3]``: depth is then the composite of each sample's world
+        distance (:func:`~.ndc.ndc_t_to_world_t` of its bin centre), not of its ``t'``."""
         w = rs.get_weights(o["density"])
         rgb = self.renderer_rgb(rgb=o["rgb"], weights=w)
-        return w, rgb, self.renderer_accumulation(w), self.renderer_depth(w, rs)
+        acc = self.renderer_accumulation(w)
+        if world is None:
+            return w, rgb, acc, self.renderer_depth(w, rs)
+        t_ndc = ((rs.frustums.starts + rs.frustums.ends) / 2)[..., 0].clamp(0.0, 1.0 - 1e-6)
+        t = ndc_t_to_world_t(t_ndc, world[0], world[1], float(self.ndc_camera[3]))
+        return w, rgb, acc, (w[..., 0] * t).sum(-1, keepdim=True) / acc.clamp_min(1e-10)
 
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Any]:
+        world = valid = None
+        if self.ndc:
+            origins = ray_bundle.origins.reshape(-1, 3)
+            ray_bundle, dirs, valid = self.ndc_bundle(ray_bundle)
+            world = (origins, dirs)
         rs_c = self.sampler_uniform(ray_bundle)
         pos_c = rs_c.frustums.get_positions()
-        oc = self._eval_net(self.field_coarse, pos_c, rs_c.frustums.directions, self._occupied(pos_c))
-        w_c, rgb_c, acc_c, depth_c = self._render(rs_c, oc)
+        # NDC: the networks see the world view direction (NeRF, DVGO), not the NDC ray's
+        view_c = rs_c.frustums.directions if world is None else world[1][:, None].expand_as(pos_c)
+        oc = self._eval_net(self.field_coarse, pos_c, view_c, self._occupied(pos_c))
+        w_c, rgb_c, acc_c, depth_c = self._render(rs_c, oc, world)
         rs_f = self.sampler_pdf(ray_bundle, rs_c, w_c)
-        pos_f, dirs_f = rs_f.frustums.get_positions(), rs_f.frustums.directions
+        pos_f = rs_f.frustums.get_positions()
+        dirs_f = rs_f.frustums.directions if world is None else world[1][:, None].expand_as(pos_f)
         keep_f = self._occupied(pos_f)
         of = self._eval_net(self.field_fine, pos_f, dirs_f, keep_f)
-        _, rgb_f, acc_f, depth_f = self._render(rs_f, of)
+        _, rgb_f, acc_f, depth_f = self._render(rs_f, of, world)
+        if valid is not None and not bool(valid.all()):  # rays facing away from the scene: background
+            bg = rgb_f.new_ones(3) if self.config.background_color == "white" else rgb_f.new_zeros(3)
+            v = valid[:, None]
+            rgb_f, rgb_c = torch.where(v, rgb_f, bg), torch.where(v, rgb_c, bg)
+            acc_f, acc_c = torch.where(v, acc_f, 0.0), torch.where(v, acc_c, 0.0)
+            depth_f, depth_c = torch.where(v, depth_f, 0.0), torch.where(v, depth_c, 0.0)
         col = lambda k: (oc[k] + of[k])[:, None]  # noqa: E731  both networks run at inference
         spikes, neurons = col("spikes"), col("neurons")
         outputs: Dict[str, Any] = {

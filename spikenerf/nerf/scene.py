@@ -15,14 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Optional, Protocol, Tuple
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from .contraction import near_clip_from_points
 
 __all__ = ["SCENE_UNDECIDED", "SCENE_BOUNDED", "SCENE_UNBOUNDED", "SCENE_NDC", "NDCSettings", "SceneConfig",
-           "SceneModel", "fit_scene_to_data", "ndc_camera_of", "data_near_clip", "checked_box"]
+           "SceneModel", "fit_scene_to_data", "ndc_camera_of", "register_ndc_camera", "data_near_clip", "checked_box"]
 
 SCENE_UNDECIDED, SCENE_BOUNDED, SCENE_UNBOUNDED, SCENE_NDC = 0, 1, 2, 3
 """Values of a model's ``scene_code`` buffer (saved with the checkpoint, so a resumed run keeps its choice)."""
@@ -46,12 +47,16 @@ class NDCSettings:
     ``z'``, the inverse-depth axis (DVGO's LLFF: 128 MPI planes at 4x these images' pixels)."""
     pg_scale_steps: Optional[Tuple[int, ...]] = None
     step_ratio: Optional[float] = None
+    weight_threshold: Optional[float] = 1e-3
+    """DVGO's LLFF ``fast_color_thres`` (1e-3, 10x the bounded scenes' 1e-4): every ray of a forward-facing
+    scene hits something, and the samples below it never reach the colour net."""
     distortion_loss: Optional[float] = 0.01
     """DVGO's LLFF ``weight_distortion`` (0.01); on the samples' NDC distance."""
 
     def overrides(self) -> dict[str, Any]:
         """The model options these settings replace (those not ``None``)."""
-        names = ("coarse_steps", "tighten_fine_box", "fine_resolution", "pg_scale_steps", "step_ratio")
+        names = ("coarse_steps", "tighten_fine_box", "fine_resolution", "pg_scale_steps", "step_ratio",
+                 "weight_threshold")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
@@ -106,6 +111,18 @@ def ndc_camera_of(metadata: Optional[Mapping[str, Any]]) -> Optional[Tuple[float
     if min(h, w) <= 0 or focal <= 0 or near <= 0:
         raise ValueError(f"the data parser's NDC camera needs H, W, focal, near > 0, got {(h, w, focal, near)}")
     return float(h), float(w), focal, near
+
+
+def register_ndc_camera(model: nn.Module) -> None:
+    """Give ``model`` the buffer ``ndc_camera`` ``[4]`` (``H, W, focal, near`` of an NDC scene, zeros otherwise:
+    saved, so a checkpoint renders without its data parser) and a load pre-hook that fills it in for
+    checkpoints from before NDC scenes (theirs are not NDC)."""
+    model.register_buffer("ndc_camera", torch.zeros(4, dtype=torch.float64))
+
+    def fill(state_dict: dict, prefix: str, *args: Any) -> None:
+        state_dict.setdefault(prefix + "ndc_camera", torch.zeros(4, dtype=torch.float64))
+
+    model._register_load_state_dict_pre_hook(fill)
 
 
 def fit_scene_to_data(model: SceneModel, outputs: Any) -> None:

@@ -12,8 +12,9 @@ import torch
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
+from spikenerf.nerf.nerf_mlp import NeRFMLPModelConfig
 from spikenerf.nerf.model import SCENE_NDC, SCENE_UNDECIDED, SpikingNeRFModelConfig
-from spikenerf.nerf.ndc import ndc_rays, ndc_to_world_points, world_to_ndc_points
+from spikenerf.nerf.ndc import ndc_rays, ndc_t_to_world_t, ndc_to_world_points, world_t_to_ndc_t, world_to_ndc_points
 from spikenerf.nerf.scene import NDCSettings, fit_scene_to_data
 from spikenerf.nerf.spiknerf import SpikNeRFModelConfig
 
@@ -213,3 +214,64 @@ def test_bounded_and_unbounded_choices_ignore_ndc_metadata(scene):
     for kind in ("bounded", "unbounded"):
         m = _model(train, scene=kind)
         assert not m.ndc and m.config.fine_resolution == 16 and m.config.coarse_steps == 300
+
+
+# -- the NeRF-MLP model (spiknerf-mlp) ----------------------------------------------------------------------
+def _mlp(meta_from, metadata=None, **kw):
+    cfg = NeRFMLPModelConfig(hidden_dim=16, color_hidden=8, num_layers=3, skip_layer=0, num_coarse_samples=6,
+                             num_importance_samples=6, **kw)
+    return cfg.setup(scene_box=meta_from.scene_box, num_train_data=len(meta_from.cameras),
+                     metadata=meta_from.metadata if metadata is None else metadata)
+
+
+def test_nerf_mlp_in_ndc(scene):
+    train, test = scene
+    m = _mlp(train)
+    h, w = train.metadata["ndc_hw"]
+    assert m.ndc and m.ndc_camera.tolist() == [h, w, train.metadata["ndc_focal"], 1.0]
+    rays = train.cameras.generate_rays(camera_indices=torch.arange(len(train.cameras))[:, None]).flatten()
+    o, d = rays.origins.reshape(-1, 3), _unit(rays.directions.reshape(-1, 3))
+    # samples: t' in [0, 1] on NeRF's NDC ray, so monotone in world distance too (beyond the near plane)
+    bundle, dirs, valid = m.ndc_bundle(rays)
+    assert bool(valid.all()) and torch.allclose(dirs, d)
+    rs = m.sampler_uniform(bundle)
+    t_ndc = ((rs.frustums.starts + rs.frustums.ends) / 2)[..., 0]
+    assert float(t_ndc.min()) > 0 and float(t_ndc.max()) < 1 and bool((t_ndc.diff(dim=1) > 0).all())
+    world_t = ndc_t_to_world_t(t_ndc, o, d, 1.0)
+    assert bool((world_t.diff(dim=1) > 0).all())
+    torch.testing.assert_close(world_t_to_ndc_t(world_t, o, d, 1.0), t_ndc, atol=1e-5, rtol=1e-5)
+    m.train()
+    opt = torch.optim.Adam(m.parameters(), 1e-2)
+    target = torch.rand(rays.shape[0], 3, generator=torch.Generator().manual_seed(0))
+    for _ in range(2):
+        out = m.get_outputs(rays)
+        loss = sum(m.get_loss_dict(out, {"image": target}).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    with torch.no_grad():
+        out = m.get_outputs(rays)
+        img = m.get_outputs_for_camera(test.cameras[0:1])
+    assert img["rgb"].shape == (4, 6, 3) and bool(torch.isfinite(img["rgb"]).all())
+    # depth: the world distance, between the ray's nearest and farthest sample (per unit weight)
+    near_t = ndc_t_to_world_t(torch.full((o.shape[0], 1), 0.0), o, d, 1.0)[:, 0]
+    lit = out["accumulation"][:, 0] > 1e-3
+    assert bool((out["depth"][lit, 0] >= near_t[lit] - 1e-4).all())
+    # rays turned round: background, nothing accumulated
+    with torch.no_grad():
+        back = m.get_outputs(RayBundle(origins=o[:3], directions=-d[:3], pixel_area=torch.ones(3, 1),
+                                       camera_indices=torch.zeros(3, 1, dtype=torch.long)))
+    assert float(back["accumulation"].abs().max()) == 0.0
+    torch.testing.assert_close(back["rgb"], torch.ones(3, 3))
+    # the camera survives a checkpoint into a model built without the parser's metadata
+    bare = _mlp(train, metadata={})
+    assert not bare.ndc
+    bare.load_state_dict(m.state_dict())
+    assert bare.ndc and torch.equal(bare.ndc_camera, m.ndc_camera)
+    bare.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(bare.get_outputs_for_camera(test.cameras[0:1])["rgb"], img["rgb"])
+    with pytest.raises(ValueError, match="llff-data"):
+        _mlp(train, metadata={}, scene="ndc")
+    assert not _mlp(train, scene="world").ndc
