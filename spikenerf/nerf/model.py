@@ -491,6 +491,8 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         """DVGO's losses with per-stage weights: MSE, entropy of the background weight (pushes it to 0 or 1),
         per-point colour loss weighted by the detached compositing weights, optional TV."""
         c = self.config.loss_coefficients
+        if self.ndc:
+            c = {**c, **self.config.ndc.loss_overrides()}
         fine = self.in_fine_stage
         w_ent = c.get("entropy_loss", 0.0) if fine else c.get("coarse_entropy_loss", c.get("entropy_loss", 0.0))
         w_per = c.get("rgbper_loss", 0.0) if fine else c.get("coarse_rgbper_loss", c.get("rgbper_loss", 0.0))
@@ -503,16 +505,13 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         if w_per > 0 and "_weights" in outputs:
             per = ((outputs["_sample_rgb"] - gt[:, None, :3]) ** 2).sum(-1)
             loss["rgbper_loss"] = w_per * (per * outputs["_weights"].detach()).sum(1).mean()
-        if fine and self.unbounded and c.get("distortion_loss", 0.0) > 0 and "_index" in outputs:
+        if fine and (self.unbounded or self.ndc) and c.get("distortion_loss", 0.0) > 0 and "_index" in outputs:
             step = self.config.step_ratio * self.fine_voxel()
-            n = sum(contracted_sample_count(step, self.aabb, self.config.bg_len))  # lattice length
+            if self.unbounded:
+                n = sum(contracted_sample_count(step, self.aabb, self.config.bg_len))  # lattice length
+            else:  # NDC: the NDC distance (uniform in inverse depth) over the box's depth 2, as DVGO's
+                n = 2.0 / step  # DirectMPIGO takes its sample index over the MPI depth
             loss["distortion_loss"] = c["distortion_loss"] * distortion_loss(
-                outputs["_weights"], outputs["_index"].to(outputs["_weights"].dtype) / n, 1.0 / n)
-        if fine and self.ndc and (self.config.ndc.distortion_loss or 0.0) > 0 and "_index" in outputs:
-            # positions along the NDC ray (uniform in inverse depth) over the depth 2 of the NDC box, as DVGO's
-            # DirectMPIGO takes its sample index over the MPI depth
-            n = 2.0 / (self.config.step_ratio * self.fine_voxel())
-            loss["distortion_loss"] = self.config.ndc.distortion_loss * distortion_loss(
                 outputs["_weights"], outputs["_index"].to(outputs["_weights"].dtype) / n, 1.0 / n)
         if c.get("nearclip_loss", 0.0) > 0 and outputs.get("_near_raw") is not None:
             raw = outputs["_near_raw"]  # DVGOv2: a gradient of exactly the weight on each raw density; value 0

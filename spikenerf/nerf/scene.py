@@ -51,7 +51,13 @@ class NDCSettings:
     """DVGO's LLFF ``fast_color_thres`` (1e-3, 10x the bounded scenes' 1e-4): every ray of a forward-facing
     scene hits something, and the samples below it never reach the colour net."""
     distortion_loss: Optional[float] = 0.01
-    """DVGO's LLFF ``weight_distortion`` (0.01); on the samples' NDC distance."""
+    """DVGO's LLFF ``weight_distortion`` (0.01), on the samples' NDC distance over the box's depth 2."""
+    tv_density: Optional[float] = 1e-5
+    """DVGO's LLFF ``weight_tv_density`` (1e-5): 17 views from one side leave floaters the views do not see."""
+
+    def loss_overrides(self) -> dict[str, float]:
+        """The loss weights these settings replace (those not ``None``)."""
+        return {n: getattr(self, n) for n in ("distortion_loss", "tv_density") if getattr(self, n) is not None}
 
     def overrides(self) -> dict[str, Any]:
         """The model options these settings replace (those not ``None``)."""
@@ -115,12 +121,13 @@ def ndc_camera_of(metadata: Optional[Mapping[str, Any]]) -> Optional[Tuple[float
 
 def register_ndc_camera(model: nn.Module) -> None:
     """Give ``model`` the buffer ``ndc_camera`` ``[4]`` (``H, W, focal, near`` of an NDC scene, zeros otherwise:
-    saved, so a checkpoint renders without its data parser) and a load pre-hook that fills it in for
-    checkpoints from before NDC scenes (theirs are not NDC)."""
+    saved, so a checkpoint renders without its data parser) and a load pre-hook that keeps the buffer's value
+    where a state has none: checkpoints from before NDC scenes, and nerfstudio's pipeline, which loads the model
+    and then the pipeline's other keys with ``strict=False`` (a second pass through the model)."""
     model.register_buffer("ndc_camera", torch.zeros(4, dtype=torch.float64))
 
     def fill(state_dict: dict, prefix: str, *args: Any) -> None:
-        state_dict.setdefault(prefix + "ndc_camera", torch.zeros(4, dtype=torch.float64))
+        state_dict.setdefault(prefix + "ndc_camera", model.ndc_camera.detach().clone())
 
     model._register_load_state_dict_pre_hook(fill)
 
