@@ -96,13 +96,15 @@ CAPTURE = Schedule(coarse_steps=500, fine_steps=3500, coarse_resolution=64, fine
 sized for about 30 minutes on a 2-core CPU. The scene parameterization is the model's ``scene="auto"`` (the
 contracted space for cameras inside the data parser's box), as for the first look with plain ``spikingnerf``."""
 
-LLFF = Schedule(coarse_steps=500, fine_steps=4000, coarse_resolution=64, fine_resolution=192,
-                pg_scale_steps=(500, 1000, 1500, 2000), rays_per_batch=2048, hidden_dim=128)
+LLFF = Schedule(coarse_steps=500, fine_steps=2500, coarse_resolution=64, fine_resolution=160,
+                pg_scale_steps=(500, 1000, 1500), rays_per_batch=1024, hidden_dim=64)
 """``spikingnerf-llff``: a forward-facing ``llff-data`` scene in NDC at the papers' 1/8 resolution, sized for about
-30 minutes on a 2-core CPU (not measured yet: estimated from the first look's fine-stage step cost): 9.2 M
-training rays, 192 fine vertices along the NDC box's ``x'`` (~2.6 pixels of fern's 504 per voxel). The coarse
-stage stays (its cache keeps the fine stage's samples to the occupied depths); the other NDC settings are
-:class:`~.scene.NDCSettings`'."""
+30 minutes on a 2-core CPU - an estimate, not measured: the first look's ~0.35 CPU s per 512-ray step at 128
+vertices (docs/benchmarks.md) x 2 rays x ~1.25 samples per ray at 160 vertices, over 3,000 steps, is ~45 CPU
+minutes, ~25 minutes on both cores. 3.1 M training rays (each of fern's training pixels about once), 160 fine
+vertices along the NDC box's ``x'`` (~3 of fern's 504 pixels per voxel), the first look's width-64 net (a
+width-128 net would cost ~1.6x per step). The coarse stage stays (its cache keeps the fine stage's samples to the
+occupied depths); the other NDC settings are :class:`~.scene.NDCSettings`'."""
 
 
 # ----------------------------------------------------------------------------- the one trainer skeleton
@@ -233,8 +235,8 @@ spikingnerf_ann_capture = MethodSpecification(
 )
 spikingnerf_llff = MethodSpecification(
     config=llff_trainer_config("spikingnerf-llff", spiking=True),
-    description="SpikingNeRF for a forward-facing capture (llff-data, NDC): 192 fine vertices across, 4500 steps "
-                "of 2048 rays, ~30 min on a 2-core CPU (estimated).",
+    description="SpikingNeRF for a forward-facing capture (llff-data, NDC): 160 fine vertices across, 3000 steps "
+                "of 1024 rays, ~25-30 min on a 2-core CPU (estimated, not yet run).",
 )
 spikingnerf_ann_llff = MethodSpecification(
     config=llff_trainer_config("spikingnerf-ann-llff", spiking=False),
