@@ -47,7 +47,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     nir = None
 
 __all__ = ["DEFAULT_DT", "NIRExportError", "check_colour_net", "colour_net_graph", "colour_net_inputs", "sidecar",
-           "export_nir", "sidecar_path", "time_layout"]
+           "export_nir", "read_graph", "sidecar_path", "time_layout"]
 
 DEFAULT_DT = 1e-4
 """Seconds per time step (one ray sample) written in the graph: snnTorch's importer assumes this step."""
@@ -73,6 +73,10 @@ def check_colour_net(field: nn.Module) -> None:
     if not field.spiking:
         raise NIRExportError("NIR export: the ANN twin's colour net has no spiking neurons (ReLU); export the "
                              f"spiking preset (spikingnerf, spikingnerf-full, ...) trained with {HARD_RESET_FLAG}")
+    if time_layout(field) == {"mode": "ray", "pack_mode": "padding", "flip": field.flip} and field.fc2.bias is not None:
+        raise NIRExportError("NIR export: the padding layout's holes give lif2 no input, but fc2's bias would flow "
+                             "into it at every NIR time step: train with --pipeline.model.pack-mode condensing (the "
+                             "default) or --pipeline.model.color-bias False")
     for name in ("lif1", "lif2"):
         node = getattr(field, name)
         code = node.spec.code
@@ -181,6 +185,12 @@ def sidecar(model: Any, graph_name: str) -> Dict[str, Any]:
                                    "zero for samples the weight mask drops",
                         "rgb": "sum_i w_i colour_i + T_last * background", "background": cfg.background_color},
     }
+
+
+def read_graph(path: str | Path) -> Any:
+    """``nir.read`` of a graph file."""
+    need_nir()
+    return nir.read(str(path))
 
 
 def sidecar_path(path: str | Path) -> Path:
