@@ -73,7 +73,8 @@ def check_colour_net(field: nn.Module) -> None:
     if not field.spiking:
         raise NIRExportError("NIR export: the ANN twin's colour net has no spiking neurons (ReLU); export the "
                              f"spiking preset (spikingnerf, spikingnerf-full, ...) trained with {HARD_RESET_FLAG}")
-    if time_layout(field) == {"mode": "ray", "pack_mode": "padding", "flip": field.flip} and field.fc2.bias is not None:
+    layout = time_layout(field)
+    if layout["mode"] == "ray" and layout["pack_mode"] == "padding" and field.fc2.bias is not None:
         raise NIRExportError("NIR export: the padding layout's holes give lif2 no input, but fc2's bias would flow "
                              "into it at every NIR time step: train with --pipeline.model.pack-mode condensing (the "
                              "default) or --pipeline.model.color-bias False")
@@ -153,8 +154,8 @@ def sidecar(model: Any, graph_name: str) -> Dict[str, Any]:
     layout = time_layout(f)
     return {
         "graph": graph_name,
-        "checkpoint_tensors": "pipeline's _model.field.density_grid.grid / feature_grid.grid (the ns-train "
-                              "checkpoint); the occupancy cache is _model.occupancy",
+        "checkpoint_tensors": "pipeline's _model.field.density_grid.grid / feature_grid.grid ([X, Y, Z, C], the "
+                              "ns-train checkpoint); the occupancy cache is _model.occupancy",
         "input": {"size": f.in_dim, "parts": [
             {"name": "features", "slice": [0, C], "from": "feature grid at the sample's look-up point"},
             {"name": "PE(view direction)", "slice": [C, f.in_dim], "freqs": f.dir_freqs,
