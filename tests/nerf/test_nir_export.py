@@ -59,9 +59,9 @@ def random_rays(R: int = 7, S: int = 11, seed: int = 1):
 def test_graph_read_back_has_the_models_weights_and_the_lif_map(tmp_path):
     f = tiny_field(tau=3.0, v_threshold=0.7, pack_mode="condensing").float()
     g = written(f, tmp_path)
-    assert list(g.nodes) == ["input", "fc1", "lif1", "fc2", "lif2", "fc3", "output"] or set(g.nodes) == {
-        "input", "fc1", "lif1", "fc2", "lif2", "fc3", "output"}
-    assert ("input", "fc1") in g.edges and ("fc3", "output") in g.edges and len(g.edges) == 6
+    assert set(g.nodes) == {"input", "fc1", "lif1", "fc2", "lif2", "fc3", "output"}
+    chain = ["input", "fc1", "lif1", "fc2", "lif2", "fc3", "output"]
+    assert sorted(map(tuple, g.edges)) == sorted(zip(chain[:-1], chain[1:]))
     assert isinstance(g.nodes["fc1"], nir.Linear)  # no bias
     assert np.array_equal(g.nodes["fc1"].weight, f.fc1.weight.detach().numpy())
     for name in ("fc2", "fc3"):
@@ -224,7 +224,7 @@ def test_cli_exports_and_replays_a_trained_run(tmp_path):
     soft = [a if a != "hard" else "soft" for a in train]
     soft[soft.index(str(tmp_path / "out"))] = str(tmp_path / "soft")
     _ok(subprocess.run(soft, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600))
-    cmd[4] = str(next((tmp_path / "soft").rglob("config.yml")))
-    r = subprocess.run(cmd[:7], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    cmd[cmd.index("--load-config") + 1] = str(next((tmp_path / "soft").rglob("config.yml")))
+    r = subprocess.run(cmd[:cmd.index("--replay")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode == 2 and "soft reset" in r.stderr and "--pipeline.model.reset hard" in r.stderr
     assert "Traceback" not in r.stderr
