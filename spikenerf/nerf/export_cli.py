@@ -80,8 +80,8 @@ def replay_report(pipeline: Any, graph: Any, frameworks: Sequence[str], views: i
     name = str(dtype).replace("torch.", "")
     lines = [f"project: {len(idx)} test views {idx}, PSNR {mean(psnr32):.2f} dB (float32); its colour net in {name}: "
              f"PSNR {mean(psnr_ref):.2f} dB, max |rgb diff| {diff32:.3g} against float32"]
-    lines += [f"replay {fw}: max |rgb diff| {diff[fw]:.3g}, PSNR {mean(psnr[fw]):.2f} dB (project {mean(psnr_ref):.2f} dB)"
-              for fw in nets]
+    lines += [f"replay {fw}: max |rgb diff| {diff[fw]:.3g}, PSNR {mean(psnr[fw]):.2f} dB "
+              f"(project {mean(psnr_ref):.2f} dB)" for fw in nets]
     return lines
 
 

@@ -83,7 +83,8 @@ def check_colour_net(field: nn.Module) -> None:
         code = node.spec.code
         if code == "ternary012":
             raise NIRExportError(f"NIR export: {name} emits Spik-NeRF's ternary {{0,1,2}} spikes; NIR neurons are "
-                                 f"binary (and two binary neurons cannot share one reset): train with {BINARY_CODE_FLAG}")
+                                 "binary (and two binary neurons cannot share one reset): train with "
+                                 f"{BINARY_CODE_FLAG}")
         if code != "binary":
             raise NIRExportError(f"NIR export: {name} emits {code} spikes; NIR neurons emit binary spikes: train "
                                  f"with {BINARY_CODE_FLAG}")
@@ -161,7 +162,8 @@ def sidecar(model: Any, graph_name: str) -> Dict[str, Any]:
             {"name": "PE(view direction)", "slice": [C, f.in_dim], "freqs": f.dir_freqs,
              "formula": "d, sin(2^k d), cos(2^k d) for k < freqs, each block ordered (x: k..., y: k..., z: k...); "
                         "d the unit ray direction"}]},
-        "feature_grid": {"channels": C, "resolution": list(f.feature_grid.resolution), "aabb": _box(f.feature_grid.aabb),
+        "feature_grid": {"channels": C, "resolution": list(f.feature_grid.resolution),
+                         "aabb": _box(f.feature_grid.aabb),
                          "interpolation": "trilinear over vertices spanning aabb (grid_sample, align_corners=True), "
                                           "zero outside"},
         "density_grid": {"resolution": list(f.density_grid.resolution), "aabb": _box(f.density_grid.aabb),
@@ -169,8 +171,8 @@ def sidecar(model: Any, graph_name: str) -> Dict[str, Any]:
                          "alpha": "1 - exp(-softplus(raw + shift) * step / voxel_base)", "shift": float(f.shift),
                          "step": step, "voxel_base": model.fine_voxel_base},
         "scene": {"kind": "unbounded" if model.unbounded else "bounded", "inner_aabb": _box(model.aabb),
-                  "lookup_point": "origin + t d" + (f", contracted with bg_len {cfg.bg_len} "
-                                                     "(spikenerf.nerf.contraction.contract)" if model.unbounded else ""),
+                  "lookup_point": "origin + t d" + (f", contracted with bg_len {cfg.bg_len} (spikenerf.nerf."
+                                                     "contraction.contract)" if model.unbounded else ""),
                   "near_plane": cfg.near_plane},
         "samples": {"spacing": f"every {step:g} along the ray inside the fine box, only in the occupancy cache",
                     "masks": f"kept = in cache & alpha > {cfg.alpha_threshold:g} & compositing weight > "

@@ -17,7 +17,7 @@ from spikenerf.nerf.nir_export import (DEFAULT_DT, NIRExportError, colour_net_gr
                                        time_layout)
 from spikenerf.nerf.nir_replay import FRAMEWORKS, load_replay, run_layout
 from spikenerf.nerf.spiknerf import SpikNeRFField
-from spikenerf.snn import LIFNode, PLIFNode, ScanSpec, scan_reference
+from spikenerf.snn import LIFNode, PLIFNode, scan_reference
 from spikenerf.snn.nir import lif_map
 
 nir = pytest.importorskip("nir")
@@ -80,7 +80,8 @@ def test_graph_read_back_has_the_models_weights_and_the_lif_map(tmp_path):
 
 @pytest.mark.parametrize("node", [LIFNode(tau=2.0, reset="hard"), LIFNode(tau=3.0, reset="hard", v_reset=-0.2),
                                   LIFNode(tau=4.0, decay_input=False, v_threshold=0.5, reset="hard"),
-                                  PLIFNode(init_tau=2.7, reset="hard")], ids=["lif2", "lif3-vreset", "spiknerf", "plif"])
+                                  PLIFNode(init_tau=2.7, reset="hard")],
+                         ids=["lif2", "lif3-vreset", "spiknerf", "plif"])
 @pytest.mark.parametrize("dt", [1e-4, 1.0])
 def test_nir_euler_step_with_the_mapped_parameters_is_the_projects_neuron(node, dt):
     """NIR's LIF, stepped by hand (forward Euler with dt, fire on v > v_th, reset to v_reset), gives the scan's
