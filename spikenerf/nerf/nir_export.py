@@ -47,7 +47,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     nir = None
 
 __all__ = ["DEFAULT_DT", "NIRExportError", "check_colour_net", "colour_net_graph", "colour_net_inputs", "sidecar",
-           "export_nir", "read_graph", "sidecar_path", "time_layout"]
+           "export_nir", "read_graph", "sidecar_path", "time_layout_meta"]
 
 DEFAULT_DT = 1e-4
 """Seconds per time step (one ray sample) written in the graph: snnTorch's importer assumes this step."""
@@ -56,7 +56,7 @@ HARD_RESET_FLAG = "--pipeline.model.reset hard"
 BINARY_CODE_FLAG = "--pipeline.model.spike-code binary"
 
 
-def time_layout(field: SpikingNeRFField) -> Dict[str, Any]:
+def time_layout_meta(field: SpikingNeRFField) -> Dict[str, Any]:
     """How samples become time steps: ``ray`` (one sample per step, near -> far unless ``flip``; ``pack_mode``
     ``padding`` keeps masked samples as zero-input holes, ``condensing`` packs the kept ones from step 0) or
     ``repeat`` (Spik-NeRF: each sample its own sequence of ``T`` equal inputs, the read-out averaged over ``T``)."""
@@ -73,7 +73,7 @@ def check_colour_net(field: nn.Module) -> None:
     if not field.spiking:
         raise NIRExportError("NIR export: the ANN twin's colour net has no spiking neurons (ReLU); export the "
                              f"spiking preset (spikingnerf, spikingnerf-full, ...) trained with {HARD_RESET_FLAG}")
-    layout = time_layout(field)
+    layout = time_layout_meta(field)
     if layout["mode"] == "ray" and layout["pack_mode"] == "padding" and field.fc2.bias is not None:
         raise NIRExportError("NIR export: the padding layout's holes give lif2 no input, but fc2's bias would flow "
                              "into it at every NIR time step: train with --pipeline.model.pack-mode condensing (the "
@@ -114,7 +114,7 @@ def colour_net_graph(field: SpikingNeRFField, dt: float = DEFAULT_DT, method: st
                            else nir.Linear(weight=w))
     nodes["output"] = nir.Output(output_type={"output": np.array([3])})
     order = ["input", "fc1", "lif1", "fc2", "lif2", "fc3", "output"]
-    layout = time_layout(field)
+    layout = time_layout_meta(field)
     meta = {
         "source": "spikenerf.nerf colour net", "method": method, "dt": float(dt),
         "discretisation": "forward Euler with dt: v_t = (1 - dt/tau) v_{t-1} + (dt r/tau) I_t + (dt/tau) v_leak; "
@@ -152,7 +152,7 @@ def sidecar(model: Any, graph_name: str) -> Dict[str, Any]:
     f, cfg = model.field, model.config
     C = f.in_dim - f.dir_dim
     step = cfg.step_ratio * model.fine_voxel()
-    layout = time_layout(f)
+    layout = time_layout_meta(f)
     return {
         "graph": graph_name,
         "checkpoint_tensors": "pipeline's _model.field.density_grid.grid / feature_grid.grid ([X, Y, Z, C], the "

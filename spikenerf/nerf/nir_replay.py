@@ -36,7 +36,7 @@ from torch import Tensor
 
 from spikenerf.snn.nir import NIRExportError
 
-from .nir_export import DEFAULT_DT, colour_net_inputs, time_layout
+from .nir_export import DEFAULT_DT, colour_net_inputs, time_layout_meta
 from .packing import pack_index, scatter_valid
 
 __all__ = ["FRAMEWORKS", "StepNet", "load_replay", "run_layout", "replay_colours", "project_colours"]
@@ -150,7 +150,7 @@ def replay_colours(model: Any, net: StepNet, dtype: torch.dtype = torch.float64)
     """Context manager: renders of ``model`` take their sample colours from the replayed ``net``, fed with the
     project's own features (its feature grid and view encoding, in ``dtype``) and time layout."""
     field = copy.deepcopy(model.field).to(dtype)
-    layout = time_layout(field)
+    layout = time_layout_meta(field)
 
     def colour(xyz: Tensor, dirs: Tensor, keep: Tensor, index: Tensor) -> Tensor:
         r, s = keep.nonzero(as_tuple=True)
