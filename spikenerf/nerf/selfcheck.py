@@ -13,9 +13,10 @@ after each) and, for the NeRF MLP, the occupancy warm-up and its refreshes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
-from typing import Any, Dict, List, Literal
+from typing import Any, Callable, ContextManager, Dict, List, Literal
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -126,7 +127,8 @@ class RunResult:
     losses: Tensor
     """``[steps]``: the summed training loss of each step."""
     images: Dict[str, Tensor]
-    """``rgb`` ``[H, W, 3]``, ``depth`` / ``accumulation`` ``[H, W, 1]`` of the render after training."""
+    """``rgb`` ``[H, W, 3]``, ``depth`` / ``accumulation`` ``[H, W, 1]``, ``normals`` ``[H, W, 3]`` (the
+    export's) and ``rgba`` ``[H, W, 4]`` of the render after training."""
     stats: Dict[str, Any]
     """What the run went through: ``fine_res`` (fine grid vertices at the end), ``occupied`` (kept cache cells),
     ``color_samples`` (colour-net samples in the render)."""
@@ -134,10 +136,13 @@ class RunResult:
 
 def train_and_render(method: str, *, scene: SceneKind = "bounded", steps: int | None = None,
                      device: torch.device | str = "cpu", seed: int = 0, num_rays: int = 64, width: int = 16,
-                     height: int = 12, **overrides: Any) -> RunResult:
+                     height: int = 12, watch: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+                     **overrides: Any) -> RunResult:
     """Train ``method``'s tiny model for ``steps`` steps (default :data:`GRID_STEPS` / :data:`MLP_STEPS`) the
     way nerfstudio's trainer does (its optimisers and schedulers from the method's config, the model's
-    training callbacks before each step), then render :func:`tiny_camera` in eval mode."""
+    training callbacks before each step), then render :func:`tiny_camera` in eval mode. ``watch()`` is entered
+    around each step (callbacks, forward, loss, backward, optimisers) and the render, not around building the
+    model or drawing the batches (a check of what the model does, such as a ``TorchFunctionMode``)."""
     torch.manual_seed(seed)
     model = tiny_model(method, scene, **overrides)
     _randomize_grids(model, seed)
@@ -153,23 +158,26 @@ def train_and_render(method: str, *, scene: SceneKind = "bounded", steps: int | 
     # on the model's device
     torch.manual_seed(seed)
     losses: List[Tensor] = []
+    camera = tiny_camera(width, height, device)
     for step in range(steps):
-        for cb in callbacks:
-            cb.run_callback_at_location(step, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
         bundle, target = tiny_rays(num_rays, seed + 1 + step, device)
         batch = {"image": target}
-        outputs = model(bundle)
-        metrics = model.get_metrics_dict(outputs, batch)
-        loss = sum(model.get_loss_dict(outputs, batch, metrics).values())
-        optimizers.zero_grad_all()
-        loss.backward()  # type: ignore[union-attr]
-        optimizers.optimizer_step_all()
-        optimizers.scheduler_step_all(step)
+        with watch():
+            for cb in callbacks:
+                cb.run_callback_at_location(step, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+            outputs = model(bundle)
+            metrics = model.get_metrics_dict(outputs, batch)
+            loss = sum(model.get_loss_dict(outputs, batch, metrics).values())
+            optimizers.zero_grad_all()
+            loss.backward()  # type: ignore[union-attr]
+            optimizers.optimizer_step_all()
+            optimizers.scheduler_step_all(step)
         losses.append(loss.detach())  # type: ignore[union-attr]
     model.eval()
-    with torch.no_grad():
-        out = model.get_outputs_for_camera(tiny_camera(width, height, device))
-    images = {k: out[k].detach().cpu() for k in ("rgb", "depth", "accumulation")}
+    with torch.no_grad(), watch():
+        out = model.get_outputs_for_camera(camera)
+        out["rgba"] = model.get_rgba_image(out)  # what ns-export / ns-render --rendered-output-names rgba write
+    images = {k: out[k].detach().cpu() for k in ("rgb", "depth", "accumulation", "normals", "rgba") if k in out}
     occ = getattr(model, "occupancy", None)
     stats = {"occupied": None if occ is None else int(occ.sum()),
              "fine_res": tuple(model.field.density_grid.grid.shape[:3]) if hasattr(model, "field") else None,
