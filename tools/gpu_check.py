@@ -24,8 +24,10 @@ and ``gpu_check.md`` under ``--out`` (both rewritten after every row, so a kille
    n = 512 / 4096 / 16384 (``--quick``: 64 / 256); ``spikingnerf-full`` it/s (``ns-train`` on lego-400), a 400x400
    render (``--quick``: 40x40) of a spikingnerf-full-sized model; a ResNet-20 epoch on CIFAR-10.
 4. ``paper``: ``spikingnerf-full`` on the paper's lego-400 schedule (5k coarse + 40k fine steps, 8,192 rays) as
-   far as its time box goes (steps reached), ``spiknerf-mlp-paper`` for up to 3 minutes (steps reached), a
-   CIFAR-10 ResNet-20 run of about 2 minutes (test accuracy).
+   far as its time box goes, ``spiknerf-mlp-paper`` for up to 3 minutes: steps reached, training-batch PSNR
+   against steps (tensorboard), test PSNR of the last checkpoint (every 1,000 / 2,000 steps) on 8 / 4 test views;
+   a CIFAR-10 ResNet-20 run of about 2 minutes (test accuracy). ``--quick``: ``spikingnerf`` on the bundled
+   lego-mini for 40 steps (the same ns-train, tensorboard and checkpoint-evaluation code).
 
 ``--budget-s`` (default 460) is the whole run's time; each section gets a share of what is left and reports
 the seconds it took; a row that would start past the budget is skipped with that reason.
@@ -52,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 import bench_gpu  # noqa: E402
 import bench_neuron  # noqa: E402
+import bench_nerf  # noqa: E402
 from bench_nerf import ENV_METHODS  # noqa: E402
 
 from spikenerf.nerf import selfcheck  # noqa: E402
@@ -225,15 +228,36 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def ns_train(method: str, data: Path, seconds: float, extra: List[str]) -> Dict[str, Any]:
-    """``ns-train method`` on ``data`` for at most ``seconds``: steps reached and it/s over the last two thirds."""
+def scalar_series(run_dir: Path, key: str, points: int = 12) -> List[tuple[int, float]]:
+    """``(step, value)`` of a logged training scalar (tensorboard tag ending in ``/key``), thinned to ``points``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    series: List[tuple[int, float]] = []
+    for ev in sorted(run_dir.rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(ev.parent), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags().get("scalars", []):
+            if tag.split("/")[-1] == key:
+                series += [(int(e.step), round(float(e.value), 2)) for e in acc.Scalars(tag)]
+    series.sort()
+    stride = max(1, -(-len(series) // points))
+    return series[::stride] + ([series[-1]] if series and (len(series) - 1) % stride else [])
+
+
+def ns_train(method: str, data: Path, seconds: float, extra: List[str], device: str, save_every: int = 1_000_000,
+             eval_views: int = 0) -> Dict[str, Any]:
+    """``ns-train method`` on ``data`` for at most ``seconds``: steps reached, it/s over the last two thirds, the
+    training-batch PSNR against steps, and (``eval_views``) the test PSNR of the last checkpoint (saved every
+    ``save_every`` steps and at the end) on that many evenly spaced test views."""
     if not data.is_dir():
         return {"status": "skipped", "reason": f"no data folder {data}"}
+    if seconds < 10:
+        return {"status": "skipped", "reason": f"time budget spent ({seconds:.0f} s left)"}
     out_dir = Path(tempfile.mkdtemp(prefix="gpu_check_ns_"))
-    cmd = [str(Path(sys.executable).with_name("ns-train")), method, "--output-dir", str(out_dir), "--vis",
-           "tensorboard", "--logging.local-writer.max-log-size", "0", "--logging.steps-per-log", "10",
-           "--steps-per-eval-image", "1000000", "--steps-per-eval-batch", "1000000",
-           "--steps-per-eval-all-images", "1000000", "--steps-per-save", "1000000", *extra,
+    cmd = [str(Path(sys.executable).with_name("ns-train")), method, "--output-dir", str(out_dir),
+           "--machine.device-type", device, "--vis", "tensorboard", "--logging.local-writer.max-log-size", "0",
+           "--logging.steps-per-log", "10", "--steps-per-eval-image", "1000000", "--steps-per-eval-batch", "1000000",
+           "--steps-per-eval-all-images", "1000000", "--steps-per-save", str(save_every), *extra,
            "blender-data", "--data", str(data)]
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
     env.setdefault("NERFSTUDIO_METHOD_CONFIGS", ENV_METHODS)
@@ -243,7 +267,17 @@ def ns_train(method: str, data: Path, seconds: float, extra: List[str]) -> Dict[
     start = next((p for p in seen if p[0] >= seen[0][0] + (seen[-1][0] - seen[0][0]) / 3), seen[0])
     start = seen[0] if start == seen[-1] else start
     its = (seen[-1][1] - start[1]) / max(seen[-1][0] - start[0], 1e-9)
-    return {"steps_reached": seen[-1][1], "it_per_s": round(its, 2), "time_box_s": round(seconds)}
+    res: Dict[str, Any] = {"steps_reached": seen[-1][1], "it_per_s": round(its, 2), "time_box_s": round(seconds),
+                           "train_psnr_vs_step": scalar_series(out_dir, "psnr")}
+    ckpts = sorted(out_dir.rglob("step-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if eval_views and ckpts:
+        config = ckpts[-1].parents[1] / "config.yml"
+        ev = bench_nerf.evaluate(config, eval_views)
+        res.update(test_psnr=round(ev["psnr"], 2), test_ssim=round(ev["ssim"], 3), test_views=eval_views,
+                   checkpoint_step=int(ckpts[-1].stem.split("-")[1]), render_s_per_view=round(ev["render_s"], 2))
+    elif eval_views:
+        res["test_psnr"] = f"no checkpoint within the time box (saved every {save_every} steps)"
+    return res
 
 
 def vision_run(args, seconds_target: float, epochs: int, subset: int) -> Dict[str, Any]:
@@ -274,7 +308,7 @@ def speed_section(report: Report, args, deadline: float) -> None:
     nerf_s = 10 if args.quick else 75
     guarded(report, "speed", "spikingnerf-full it/s", deadline,
             lambda: {"status": "skipped", "reason": "--quick: no ns-train run"} if args.quick
-            else ns_train("spikingnerf-full", lego, min(nerf_s, deadline - time.time()), []))
+            else ns_train("spikingnerf-full", lego, min(nerf_s, deadline - time.time()), [], args.device))
     subset = 256 if args.quick else 50_000
     guarded(report, "speed", "ResNet-20 CIFAR-10 epoch", deadline,
             lambda: vision_run(args, 0, 1, subset))
@@ -284,16 +318,21 @@ def speed_section(report: Report, args, deadline: float) -> None:
 def paper_section(report: Report, args, deadline: float) -> None:
     lego = Path(args.data_root) / LEGO
     left = max(0.0, deadline - time.time())
-    if args.quick:
-        report.row("paper", "lego-400 rows", "skipped", reason="--quick: no ns-train runs")
+    if args.quick:  # the same code on the bundled scene: a CPU-sized method, 40 steps, a checkpoint at the end
+        guarded(report, "paper", "spikingnerf on lego-mini (quick stand-in)", deadline,
+                lambda: ns_train("spikingnerf", ROOT / "data" / "lego-mini", min(60.0, left), [
+                    "--max-num-iterations", "40", "--pipeline.model.coarse-steps", "20"], args.device,
+                    save_every=20, eval_views=1))
     else:
         box = left * 0.45
         guarded(report, "paper", "spikingnerf-full, paper schedule (5k + 40k steps, 8192 rays)", deadline,
                 lambda: ns_train("spikingnerf-full", lego, box, [
                     "--max-num-iterations", "45000", "--pipeline.model.coarse-steps", "5000",
-                    "--pipeline.datamanager.train-num-rays-per-batch", "8192"]))
+                    "--pipeline.datamanager.train-num-rays-per-batch", "8192"], args.device, save_every=1000,
+                    eval_views=8))
         guarded(report, "paper", "spiknerf-mlp-paper (<= 3 min)", deadline,
-                lambda: ns_train("spiknerf-mlp-paper", lego, min(180.0, max(0.0, deadline - time.time()) * 0.5), []))
+                lambda: ns_train("spiknerf-mlp-paper", lego, min(180.0, max(0.0, deadline - time.time()) * 0.5), [],
+                                 args.device, save_every=2000, eval_views=4))
     # about 2 minutes of CIFAR-10 (--quick: a few seconds): epochs of a subset sized from the epoch rate above
     target = 8.0 if args.quick else 120.0
     rate = next((r.get("samples_per_s") for r in report.sections.get("speed", {}).get("rows", [])
