@@ -19,7 +19,7 @@ and ``gpu_check.md`` under ``--out`` (both rewritten after every row, so a kille
 2. ``nerf``: one tiny training run (a few steps crossing the occupancy build, refreshes and up-scaling) and one
    render of each NeRF method (:mod:`spikenerf.nerf.selfcheck`) on ``--device`` against the CPU with the same
    weights and batches; losses ``rtol=1e-3``, images ``atol=1e-3`` on CUDA (TF32 off; float32 kernels sum in
-   another order), ``1e-5`` for the CPU's C-off path against C-on.
+   another order), ``1e-5`` for the CPU's stand-in for the CUDA path (C off, time blocks) against its default.
 3. ``speed``: Linear+LIF (tools/bench_gpu.py's benchmark and peers on CUDA, tools/bench_neuron.py's on the CPU) at
    n = 512 / 4096 / 16384 (``--quick``: 64 / 256); ``spikingnerf-full`` it/s (``ns-train`` on lego-400), a 400x400
    render (``--quick``: 40x40) of a spikingnerf-full-sized model; a ResNet-20 epoch on CIFAR-10.
@@ -164,12 +164,12 @@ def nerf_section(report: Report, args, deadline: float) -> None:
                 if cuda:
                     ref = selfcheck.train_and_render(method, scene=scene, device="cpu")
                     got = selfcheck.train_and_render(method, scene=scene, device=args.device)
-                else:  # the CPU's stand-in for the CUDA path: the C kernels off against on
+                else:  # the CPU's stand-in for the CUDA path (C kernels off, time blocks) against its own
                     os.environ["SPIKENERF_DISABLE_C"] = "0"
                     ref = selfcheck.train_and_render(method, scene=scene)
                     os.environ["SPIKENERF_DISABLE_C"] = "1"
                     try:
-                        got = selfcheck.train_and_render(method, scene=scene)
+                        got = selfcheck.train_and_render(method, scene=scene, time_blocks=True)
                     finally:
                         os.environ["SPIKENERF_DISABLE_C"] = "0"
                 d = _diff(got, ref)

@@ -137,15 +137,19 @@ class RunResult:
 def train_and_render(method: str, *, scene: SceneKind = "bounded", steps: int | None = None,
                      device: torch.device | str = "cpu", seed: int = 0, num_rays: int = 64, width: int = 16,
                      height: int = 12, watch: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
-                     **overrides: Any) -> RunResult:
+                     time_blocks: bool = False, **overrides: Any) -> RunResult:
     """Train ``method``'s tiny model for ``steps`` steps (default :data:`GRID_STEPS` / :data:`MLP_STEPS`) the
     way nerfstudio's trainer does (its optimisers and schedulers from the method's config, the model's
     training callbacks before each step), then render :func:`tiny_camera` in eval mode. ``watch()`` is entered
     around each step (callbacks, forward, loss, backward, optimisers) and the render, not around building the
-    model or drawing the batches (a check of what the model does, such as a ``TorchFunctionMode``)."""
+    model or drawing the batches (a check of what the model does, such as a ``TorchFunctionMode``).
+    ``time_blocks``: the spiking colour layers run in time blocks (``field.in_place = False``), the layout a CUDA
+    tensor always takes; on the CPU they otherwise run in place on the valid samples where they can."""
     torch.manual_seed(seed)
     model = tiny_model(method, scene, **overrides)
     _randomize_grids(model, seed)
+    if time_blocks and hasattr(model, "field"):
+        model.field.in_place = False
     device = torch.device(device)
     model.to(device)
     model.train()

@@ -2,9 +2,11 @@
 
 A CUDA tensor never reaches the C kernels (grid look-up, marching, masked Adam, the scan and its ragged rows):
 it takes their torch fallbacks, the code ``SPIKENERF_DISABLE_C=1`` selects on the CPU (read on every call, see
-``spikenerf.snn.fused.c_kernels_disabled``, so one process runs both). Each case trains a method's tiny model
-(:mod:`spikenerf.nerf.selfcheck`: same weights, rays, targets and seed) and renders a 16x12 view twice, C on
-and C off, and compares:
+``spikenerf.snn.fused.c_kernels_disabled``, so one process runs both), and its spiking colour layers always run
+in time blocks (``field.in_place`` is for the CPU; ``time_blocks=True`` here). Each case trains a method's tiny
+model (:mod:`spikenerf.nerf.selfcheck`: same weights, rays, targets and seed) and renders a 16x12 view twice,
+the CPU's default path (C on, in place) and the CUDA one (C off, time blocks; the scan on the torch backend,
+which tests/snn/test_triton_scan.py holds equal to the Triton one), and compares:
 
 - the loss of every step: ``rtol=1e-5, atol=1e-6`` (measured: equal, or 3e-8 apart);
 - rgb / accumulation ``atol=1e-5``, depth ``atol=1e-4`` (world units; measured up to 3e-5: the C marcher and
@@ -43,7 +45,7 @@ def _both(monkeypatch, method: str, **kw) -> tuple[RunResult, RunResult]:
     with_c = train_and_render(method, **kw)
     monkeypatch.setenv("SPIKENERF_DISABLE_C", "1")
     assert not c_kernel_available()  # the switch took
-    without = train_and_render(method, **kw)
+    without = train_and_render(method, time_blocks=True, **kw)
     monkeypatch.setenv("SPIKENERF_DISABLE_C", "0")
     return with_c, without
 

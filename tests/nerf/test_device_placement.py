@@ -8,8 +8,8 @@ method's tiny training steps, a render (with the normals ``ns-export`` reads) an
 (nerfstudio's and torch's own calls are theirs to place). ``*_like`` and ``Tensor.new_*`` inherit the device
 and are not factories here; nor is ``torch.as_tensor`` / ``torch.tensor`` of a tensor.
 
-It runs with the C kernels off: that is the code a CUDA tensor takes; the C path's host-side tensors (pointers
-for ctypes) are CPU by design.
+It runs the CUDA path (the C kernels off, the colour layers in time blocks: see tests/nerf/test_cuda_path.py);
+the C path's host-side tensors (pointers for ctypes) are CPU by design.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ CASES = [("spikingnerf", "bounded"), ("spikingnerf", "unbounded"),
 def test_no_tensor_on_the_default_device(monkeypatch, method, scene):
     monkeypatch.setenv("SPIKENERF_DISABLE_C", "1")
     mode = DevicelessFactories(PACKAGE)
-    run = train_and_render(method, scene=scene, watch=lambda: mode)
+    run = train_and_render(method, scene=scene, watch=lambda: mode, time_blocks=True)
     assert "rgba" in run.images and "normals" in run.images  # the export outputs were made under the mode
     found = sorted(set(mode.calls))
     assert not found, "factory calls without device= (CPU tensors on a CUDA run):\n" + "\n".join(found)
