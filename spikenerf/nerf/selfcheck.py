@@ -32,7 +32,7 @@ from .model import SpikingNeRFModelConfig
 from .nerf_mlp import NeRFMLPModelConfig
 
 __all__ = ["SceneKind", "SCENES", "TINY_GRID", "TINY_MLP", "GRID_STEPS", "MLP_STEPS", "RunResult", "tiny_model",
-           "tiny_rays", "tiny_camera", "train_and_render"]
+           "randomize_grids", "tiny_rays", "tiny_camera", "train_and_render"]
 
 SceneKind = Literal["bounded", "unbounded", "ndc"]
 SCENES: tuple[str, ...] = ("bounded", "unbounded")
@@ -104,7 +104,7 @@ def tiny_camera(width: int = 16, height: int = 12, device: torch.device | str = 
                    height=height).to(device)
 
 
-def _randomize_grids(model: Model, seed: int) -> None:
+def randomize_grids(model: Model, seed: int) -> None:
     """Grid methods: N(0, 1) colour grids, densities about their activation shift (so some cells pass the
     occupancy thresholds and some do not) and a 4x first colour layer, so the LIF layers fire from the first
     step (an untrained grid has alpha ~1e-6 everywhere and an all-set cache). Drawn on the CPU."""
@@ -147,7 +147,7 @@ def train_and_render(method: str, *, scene: SceneKind = "bounded", steps: int | 
     tensor always takes; on the CPU they otherwise run in place on the valid samples where they can."""
     torch.manual_seed(seed)
     model = tiny_model(method, scene, **overrides)
-    _randomize_grids(model, seed)
+    randomize_grids(model, seed)
     if time_blocks and hasattr(model, "field"):
         model.field.in_place = False
     device = torch.device(device)
