@@ -268,7 +268,8 @@ def ns_train(method: str, data: Path, seconds: float, extra: List[str], device: 
            "--logging.steps-per-log", "10", "--steps-per-eval-image", "1000000", "--steps-per-eval-batch", "1000000",
            "--steps-per-eval-all-images", "1000000", "--steps-per-save", str(save_every), *extra,
            "blender-data", "--data", str(data)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     env.setdefault("NERFSTUDIO_METHOD_CONFIGS", ENV_METHODS)
     seen, tail = bench_gpu.logged_steps(cmd, env, seconds)
     if len(seen) < 2:
