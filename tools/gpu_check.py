@@ -65,7 +65,6 @@ from spikenerf.vision.config import VisionConfig  # noqa: E402
 from spikenerf.vision.data import DatasetNotFoundError  # noqa: E402
 from spikenerf.vision.engine import train as vision_train  # noqa: E402
 
-NERF_METHODS = ["spikingnerf", "spikingnerf-ann", "spiknerf", "spiknerf-ann", "spiknerf-mlp", "spiknerf-mlp-ann"]
 LEGO = "nerf-synthetic-lego-400"
 CIFAR = "cifar10-jpeg"
 EPOCH_LINE = re.compile(r"^epoch \d+: .*\| ([\d.]+)s$", re.M)
@@ -165,8 +164,8 @@ def nerf_section(report: Report, args, deadline: float) -> None:
     torch.backends.cuda.matmul.allow_tf32 = False  # the CPU has no TF32: compare float32 with float32
     torch.backends.cudnn.allow_tf32 = False
 
-    for method in NERF_METHODS:
-        scenes = ["bounded"] if "mlp" in method else list(selfcheck.SCENES)
+    for method in selfcheck.CHECKED_METHODS:
+        scenes = list(selfcheck.SCENES) if selfcheck.is_grid_method(method) else ["bounded"]
         for scene in scenes:
             def run(method=method, scene=scene) -> Dict[str, Any]:
                 if cuda:

@@ -31,8 +31,13 @@ from .method_configs import METHODS
 from .model import SpikingNeRFModelConfig
 from .nerf_mlp import NeRFMLPModelConfig
 
-__all__ = ["SceneKind", "SCENES", "TINY_GRID", "TINY_MLP", "GRID_STEPS", "MLP_STEPS", "RunResult", "tiny_model",
+__all__ = ["CHECKED_METHODS", "SceneKind", "SCENES", "is_grid_method", "TINY_GRID", "TINY_MLP", "GRID_STEPS", "MLP_STEPS", "RunResult", "tiny_model",
            "randomize_grids", "tiny_rays", "tiny_camera", "train_and_render"]
+
+CHECKED_METHODS: tuple[str, ...] = ("spikingnerf", "spikingnerf-ann", "spiknerf", "spiknerf-ann", "spiknerf-mlp",
+                                    "spiknerf-mlp-ann")
+"""The methods the CUDA-path tests, the device-placement test and tools/gpu_check.py run (one of each model and
+twin; the presets differ only in sizes). A new method is one entry here (``spikingnerf-t`` when it exists)."""
 
 SceneKind = Literal["bounded", "unbounded", "ndc"]
 SCENES: tuple[str, ...] = ("bounded", "unbounded")
@@ -57,6 +62,11 @@ DENSITY_OFFSET = {"bounded": 13.0, "unbounded": 11.0}
 """Raw densities ~ N(-shift - offset, 3^2): about half the cache cells set after the coarse stage (bounded:
 2,160 of 4,096), and colour samples left in the render of either scene kind."""
 CAMERA_Z = 3.0  # every ray starts near (0, 0, 3) and looks at the box
+
+
+def is_grid_method(method: str) -> bool:
+    """Whether ``method`` is a voxel-grid model (SpikingNeRF or a subclass), i.e. has scene kinds and layouts."""
+    return isinstance(METHODS[method].config.pipeline.model, SpikingNeRFModelConfig)
 
 
 def tiny_model(method: str, scene: SceneKind = "bounded", **overrides: Any) -> Model:
