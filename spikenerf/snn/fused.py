@@ -45,7 +45,7 @@ from torch import Tensor
 from .scan import CODE_IDS, ScanSpec, scan_reference, scan_torch_backward, scan_torch_forward
 from .triton_scan import triton_scan_backward, triton_scan_forward, triton_supports
 
-__all__ = ["multistep_scan", "ragged_scan", "segment_scan", "c_kernel_available", "load_c_kernel", "build_c_library", "CKernel",
+__all__ = ["multistep_scan", "ragged_scan", "segment_scan", "c_kernel_available", "load_c_kernel", "build_c_library", "CKernel", "c_kernels_disabled",
            "openmp_wait_policy", "DEFAULT_WAIT_POLICY"]
 
 DEFAULT_WAIT_POLICY = "PASSIVE"
@@ -91,7 +91,7 @@ def build_c_library(src_path: Path, prefix: str) -> ctypes.CDLL:
     Shared by every C kernel of the package (this scan, ``spikenerf.nerf.grid``). Raises ``RuntimeError``
     when ``SPIKENERF_DISABLE_C=1``, when there is no compiler, or when compiling fails.
     """
-    if os.environ.get("SPIKENERF_DISABLE_C", "") == "1":
+    if c_kernels_disabled():
         raise RuntimeError("disabled by SPIKENERF_DISABLE_C=1")
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
@@ -120,6 +120,12 @@ def build_c_library(src_path: Path, prefix: str) -> ctypes.CDLL:
         raise RuntimeError(str(err)) from err
 
 
+def c_kernels_disabled() -> bool:
+    """``SPIKENERF_DISABLE_C=1``: every C kernel of the package stands aside for its torch fallback (the code
+    a CUDA tensor takes). Read on each call, not once at import."""
+    return os.environ.get("SPIKENERF_DISABLE_C", "") == "1"
+
+
 class CKernel:
     """A C source compiled and loaded on first use; ``load()`` is ``None`` (after one warning) when it cannot be.
 
@@ -136,6 +142,8 @@ class CKernel:
         self.error: str | None = None
 
     def load(self) -> ctypes.CDLL | None:
+        if c_kernels_disabled():  # read on every call, so a test can switch the C path off and on again
+            return None
         if self.lib is not None or self.error is not None:
             return self.lib
         try:
