@@ -38,6 +38,7 @@ __all__ = [
     "E_SRAM_32KB_PJ",
     "E_SRAM_1MB_PJ",
     "E_DRAM_32BIT_PJ",
+    "memory_read_pj",
     "LOIHI_E_SYNOP_PJ",
     "LOIHI_T_SYNOP_NS",
     "LOIHI_E_NEURON_ACTIVE_PJ",
@@ -70,6 +71,16 @@ E_SRAM_8KB_PJ = 10.0
 E_SRAM_32KB_PJ = 20.0
 E_SRAM_1MB_PJ = 100.0
 E_DRAM_32BIT_PJ = 640.0
+
+
+def memory_read_pj(array_bytes: float) -> float:
+    """Energy of one 32-bit read from an array of ``array_bytes``: the smallest Horowitz SRAM it fits
+    (8 KB / 32 KB / 1 MB, a whole 64-bit word each), else DRAM (a 2-160 MB voxel grid lives there)."""
+    for size, e in ((8 << 10, E_SRAM_8KB_PJ), (32 << 10, E_SRAM_32KB_PJ), (1 << 20, E_SRAM_1MB_PJ)):
+        if array_bytes <= size:
+            return e
+    return E_DRAM_32BIT_PJ
+
 
 # Loihi (Davies et al., IEEE Micro 38(1), 2018, Table 2: measured / simulated core characteristics, 14 nm):
 LOIHI_E_SYNOP_PJ = 23.6  # synaptic spike operation, energy (min)
