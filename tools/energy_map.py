@@ -18,16 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from spikenerf.nerf.renderer_energy import RendererShape, energy_map_pj, renderer_energy_metrics
-
-
-def padded_steps(mask: Tensor, time_index: Tensor | None) -> Tensor:
-    """``[R]`` steps a ray runs under padding: from its first to its last valid sample on the lattice, holes
-    included (steps before the first are a LIF at rest, skipped exactly); 0 for a ray without samples."""
-    ti = torch.arange(mask.shape[1], device=mask.device).expand_as(mask) if time_index is None else time_index
-    last = ti.masked_fill(~mask, -1).amax(1)
-    first = ti.masked_fill(~mask, torch.iinfo(ti.dtype).max).amin(1)
-    return torch.where(mask.any(1), last - first + 1, torch.zeros_like(last))
+from spikenerf.nerf.renderer_energy import RendererShape, energy_map_pj, padded_steps, renderer_energy_metrics
 
 
 class CountProbe:

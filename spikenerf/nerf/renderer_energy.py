@@ -32,7 +32,7 @@ from torch import Tensor
 from spikenerf.snn.energy import E_AC_PJ, E_MAC_PJ, E_MUL_PJ, memory_read_pj
 
 __all__ = ["RendererShape", "renderer_ray_counts", "renderer_ray_energy_pj", "renderer_energy_metrics",
-           "energy_map_pj"]
+           "energy_map_pj", "padded_steps"]
 
 VERTICES = 8  # corners of a trilinear cell
 WEIGHT_MULS = 12  # 4 pairwise products of two fractions, then 8 products with the third
@@ -140,3 +140,12 @@ def energy_map_pj(density_samples: Tensor, color_samples: Tensor, ray_sops: Tens
     e = renderer_ray_energy_pj(renderer_ray_counts(nd, nc, shape), sops, nc, shape)
     key = "total" if whole_renderer else "colour_net"
     return e[f"snn_{key}"].reshape(hw), e[f"ann_{key}"].reshape(hw)
+
+
+def padded_steps(mask: Tensor, time_index: Tensor | None) -> Tensor:
+    """``[R]`` steps a ray runs under padding: from its first to its last valid sample on the lattice, holes
+    included (steps before the first are a LIF at rest, skipped exactly); 0 for a ray without samples."""
+    ti = torch.arange(mask.shape[1], device=mask.device).expand_as(mask) if time_index is None else time_index
+    last = ti.masked_fill(~mask, -1).amax(1)
+    first = ti.masked_fill(~mask, torch.iinfo(ti.dtype).max).amin(1)
+    return torch.where(mask.any(1), last - first + 1, torch.zeros_like(last))

@@ -6,6 +6,7 @@ import torch
 from spikenerf.nerf.renderer_energy import (
     RendererShape,
     energy_map_pj,
+    padded_steps,
     renderer_energy_metrics,
     renderer_ray_counts,
     renderer_ray_energy_pj,
@@ -58,3 +59,11 @@ def test_energy_map_shape_and_values():
     assert snn.shape == (1, 2) and snn.flatten().tolist() == pytest.approx([1321.0, 187.9])
     net, _ = energy_map_pj(ND.reshape(1, 2, 1), NC.reshape(1, 2, 1), SOPS.reshape(1, 2, 1), SHAPE, whole_renderer=False)
     assert net.flatten().tolist() == pytest.approx([192.1, 0.0])
+
+
+def test_padded_steps_span_holes():
+    # ray 0: valid at lattice 2, 5 -> 4 steps (2 holes); ray 1: none; ray 2: one sample -> 1 step
+    mask = torch.tensor([[False, True, False, True], [False, False, False, False], [True, False, False, False]])
+    ti = torch.tensor([[0, 2, 4, 5], [0, 1, 2, 3], [7, 8, 9, 10]])
+    assert padded_steps(mask, ti).tolist() == [4, 0, 1]
+    assert padded_steps(mask, None).tolist() == [3, 0, 1]  # columns are the lattice
