@@ -20,6 +20,7 @@ from spikenerf.snn.energy import (
     LOIHI_BARRIER_NS,
     LOIHI_E_NEURON_ACTIVE_PJ,
     LOIHI_E_NEURON_INACTIVE_PJ,
+    LOIHI_E_HOP_PJ,
     LOIHI_E_SPIKE_TILE_PJ,
     LOIHI_E_SYNOP_PJ,
     LOIHI_T_NEURON_ACTIVE_NS,
@@ -156,3 +157,11 @@ def test_chip_cost_hand_count():
     # TCP on the same samples: no holes, fewer steps, cheaper
     tcp = chip_cost(ChipCounts(steps=5, valid=5, spikes=(10, 4), widths=(6, 4, 4, 3)))
     assert tcp.neuron_updates_inactive == 0 and tcp.total_pj < c.total_pj
+
+
+def test_hops_and_exponent_limits():
+    counts = ChipCounts(steps=8, valid=5, spikes=(10, 4), widths=(6, 4, 4, 3))
+    near, far = chip_cost(counts), chip_cost(counts, hops=2)
+    assert far.energy_pj["messages"] - near.energy_pj["messages"] == pytest.approx(44 * 2 * LOIHI_E_HOP_PJ)
+    with pytest.raises(ValueError, match="lower vth_bits"):
+        quantize_shared_exponent(torch.tensor([1.0]), 2.0 ** 30)  # 2^30 units: exponent 17 > 7
