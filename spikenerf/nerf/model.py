@@ -34,9 +34,6 @@ from .metrics import (batch_op_metrics, build_lpips, ground_truth, image_op_metr
                       render_images)
 from .rendering import background_rgb, composite, density_shift, density_to_alpha, distortion_loss, sample_masks
 from .sampling import coarse_geometry_box, grid_vertices, mask_cache, refresh_occupancy, sample_along_rays
-from .video import ensure_ffmpeg_on_path
-
-ensure_ffmpeg_on_path()  # ns-render videos without a system ffmpeg (imageio-ffmpeg's binary)
 
 __all__ = ["SpikingNeRFModelConfig", "SpikingNeRFModel", "SCENE_UNDECIDED", "SCENE_BOUNDED", "SCENE_UNBOUNDED"]
 
