@@ -318,8 +318,8 @@ def commits_compare(config: Path, commits: list[str], views: int, rounds: int) -
 
 def render_compare(config: Path, views: int, repeats: int) -> dict[str, float]:
     """Seconds per held-out view of a trained run, the colour net's LIF layers run on the samples in place
-    (:class:`~spikenerf.nerf.packing.RaggedRows`, the inference path) and in time blocks
-    (:class:`~spikenerf.nerf.packing.TimeBuckets`, the training layout), alternated view by view so that both
+    (:class:`~spikenerf.nerf.time_layout.RaggedRows`, the inference path) and in time blocks
+    (:class:`~spikenerf.nerf.time_layout.TimeBuckets`, the training layout), alternated view by view so that both
     see the same load; the two images must be equal."""
     from nerfstudio.utils.eval_utils import eval_setup
 

@@ -29,7 +29,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["contract", "uncontract", "contracted_box", "looks_unbounded", "near_clip_from_points", "ray_box",
+__all__ = ["contract", "contracted_box", "looks_unbounded", "near_clip_from_points", "ray_box",
            "outer_ratio", "contracted_lattice", "contracted_sample_count"]
 
 
@@ -52,16 +52,6 @@ def contract(x: Tensor, aabb: Tensor, bg_len: float) -> Tensor:
     n = u.abs().amax(-1, keepdim=True)
     scale = torch.where(n <= 1.0, torch.ones_like(n), (1.0 + bg_len - bg_len / n.clamp_min(1.0)) / n.clamp_min(1.0))
     return c + h * (u * scale)
-
-
-def uncontract(y: Tensor, aabb: Tensor, bg_len: float) -> Tensor:
-    """Inverse of :func:`contract` for points with ``|v|_inf < 1 + b`` (the shell's outer face is infinity)."""
-    c, h = _frame(aabb.to(y))
-    v = (y - c) / h
-    m = v.abs().amax(-1, keepdim=True)
-    n = bg_len / (1.0 + bg_len - m.clamp(1.0, 1.0 + bg_len - 1e-12))
-    scale = torch.where(m <= 1.0, torch.ones_like(m), n / m.clamp_min(1.0))
-    return c + h * (v * scale)
 
 
 def contracted_box(aabb: Tensor, bg_len: float) -> Tensor:

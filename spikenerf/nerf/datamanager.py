@@ -8,7 +8,8 @@ Here every problem ends in one :class:`SceneError` that names the file(s) and sa
 
 - :func:`check_scene` (before any parser runs, also called by the trainer config before ``config.yml`` is
   written): ``blender-data`` (:func:`check_blender_scene`), ``nerfstudio-data`` and ``instant-ngp-data``
-  (:func:`check_transforms_scene`), ``colmap`` (:func:`check_colmap_scene`); every listed image that is
+  (:func:`check_transforms_scene`), ``colmap`` (:func:`check_colmap_scene`), ``llff-data``
+  (:func:`~.llff_dataparser.check_llff_scene`); every listed image that is
   missing, unreadable or of another size than the frame says is listed (all of them, not only the first).
 - :func:`check_dataset_images` (after parsing): every image of a split opens and has its camera's size.
 - :class:`CheckedInputDataset`: an image that fails to decode while loading names its file and index.
@@ -39,6 +40,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image, UnidentifiedImageError
 
 from .errors import SceneError
+from .llff_dataparser import LLFFDataParserConfig, check_llff_scene
 
 __all__ = ["SceneError", "check_blender_scene", "check_transforms_scene", "check_colmap_scene", "check_scene",
            "check_dataset_images", "CheckedInputDataset", "SpikingNeRFDataManager", "SpikingNeRFDataManagerConfig"]
@@ -254,6 +256,8 @@ def check_scene(dataparser: DataParserConfig, data: Optional[Path] = None,
         check_transforms_scene(root, "nerfstudio-data", dataparser.downscale_factor)
     elif isinstance(dataparser, InstantNGPDataParserConfig):
         check_transforms_scene(root, "instant-ngp-data")
+    elif isinstance(dataparser, LLFFDataParserConfig):
+        check_llff_scene(root, dataparser.downscale_factor)
     elif isinstance(dataparser, ColmapDataParserConfig):
         check_colmap_scene(root, dataparser.colmap_path, dataparser.images_path, dataparser.downscale_factor,
                            dataparser.load_3D_points)

@@ -25,6 +25,8 @@ import yaml
 from nerfstudio.engine.trainer import TrainerConfig
 from torch import Tensor, nn
 
+from .rendering import sigma_to_alpha
+
 __all__ = ["TeacherMixin", "load_teacher", "latest_checkpoint", "query_points", "distill_losses"]
 
 _HOW = ("train the ANN teacher first on the same scene (e.g. `ns-train spiknerf-ann ... blender-data --data "
@@ -128,7 +130,7 @@ def distill_losses(teacher: nn.Module, xyz: Tensor, dirs: Tensor, sigma: Tensor,
         t_sigma, t_rgb = query_points(teacher, xyz.detach().to(dev), dirs.detach().to(dev))
     t_sigma, t_rgb = t_sigma.to(sigma.device).reshape(sigma.shape), t_rgb.to(rgb.device).reshape(rgb.shape)
     if space == "alpha":
-        sigma, t_sigma = 1.0 - torch.exp(-sigma * delta), 1.0 - torch.exp(-t_sigma * delta)
+        sigma, t_sigma = sigma_to_alpha(sigma, delta), sigma_to_alpha(t_sigma, delta)
     elif space != "sigma":
         raise ValueError(f"distill_density_space must be 'sigma' or 'alpha', got {space!r}")
     return {"distill_density": w_density * F.mse_loss(sigma, t_sigma),

@@ -1,29 +1,30 @@
 """SpikingNeRF field: DVGO-style voxel grids + a spiking (or ANN) colour network.
 
 - density: a 1-channel real-valued grid, ``alpha = 1 - exp(-softplus(d + shift) * interval)`` with the
-  DVGO shift so that an all-zero grid starts at ``alpha_init`` (:mod:`spikenerf.nerf.rendering`). Density never spikes: it is a plain lookup.
+  DVGO shift so that an all-zero grid starts at ``alpha_init`` (:mod:`spikenerf.nerf.rendering`). Density
+  never spikes: it is a plain lookup.
 - colour: a ``feature_channels`` grid, concatenated with a positional encoding of the view direction and
   fed to ``Linear(no bias) -> LIF -> Linear -> LIF -> Linear -> sigmoid`` (``spiking=True``) or the same
-  with ReLU (the ANN twin). In the SNN the samples of a ray are the time steps (``spikenerf.nerf.packing``).
+  with ReLU (the ANN twin). In the SNN the samples of a ray are the time steps; where that time runs is a
+  time layout (:mod:`spikenerf.nerf.time_layout`), chosen once per pass.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spikenerf.snn import BaseNode, LIFNode, PLIFNode
+from spikenerf.snn import make_node
 
 from .grid import DenseGrid
-from .packing import (PackInfo, RaggedRows, TimeBuckets, condensed_rows, pack_index, ragged_rows, tensor_density,
-                      time_buckets)
 from .rendering import density_activation, density_shift
+from .time_layout import Neuron, TimeLayout, choose_layout
 
-__all__ = ["SpikingNeRFField", "positional_encoding", "ColorStats"]
+__all__ = ["SpikingNeRFField", "positional_encoding", "ColorStats", "color_stats"]
 
 
 def positional_encoding(x: Tensor, num_freqs: int) -> Tensor:
@@ -43,9 +44,11 @@ class ColorStats:
     logging.
 
     ``spikes_per_layer[i]`` spikes emitted by LIF layer i on valid samples; ``neurons_per_layer[i]`` = valid
-    samples x width. ``macs`` / ``sops`` count the whole pass; ``ann_macs`` what the ANN twin would need on
-    the same samples. ``ray_spikes`` ``[R]`` / ``ray_neurons`` ``[R]`` give the per-ray firing rate;
-    ``ray_sops`` ``[R]`` and ``ray_spikes_per_layer`` (each ``[R]``) the per-ray counts.
+    samples x width x time steps per sample. ``macs`` / ``sops`` count the whole pass; ``ann_macs`` what the
+    ANN twin would need on the same samples. ``ray_spikes`` ``[R]`` / ``ray_neurons`` ``[R]`` give the per-ray
+    firing rate; ``ray_sops`` ``[R]`` and ``ray_spikes_per_layer`` (each ``[R]``) the per-ray counts.
+    ``ray_train_spikes`` ``[R]``: non-zero outputs of the training code per ray (the events, unless the code's
+    deployed form differs: Spik-NeRF's ternary012).
     """
 
     num_samples: int
@@ -59,11 +62,49 @@ class ColorStats:
     ray_neurons: Tensor
     ray_sops: Tensor
     ray_spikes_per_layer: list[Tensor]
+    ray_train_spikes: Optional[Tensor] = None
 
 
-def colour_neuron(neuron: str, tau: float, **kw) -> BaseNode:
-    """One colour-net neuron of the core: ``lif`` with a fixed ``tau`` or ``plif`` starting from it."""
-    return PLIFNode(init_tau=tau, **kw) if neuron == "plif" else LIFNode(tau=tau, **kw)
+def color_stats(r_of: Tensor, num_rays: int, events: Sequence[Tensor], fanouts: Sequence[int],
+                widths: Sequence[int], steps: int, macs: float, ann_macs: float, density: float | Tensor,
+                nonzero: Optional[Sequence[Tensor]] = None) -> ColorStats:
+    """The :class:`ColorStats` of one pass through any number of LIF layers.
+
+    Args:
+        r_of: ``[N]`` ray of each valid sample.
+        num_rays: ``R``.
+        events: per LIF layer, its spike events per valid sample ``[N]`` (empty for the ANN twin).
+        fanouts: per LIF layer, the accumulates one event drives in the next layer (its output width).
+        widths: per LIF layer, its neurons per sample and step.
+        steps: time steps each sample spends in a layer (T of repeat time, else 1).
+        macs / ann_macs: the pass's real-valued MACs and the ANN twin's on the same samples.
+        density: tensor density of the time layout.
+        nonzero: per LIF layer, non-zero training-code outputs per sample ``[N]`` (-> ``ray_train_spikes``);
+            empty or None: they are the events.
+    """
+    n = int(r_of.numel())
+    zeros_r = torch.zeros(num_rays, device=r_of.device)
+    with torch.no_grad():
+        per_ray = lambda c: zeros_r.index_add(0, r_of, c.to(zeros_r.dtype))  # noqa: E731  [N] -> [R]
+        ray_sp = [per_ray(e) for e in events]
+        totals = [e.sum() for e in events]  # 0-d tensors: no host-device sync per step
+        ray_samples = per_ray(torch.ones_like(r_of, dtype=zeros_r.dtype))
+        ray_spikes = sum(ray_sp, zeros_r)
+        ray_nz = sum((per_ray(z) for z in nonzero), zeros_r) if nonzero else ray_spikes
+    return ColorStats(
+        num_samples=n,
+        spikes_per_layer=totals,
+        neurons_per_layer=[float(n * w * steps) for w in widths],
+        macs=macs,
+        sops=sum((t * f for t, f in zip(totals, fanouts)), zeros_r.new_zeros(())),
+        ann_macs=ann_macs,
+        tensor_density=density,
+        ray_spikes=ray_spikes,
+        ray_neurons=ray_samples * (sum(widths) * steps),
+        ray_sops=sum((r * f for r, f in zip(ray_sp, fanouts)), zeros_r),
+        ray_spikes_per_layer=ray_sp,
+        ray_train_spikes=ray_nz,
+    )
 
 
 class SpikingNeRFField(nn.Module):
@@ -89,13 +130,18 @@ class SpikingNeRFField(nn.Module):
             its three Linear layers: a spike-free sample reads out exactly sigmoid(0)).
     """
 
+    time_mode: str = "ray"
+    """The samples of a ray are its time steps (Spik-NeRF's field may repeat each sample instead)."""
+    time_steps: int = 1
+    """Time steps per sample (T of Spik-NeRF's ``repeat`` time)."""
     rows_per_block: int = 1 << 14
-    """Samples per block of the inference path (:meth:`_rows_net`)."""
+    """Samples per block of the inference path on rows in place (:meth:`_spiking_rows`)."""
     in_place: bool = True
-    """Run the LIF layers on the valid samples where they are (:class:`~.packing.RaggedRows`) when the CPU
-    kernels can: at inference, and in training for the condensing layout (no holes). ``False`` always copies
-    them into time blocks (:class:`~.packing.TimeBuckets`), the reference the in-place paths are tested and
-    timed against (``tools/bench_nerf.py --render-compare`` / ``--step-compare``)."""
+    """Run the LIF layers on the valid samples where they are (:class:`~.time_layout.RaggedRows`,
+    :class:`~.time_layout.Segments`) when the CPU kernels can: at inference, and in training for the condensing
+    layout (no holes). ``False`` always copies them into time blocks (:class:`~.time_layout.TimeBuckets`), the
+    reference the in-place paths are tested and timed against (``tools/bench_nerf.py --render-compare`` /
+    ``--step-compare``)."""
 
     def __init__(
         self,
@@ -140,8 +186,8 @@ class SpikingNeRFField(nn.Module):
         if self.spiking:
             kw = dict(v_threshold=v_threshold, reset=reset, surrogate=surrogate, detach_reset=detach_reset,
                       threshold_mode=threshold)
-            self.lif1 = colour_neuron(neuron, tau, **kw)
-            self.lif2 = colour_neuron(neuron, tau, **kw)
+            self.lif1 = make_node(neuron, tau=tau, **kw)
+            self.lif2 = make_node(neuron, tau=tau, **kw)
 
     # -- geometry ------------------------------------------------------------------------------
     def set_box(self, aabb: Tensor, resolution: tuple[int, int, int]) -> None:
@@ -173,75 +219,74 @@ class SpikingNeRFField(nn.Module):
         per_ray = F.linear(positional_encoding(dirs, self.dir_freqs), w[:, c:])  # [R, H]
         return torch.addmm(per_ray.index_select(0, ray_of), feat, w[:, :c].t())
 
-    def _spiking_net(self, x1: Tensor, layout: TimeBuckets | None = None) -> tuple[Tensor, Tensor]:
-        """First-layer currents -> LIF1 / LIF2 spikes, the same shape.
+    def lif_layers(self) -> list[tuple[nn.Module, nn.Module]]:
+        """``(LIF layer, the layer reading its spikes)`` in order: ``(lif1, fc2), (lif2, fc3)``; the last reader
+        is the read-out."""
+        return [(self.lif1, self.fc2), (self.lif2, self.fc3)]
 
-        With ``layout``, ``x1`` holds the valid samples ``[N, H]``: the LIF layers run along each ray's
-        packed time axis (holes of the padding layout are zero input), the linear layers per sample, so fc2
-        on valid samples with zero LIF2 input at the holes is exactly ``fc2(s1) * mask`` on the packed
-        sequence. Without it, ``x1`` is already a ``[T, B, H]`` block with no holes.
-        """
-        s1 = self._over_time(self.lif1, x1, layout)
-        s2 = self._over_time(self.lif2, self._consumer(self.fc2, self.lif1)(s1), layout)
-        return s1, s2
+    def layout(self, mask: Tensor, time_index: Optional[Tensor], training: bool) -> TimeLayout:
+        """Where the LIF layers' time runs for this pass (:func:`~.time_layout.choose_layout`): ``time_mode``,
+        and for ray time the ``pack_mode`` / ``flip`` of the samples."""
+        return choose_layout(mask, time_mode=self.time_mode, T=self.time_steps, pack_mode=self.pack_mode,
+                             flip=self.flip, time_index=time_index, training=training, in_place=self.in_place,
+                             neurons=[n for n, _ in self.lif_layers()])
 
-    def _over_time(self, node: nn.Module, x: Tensor, layout: TimeBuckets | RaggedRows | None) -> Tensor:
-        if layout is None:
-            return self._lif(node, x)
-        if isinstance(layout, RaggedRows):
-            return self._lif_rows(node, x, layout)
-        return layout.apply(partial(self._lif, node), x)
+    def neuron(self, node: nn.Module) -> Neuron:
+        """What the layouts run for LIF layer ``node`` (subclasses: its deployed view)."""
+        return node
 
-    def _lif(self, node: nn.Module, x: Tensor) -> Tensor:
-        """A LIF layer on a ``[T, B, H]`` block (subclasses send a re-parameterized code)."""
-        return node(x)
-
-    def _lif_rows(self, node: nn.Module, xv: Tensor, rows: RaggedRows) -> Tensor:
-        """The same layer on the valid samples ``[N, H]`` in place (subclasses as :meth:`_lif`): with
-        gradients on segments without holes (training, condensing), else the ragged inference scan."""
-        if torch.is_grad_enabled() and xv.requires_grad:
-            return node.forward_segments(xv, rows.starts, rows.reverse)
-        return node.forward_ragged(xv, rows.starts, rows.steps, rows.reverse)
-
-    def _runs_in_place(self, feat: Tensor, mode: str) -> bool:
-        """The LIF layers run in place on the CPU (the C kernels; on CUDA the time blocks run on the Triton
-        scan) at inference, or in training when no sequence has holes (condensing), for neurons the in-place
-        scans reproduce; else in time blocks."""
-        training = torch.is_grad_enabled() and feat.requires_grad
-        return (self.in_place and feat.device.type == "cpu" and (not training or mode == "condensing")
-                and all(n.supports_ragged() for n in (self.lif1, self.lif2)))
-
-    def _layout(self, info: PackInfo, feat: Tensor) -> TimeBuckets | RaggedRows:
-        """Where the LIF layers run (:meth:`_runs_in_place`): the valid samples in place, or time blocks."""
-        return ragged_rows(info) if self._runs_in_place(feat, info.mode) else time_buckets(info)
-
-    def _rows_net(self, feat: Tensor, dirs: Tensor, r_of: Tensor, rows: RaggedRows) -> tuple[Tensor, Tensor, Tensor]:
-        """Inference: fc1 -> LIF1 -> fc2 -> LIF2 -> read-out on the valid samples in place, in blocks of whole
-        rays of about ``rows_per_block`` samples, so one block's layer outputs are still in the CPU cache
-        when the next layer reads them (a 4,096-ray chunk of a real capture is ~160 MB per layer), and no
-        spike tensor outlives its block. Returns the read-out ``[N, 3]`` and the spikes per sample of LIF1
-        and LIF2 ``[N]`` (for the op counts)."""
-        n = feat.shape[0]
-        logits, sp1, sp2 = feat.new_empty(n, 3), feat.new_empty(n), feat.new_empty(n)
-        readout = self._readout()
-        for r0, r1, block in rows.blocks(self.rows_per_block):
-            a, b = self._spiking_net(self.first_layer(feat[r0:r1], dirs, r_of[r0:r1]), block)
-            logits[r0:r1] = readout(b)
-            torch.sum(self._events(a), -1, out=sp1[r0:r1])
-            torch.sum(self._events(b), -1, out=sp2[r0:r1])
-        return logits, sp1, sp2
-
-    def _consumer(self, layer: nn.Module, node: nn.Module) -> nn.Module:
+    def consumer(self, layer: nn.Module, node: nn.Module) -> nn.Module:
         """The layer that reads ``node``'s spikes (subclasses return a re-parameterized copy)."""
         return layer
 
-    def _readout(self) -> nn.Module:
-        """The read-out layer on LIF2's spikes."""
-        return self._consumer(self.fc3, self.lif2)
-
-    def _events(self, s: Tensor) -> Tensor:
+    def events(self, s: Tensor) -> Tensor:
         """Spike events counted for SOPs from LIF outputs of valid samples (binary: the spikes)."""
         return s
+
+    def train_nonzero(self, s: Tensor) -> Optional[Tensor]:
+        """Non-zero training-code outputs of ``s`` when they differ from :meth:`events` (else None)."""
+        return None
+
+    def spiking_net(self, x1: Tensor, layout: TimeLayout) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """First-layer currents of the valid samples ``[N, H]`` -> read-out logits ``[N, 3]`` and, per LIF
+        layer, its events and non-zero training-code outputs per sample ``[N]`` (the latter only where
+        :meth:`train_nonzero` counts them).
+
+        Each LIF layer runs along the layout's time (holes of the padding layout are zero input), the
+        linear layers per sample: fc2 on valid samples with zero LIF2 input at the holes is exactly
+        ``fc2(s1) * mask`` on the packed sequence.
+        """
+        x = layout.enter(x1)
+        events, nonzero = [], []
+        for node, reader in self.lif_layers():
+            s = layout.run(self.neuron(node), x)
+            with torch.no_grad():
+                events.append(layout.per_sample(self.events(s)))
+                nz = self.train_nonzero(s)
+                if nz is not None:
+                    nonzero.append(layout.per_sample(nz))
+            x = self.consumer(reader, node)(s)
+        return layout.read_out(x), events, nonzero
+
+    def _spiking_rows(self, feat: Tensor, dirs: Tensor, r_of: Tensor, layout: TimeLayout, training: bool
+                      ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """:meth:`spiking_net` from the features ``[N, C]``. Inference on rows in place runs in blocks of whole
+        rays of about ``rows_per_block`` samples, so one block's layer outputs are still in the CPU cache when
+        the next layer reads them (a 4,096-ray chunk of a real capture is ~160 MB per layer), and no spike
+        tensor outlives its block."""
+        if training or not layout.blockwise:
+            return self.spiking_net(self.first_layer(feat, dirs, r_of), layout)
+        n = feat.shape[0]
+        logits = feat.new_empty(n, 3)
+        counts: list[list[Tensor]] = []
+        for r0, r1, block in layout.blocks(self.rows_per_block):
+            lg, ev, nz = self.spiking_net(self.first_layer(feat[r0:r1], dirs, r_of[r0:r1]), block)
+            logits[r0:r1] = lg
+            if not counts:
+                counts = [[feat.new_empty(n) for _ in c] for c in (ev, nz)]
+            for dst, src in zip(counts[0] + counts[1], ev + nz):
+                dst[r0:r1] = src
+        return logits, counts[0], counts[1]
 
     def color(self, xyz: Tensor, dirs: Tensor, mask: Tensor,
               time_index: Tensor | None = None) -> tuple[Tensor, ColorStats]:
@@ -262,62 +307,23 @@ class SpikingNeRFField(nn.Module):
         r_of, s_of = mask.nonzero(as_tuple=True)  # row-major: the order of every [N, ...] tensor below
         n = int(r_of.numel())
         feat = self.feature_grid(xyz[r_of, s_of])  # [N, C] only the surviving samples are looked up
-        zeros_r = torch.zeros(R, device=mask.device)
         rgb = xyz.new_zeros(R, S, 3)
+        ann_macs = float(n * self.ann_macs_per_sample())
         if not self.spiking:
             x1v = self.first_layer(feat, dirs, r_of)  # [N, H]; once per valid sample
-            h = F.relu(self.fc2(F.relu(x1v)))
-            rgb[r_of, s_of] = torch.sigmoid(self.fc3(h))
-            macs = float(n * self.ann_macs_per_sample())
-            stats = ColorStats(n, [], [], macs, 0.0, macs, 1.0, zeros_r, zeros_r, zeros_r, [])
-            return rgb, stats
-        # ---- SNN: rays are the batch, samples the time steps -------------------------------------
-        if n == 0:
-            return rgb, ColorStats(0, [0.0, 0.0], [0.0, 0.0], 0.0, 0.0, 0.0, 0.0, zeros_r, zeros_r, zeros_r,
-                                   [zeros_r, zeros_r])
-        # fc1 has no bias: its per-sample output is what the zero-padded sequence would give at valid steps;
-        # holes never reach a layer. Inference runs the LIF layers on the samples in place, training groups
-        # them into time blocks (or runs them in place on hole-free segments).
+            rgb[r_of, s_of] = torch.sigmoid(self.fc3(F.relu(self.fc2(F.relu(x1v)))))
+            return rgb, color_stats(r_of, R, [], [], [], 1, ann_macs, ann_macs, 1.0)
+        # ---- SNN: fc1 has no bias, so its per-sample output is what a zero-padded sequence would give at
+        # the valid steps; holes never reach a layer -------------------------------------------------------
         training = torch.is_grad_enabled() and feat.requires_grad
-        if not training and self.pack_mode == "condensing" and self._runs_in_place(feat, "condensing"):
-            layout, density = condensed_rows(mask, self.flip)  # the same rows as from pack_index, fewer passes
-        else:
-            rows = mask.any(1).nonzero(as_tuple=True)[0]
-            sub_mask = mask[rows]  # same valid samples in the same row-major order, so [N, ...] tensors line up
-            sub_time = None
-            if self.pack_mode == "padding":
-                # drop steps no ray uses at the start/end: exact, a zero-input LIF from rest stays at rest
-                if time_index is None:
-                    time_index = torch.arange(S, device=mask.device).expand(R, S)
-                sub_time = time_index[rows] - time_index[mask].min()
-            info = pack_index(sub_mask, self.pack_mode, self.flip, sub_time)
-            layout, density = self._layout(info, feat), tensor_density(info)
-        if isinstance(layout, RaggedRows) and not training:
-            logits, sp1, sp2 = self._rows_net(feat, dirs, r_of, layout)
-        else:
-            s1_, s2_ = self._spiking_net(self.first_layer(feat, dirs, r_of), layout)
-            logits = self._readout()(s2_)
-            with torch.no_grad():
-                sp1, sp2 = self._events(s1_).sum(-1), self._events(s2_).sum(-1)  # [N] spikes per sample
+        layout = self.layout(mask, time_index, training)
+        fanouts = [reader.out_features for _, reader in self.lif_layers()]
+        widths = [self.hidden_dim] * len(fanouts)
+        macs = float(n * self.in_dim * self.hidden_dim)  # fc1: the only real-valued input layer, once per sample
+        if n == 0:
+            empty = [r_of.new_zeros(0, dtype=rgb.dtype)] * len(fanouts)
+            return rgb, color_stats(r_of, R, empty, fanouts, widths, layout.steps_per_sample, 0.0, 0.0, layout.density)
+        logits, events, nonzero = self._spiking_rows(feat, dirs, r_of, layout, training)
         rgb[r_of, s_of] = torch.sigmoid(logits)  # non-spiking read-out, per sample
-        # ---- op accounting: spikes drive accumulates (SOPs), the real-valued input layer is MACs -----
-        with torch.no_grad():
-            n_spk1, n_spk2 = sp1.sum(), sp2.sum()  # 0-d tensors: no host-device sync per step
-            ray_sp1 = zeros_r.index_add(0, r_of, sp1.to(zeros_r.dtype))
-            ray_sp2 = zeros_r.index_add(0, r_of, sp2.to(zeros_r.dtype))
-            ray_spikes = ray_sp1 + ray_sp2
-            ray_neurons = mask.sum(1).to(zeros_r.dtype) * (2 * self.hidden_dim)
-        stats = ColorStats(
-            num_samples=n,
-            spikes_per_layer=[n_spk1, n_spk2],
-            neurons_per_layer=[float(n * self.hidden_dim)] * 2,
-            macs=float(n * self.in_dim * self.hidden_dim),
-            sops=n_spk1 * self.hidden_dim + n_spk2 * 3,
-            ann_macs=float(n * self.ann_macs_per_sample()),
-            tensor_density=density,
-            ray_spikes=ray_spikes,
-            ray_neurons=ray_neurons,
-            ray_sops=ray_sp1 * self.hidden_dim + ray_sp2 * 3,
-            ray_spikes_per_layer=[ray_sp1, ray_sp2],
-        )
-        return rgb, stats
+        return rgb, color_stats(r_of, R, events, fanouts, widths, layout.steps_per_sample, macs, ann_macs,
+                                layout.density, nonzero)

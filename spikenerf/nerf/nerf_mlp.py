@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
@@ -35,23 +34,24 @@ from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRen
 from nerfstudio.model_components.ray_samplers import PDFSampler, UniformSampler
 from nerfstudio.models.base_model import Model, ModelConfig
 
-from spikenerf.snn.deploy import DEPLOY_OFFSET, count_events, deployed_spikes, fold_consumer
-
+from spikenerf.snn.deploy import count_events, fold_consumer
 from spikenerf.snn.energy import E_MAC_PJ, energy_pj
 
 from .distill import TeacherMixin, distill_losses
 from .export import NerfstudioToolsMixin
 from .field import positional_encoding
 from .metrics import build_lpips, ground_truth, image_op_metrics, image_quality_of, psnr, render_images
-from .rendering import density_activation
-from .spiking import SpikeCodeName, make_neuron
+from .rendering import density_activation, sigma_to_alpha
+from .spiknerf_neuron import DeployedNeuron, SpikNeRFOptions, make_neuron, train_code_nonzero
+from .time_layout import DenseBlock, Neuron, RepeatSteps, TimeLayout, choose_layout, time_steps_of
 
-__all__ = ["SpikingNeRFMLP", "NeRFMLPModelConfig", "NeRFMLPModel"]
+__all__ = ["SpikNeRFMLP", "NeRFMLPModelConfig", "NeRFMLPModel"]
 
 
-class SpikingNeRFMLP(nn.Module):
-    """One NeRF network (coarse or fine), spiking or ANN. Inputs ``[B, C]`` (the same at every step) or
-    ``[T, B, C]``; outputs ``[T, B, ...]``."""
+class SpikNeRFMLP(nn.Module):
+    """One NeRF network (coarse or fine) of Spik-NeRF, spiking or ANN. Inputs ``[B, C]`` (the same at every
+    step) or ``[T, B, C]``; outputs ``[T, B, ...]``; the time runs on a layout of
+    :mod:`~spikenerf.nerf.time_layout`."""
 
     def __init__(self, hidden_dim: int = 64, num_layers: int = 8, skip_layer: int = 5, color_hidden: int = 0,
                  pos_freqs: int = 10, dir_freqs: int = 4, spiking: bool = True, spike_code: str = "ternary012",
@@ -84,27 +84,30 @@ class SpikingNeRFMLP(nn.Module):
     def deployed(self) -> bool:
         return self.spiking and self.reparam and not self.training
 
-    def _act(self, node: Optional[nn.Module], x: Tensor) -> Tensor:
-        if node is None:
-            return F.relu(x)
-        return deployed_spikes(node, x) if self.deployed else node(x)
+    def neuron(self, node: nn.Module) -> Neuron:
+        """What the layout runs for LIF layer ``node``: its deployed view when re-parameterized."""
+        return DeployedNeuron(node) if self.deployed else node
 
     def _next(self, layer: nn.Linear, node: Optional[nn.Module]) -> nn.Linear:
         return fold_consumer(layer, node) if (node is not None and self.deployed) else layer
 
-    def _counts(self, s: Tensor) -> tuple[Tensor, Tensor]:
-        """Per batch element ``[B]``: deployed-code events and non-zero training-code outputs of ``s``."""
+    def _counts(self, s: Tensor, layout: TimeLayout) -> tuple[Tensor, Tensor]:
+        """Per sample ``[B]``: deployed-code events and non-zero training-code outputs of ``s``."""
         with torch.no_grad():
-            ev = count_events(self.spike_code, s, None, self.deployed).sum((0, 2))
-            zero = -DEPLOY_OFFSET[self.spike_code] if self.deployed else 0.0  # the training code's 0, as sent
-            nz = (s != zero).sum((0, 2), dtype=s.dtype)
+            ev = layout.per_sample(count_events(self.spike_code, s, None, self.deployed))
+            nz = layout.per_sample(train_code_nonzero(self.spike_code, s, self.deployed))
         return ev, nz
 
     def forward(self, pe: Tensor, de: Tensor, T: Optional[int] = None, density_only: bool = False,
-                reference: bool = False) -> tuple[Tensor, Optional[Tensor], List[Tensor], List[Tensor]]:
+                reference: bool = False, layout: Optional[TimeLayout] = None
+                ) -> tuple[Tensor, Optional[Tensor], List[Tensor], List[Tensor]]:
         """Density logit ``[T, B]``, rgb logits ``[T, B, 3]`` (``None`` with ``density_only``) and, per spiking
-        layer, its deployed-code events and its non-zero training spikes per batch element ``[B]`` (empty lists
+        layer, its deployed-code events and its non-zero training spikes per sample ``[B]`` (empty lists
         for the ANN).
+
+        ``layout``: where the time runs (:func:`~spikenerf.nerf.time_layout.choose_layout`); default
+        :class:`~.time_layout.RepeatSteps` ``(T)`` for a ``[B, C]`` input, a :class:`~.time_layout.DenseBlock`
+        for ``[T, B, C]``.
 
         ``pe`` ``[T, B, pos_dim]`` / ``de`` ``[T, B, dir_dim]``, or ``[B, ...]`` with ``T`` given: the input is
         repeated over the T steps (the paper's time), so the real-valued input layers (layer 1, the skip
@@ -113,23 +116,27 @@ class SpikingNeRFMLP(nn.Module):
         ``reference=True`` repeats the input first and runs every layer on the repeated block (the plain form
         the fast path is tested against).
         """
-        if pe.dim() == 2:
-            if T is None:
+        if layout is None:
+            if pe.dim() == 2 and T is None:
                 raise ValueError("a [B, C] input needs T (the number of time steps it is repeated over)")
-            if reference:
-                pe, de = pe.expand(T, *pe.shape), de.expand(T, *de.shape)
+            layout = RepeatSteps(T=T) if pe.dim() == 2 else DenseBlock()
+        pe, de = layout.enter_input(pe), layout.enter_input(de)
+        if reference and pe.dim() == 2:
+            pe, de = layout.enter(pe), layout.enter(de)
         acts = list(self.acts) if self.spiking else [None] * self.num_layers
         cact = self.color_act if self.spiking else None
         events: List[Tensor] = []
         nonzero: List[Tensor] = []
-        steps = T if pe.dim() == 2 else pe.shape[0]
 
         def run(i: int, x: Tensor) -> Tensor:
             if x.dim() == 2:
-                x = x.expand(steps, *x.shape)
-            h = self._act(acts[i] if i >= 0 else cact, x)
-            if self.count_ops and (acts[i] if i >= 0 else cact) is not None:
-                ev, nz = self._counts(h)
+                x = layout.enter(x)
+            node = acts[i] if i >= 0 else cact
+            if node is None:
+                return F.relu(x)
+            h = layout.run(self.neuron(node), x)
+            if self.count_ops:
+                ev, nz = self._counts(h, layout)
                 events.append(ev)
                 nonzero.append(nz)
             return h
@@ -180,8 +187,9 @@ class SpikingNeRFMLP(nn.Module):
 
 
 @dataclass
-class NeRFMLPModelConfig(ModelConfig):
-    """Spik-NeRF on the NeRF MLP (coarse + fine networks, hierarchical sampling)."""
+class NeRFMLPModelConfig(SpikNeRFOptions, ModelConfig):
+    """Spik-NeRF on the NeRF MLP (coarse + fine networks, hierarchical sampling); Spik-NeRF's own options are
+    :class:`~.spiknerf_neuron.SpikNeRFOptions`."""
 
     _target: Type = field(default_factory=lambda: NeRFMLPModel)
     enable_collider: bool = True
@@ -197,23 +205,8 @@ class NeRFMLPModelConfig(ModelConfig):
     pos_freqs: int = 10
     dir_freqs: int = 4
     spiking: bool = True
-    spike_code: SpikeCodeName = "ternary012"
-    tau: float = 4.0
-    v_threshold: float = 0.5
-    margin: float = 1.0
-    decay_input: bool = False
-    time_mode: Literal["repeat", "ray"] = "repeat"
-    time_steps: int = 2
-    reparam_inference: bool = True
     background_color: Literal["white", "black"] = "white"
     loss_coefficients: Dict[str, float] = to_immutable_dict({"rgb_loss_coarse": 1.0, "rgb_loss_fine": 1.0})
-    teacher_config: Optional[Path] = None
-    """config.yml of a trained ANN teacher (e.g. spiknerf-mlp-ann or spiknerf-ann); None = no distillation."""
-    distill_density_weight: float = 0.5
-    distill_color_weight: float = 0.5
-    distill_density_space: Literal["sigma", "alpha"] = "alpha"
-    """Densities compared as per-sample alphas (default) or sigma per world unit (the paper's form); why: the
-    same option of :class:`~spikenerf.nerf.spiknerf.SpikNeRFModelConfig`."""
     eval_num_rays_per_chunk: int = 1024
     train_op_counts: bool = False
     """Count spike events in training steps too (for the logged firing rate / energy); counting costs about
@@ -241,13 +234,13 @@ class NeRFMLPModel(NerfstudioToolsMixin, TeacherMixin, Model):
     def populate_modules(self) -> None:
         super().populate_modules()
         cfg = self.config
-        if cfg.time_mode not in ("repeat", "ray") or cfg.time_steps < 1:
-            raise ValueError(f"bad time_mode/time_steps: {cfg.time_mode!r}/{cfg.time_steps}")
+        self.T = time_steps_of(cfg.spiking, cfg.time_mode, cfg.time_steps)
+        self.time_mode = cfg.time_mode if cfg.spiking else "repeat"  # the ANN has no time: each sample once
         aabb = self.scene_box.aabb.detach().clone().float()
         self.register_buffer("aabb", aabb)
         self.register_buffer("num_train_views", torch.tensor(int(self.num_train_data)))
         if cfg.occupancy_resolution > 0:
-            if cfg.time_mode != "repeat" and cfg.spiking:
+            if self.time_mode != "repeat":
                 raise ValueError("occupancy_resolution > 0 needs time_mode='repeat' (ray time runs every sample)")
             r = int(cfg.occupancy_resolution)
             self.register_buffer("occupancy", torch.ones(r, r, r, dtype=torch.bool))
@@ -257,8 +250,8 @@ class NeRFMLPModel(NerfstudioToolsMixin, TeacherMixin, Model):
                   color_hidden=cfg.color_hidden, pos_freqs=cfg.pos_freqs, dir_freqs=cfg.dir_freqs,
                   spiking=cfg.spiking, spike_code=cfg.spike_code, tau=cfg.tau, v_threshold=cfg.v_threshold,
                   margin=cfg.margin, decay_input=cfg.decay_input, reparam=cfg.reparam_inference)
-        self.field_coarse = SpikingNeRFMLP(**kw)
-        self.field_fine = SpikingNeRFMLP(**kw)
+        self.field_coarse = SpikNeRFMLP(**kw)
+        self.field_fine = SpikNeRFMLP(**kw)
         self.sampler_uniform = UniformSampler(num_samples=cfg.num_coarse_samples)
         self.sampler_pdf = PDFSampler(num_samples=cfg.num_importance_samples)
         self.renderer_rgb = RGBRenderer(background_color=cfg.background_color)
@@ -266,10 +259,6 @@ class NeRFMLPModel(NerfstudioToolsMixin, TeacherMixin, Model):
         self.renderer_depth = DepthRenderer()
         self.lpips = build_lpips()
         object.__setattr__(self, "teacher", None)  # never a registered submodule
-
-    @property
-    def T(self) -> int:
-        return self.config.time_steps if (self.config.spiking and self.config.time_mode == "repeat") else 1
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         return {"fields": list(self.field_coarse.parameters()) + list(self.field_fine.parameters())}
@@ -283,13 +272,13 @@ class NeRFMLPModel(NerfstudioToolsMixin, TeacherMixin, Model):
         return [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self.update_occupancy)]
 
     # -- network evaluation -------------------------------------------------------------------------
-    def _encode(self, net: SpikingNeRFMLP, pos: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
+    def _encode(self, net: SpikNeRFMLP, pos: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
         center = (self.aabb[0] + self.aabb[1]) / 2
         half = ((self.aabb[1] - self.aabb[0]) / 2).max()
         pe = positional_encoding(math.pi * (pos - center) / half, net.pos_freqs)
         return pe, positional_encoding(dirs, net.dir_freqs)
 
-    def _eval_net(self, net: SpikingNeRFMLP, pos: Tensor, dirs: Tensor,
+    def _eval_net(self, net: SpikNeRFMLP, pos: Tensor, dirs: Tensor,
                   keep: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """``pos`` / ``dirs`` ``[R, S, 3]`` -> density ``[R, S, 1]``, rgb ``[R, S, 3]`` and per-ray op counts.
 
@@ -303,26 +292,18 @@ class NeRFMLPModel(NerfstudioToolsMixin, TeacherMixin, Model):
             idx = keep.reshape(-1).nonzero(as_tuple=True)[0]
             flat_pos, flat_dirs = flat_pos[idx], flat_dirs[idx]
         pe, de = self._encode(net, flat_pos, flat_dirs)
-        per_ray = None  # per-sample counts -> per ray
         net.count_ops = not self.training or self.config.train_op_counts
-        if not net.spiking:
-            dl, rl, events, nonzero = net(pe[None], de[None])
-            dl, rl = dl[0], rl[0]
-        elif self.config.time_mode == "repeat":
-            dl, rl, events, nonzero = net(pe, de, T=self.T)  # [B, C] input, repeated over T inside
-            dl, rl = dl.mean(0), rl.mean(0)  # read-outs averaged over the T steps
-            per_ray = idx // S if idx is not None else torch.arange(R * S, device=pos.device) // S
-        else:  # ray-aligned: the samples of a ray are the time steps
-            if idx is not None:
-                raise ValueError("the occupancy cache needs time_mode='repeat' (ray time runs every sample)")
-            dl, rl, events, nonzero = net(pe.reshape(R, S, -1).transpose(0, 1), de.reshape(R, S, -1).transpose(0, 1))
-            dl, rl = dl.transpose(0, 1).reshape(-1), rl.transpose(0, 1).reshape(-1, 3)
+        # repeat time (and the ANN): samples are the batch; ray time (no cache): one [S, R] block of all samples
+        layout = choose_layout(None, time_mode=self.time_mode, T=self.T, rays=(R, S))
+        dl, rl, events, nonzero = net(pe, de, layout=layout)
+        dl, rl = layout.read_out(dl[..., None])[:, 0], layout.read_out(rl)  # per sample (mean over repeats)
+        per_ray = idx // S if idx is not None else torch.arange(R * S, device=pos.device) // S
         sigma, rgb = density_activation(dl, 0.0), torch.sigmoid(rl)
         if idx is not None:
             sigma = pos.new_zeros(R * S).index_put((idx,), sigma)
             rgb = pos.new_zeros(R * S, 3).index_put((idx,), rgb)
         zeros_r = pos.new_zeros(R)
-        to_ray = (lambda e: zeros_r.index_add(0, per_ray, e)) if per_ray is not None else (lambda e: e)  # noqa: E731
+        to_ray = lambda e: zeros_r.index_add(0, per_ray, e)  # noqa: E731  per sample [N] -> per ray [R]
         n = keep.sum(1).to(pos.dtype) if keep is not None else pos.new_full((R,), float(S))  # samples run per ray
         ann = n * net.ann_macs_per_sample()
         out = {"density": sigma.reshape(R, S, 1), "rgb": rgb.reshape(R, S, 3), "ann_macs": ann, "samples": n}
@@ -354,16 +335,14 @@ class NeRFMLPModel(NerfstudioToolsMixin, TeacherMixin, Model):
         return inside & self.occupancy[ijk[..., 0], ijk[..., 1], ijk[..., 2]]
 
     @torch.no_grad()
-    def _density(self, net: SpikingNeRFMLP, xyz: Tensor, chunk: int = 1 << 14) -> Tensor:
+    def _density(self, net: SpikNeRFMLP, xyz: Tensor, chunk: int = 1 << 14) -> Tensor:
         """Volume density ``[N]`` of ``net`` at points ``[N, 3]`` (the trunk only, no colour branch)."""
         out = []
         for c in xyz.split(chunk):
             pe = self._encode(net, c, c)[0]
             none = pe[..., :0]  # no direction: the density head needs none
-            if net.spiking and self.config.time_mode == "repeat":
-                dl = net(pe, none, T=self.T, density_only=True)[0].mean(0)
-            else:  # the ANN; a ray-time net sees each point as a one-step sequence
-                dl = net(pe[None], none[None], density_only=True)[0][0]
+            # each point its own sequence: T repeats, or one step for ray time and the ANN (T = 1)
+            dl = net(pe, none, T=self.T, density_only=True)[0].mean(0)
             out.append(density_activation(dl, 0.0))
         return torch.cat(out) if out else xyz.new_zeros(0)
 
@@ -393,7 +372,7 @@ class NeRFMLPModel(NerfstudioToolsMixin, TeacherMixin, Model):
         self.occupancy_swept.fill_(True)
         interval = (self.collider.far_plane - self.collider.near_plane) / cfg.num_coarse_samples \
             if self.collider is not None else 4.0 / cfg.num_coarse_samples
-        occ = (1.0 - torch.exp(-self.occupancy_sigma * interval)) > cfg.occupancy_alpha_threshold
+        occ = sigma_to_alpha(self.occupancy_sigma, interval) > cfg.occupancy_alpha_threshold
         occ = F.max_pool3d(occ[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
         self.occupancy.copy_(occ)
 

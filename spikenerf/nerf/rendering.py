@@ -4,7 +4,7 @@
 
 - :func:`density_shift` / :func:`density_activation` / :func:`density_to_alpha`: the one density activation
   of the package, DVGO's shifted softplus ``sigma = softplus(raw + shift)`` (per base-voxel unit) and
-  ``alpha = 1 - exp(-sigma * interval)``.
+  ``alpha = 1 - exp(-sigma * interval)`` (:func:`sigma_to_alpha`, the one place it is written).
 - :func:`compositing_weights`: ``alpha`` -> weights and the transmittance left after the last sample.
 - :func:`sample_masks`: the alpha and weight masks (samples that never reach the colour network).
 - :func:`composite`: weights + per-sample colours -> ``rgb``, ``depth``, ``accumulation`` per ray.
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["density_shift", "density_activation", "density_to_alpha", "compositing_weights", "Masked",
+__all__ = ["density_shift", "density_activation", "density_to_alpha", "sigma_to_alpha", "compositing_weights", "Masked",
            "sample_masks", "Composited", "composite", "background_rgb", "distortion_loss"]
 
 
@@ -47,7 +47,17 @@ def density_to_alpha(raw: Tensor, shift: float, interval: Tensor | float) -> Ten
     >>> a.shape, round(float(a[0]), 6)
     (torch.Size([4]), 0.01)
     """
-    return 1.0 - torch.exp(-density_activation(raw, shift) * interval)
+    return sigma_to_alpha(density_activation(raw, shift), interval)
+
+
+def sigma_to_alpha(sigma: Tensor, delta: Tensor | float) -> Tensor:
+    """Volume density ``[...]`` over a step of length ``delta`` -> alpha ``1 - exp(-sigma * delta)``, the
+    opacity of that step (in whatever unit ``sigma`` and ``delta`` share).
+
+    >>> round(float(sigma_to_alpha(torch.tensor(2.0), 0.5)), 6)  # 1 - e^-1
+    0.632121
+    """
+    return 1.0 - torch.exp(-sigma * delta)
 
 
 def compositing_weights(alpha: Tensor) -> tuple[Tensor, Tensor]:

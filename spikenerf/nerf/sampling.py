@@ -7,12 +7,13 @@
 - :func:`refresh_occupancy`: the fine stage's refresh (old cache AND max-pooled fine alpha above the fine
   alpha threshold), at every up-scale and every ``occupancy_refresh_every`` steps.
 - :func:`coarse_geometry_box`: DVGO's ``compute_bbox_by_coarse_geo``, the box the fine grids span.
+- :func:`render_in_groups`: inference over groups of rays with similar sample counts (less padding per step).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from .grid import Marched, march, march_contracted, occupied
 from .rendering import density_to_alpha
 
 __all__ = ["sample_along_rays", "grid_vertices", "vertex_alpha", "mask_cache", "refresh_occupancy",
-           "coarse_geometry_box"]
+           "coarse_geometry_box", "render_in_groups"]
 
 DensityFn = Callable[[Tensor], Tensor]
 
@@ -99,3 +100,21 @@ def coarse_geometry_box(density_raw: DensityFn, aabb: Tensor, resolution: tuple[
     c, h = (lo + hi) * 0.5, (hi - lo) * 0.5 * scale
     h = torch.maximum(h, (aabb[1] - aabb[0]) / (torch.tensor(resolution, device=aabb.device) - 1))  # >= 1 voxel
     return torch.stack([torch.maximum(c - h, aabb[0]), torch.minimum(c + h, aabb[1])])
+
+
+def render_in_groups(render: Callable[[Tensor, Marched], Dict[str, Tensor]], marched: Marched,
+                     groups: int) -> Dict[str, Tensor]:
+    """The outputs ``[R, k]`` of rays ``[R]`` rendered in ``groups`` groups of similar sample counts (sorted by
+    count), each cut to its own longest ray instead of the longest of all. ``render(rays, samples)`` gets a
+    group's ray indices ``[R_g]`` and samples ``[R_g, S_g]``; the outputs come back in the rays' order."""
+    counts, order = marched.valid.sum(1).sort()
+    parts, end = [], 0
+    for g in order.tensor_split(groups):
+        end += g.numel()
+        width = max(1, int(counts[end - 1]))  # the group's longest ray
+        parts.append(render(g, Marched(marched.t[g, :width], marched.index[g, :width], marched.valid[g, :width])))
+    out: Dict[str, Tensor] = {}
+    for k in parts[0]:
+        v = torch.cat([p[k] for p in parts])
+        out[k] = torch.empty_like(v).index_copy_(0, order, v)  # back to the rays' order
+    return out

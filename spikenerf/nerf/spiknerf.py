@@ -24,36 +24,37 @@ Everything else (grids, masking, time layouts, losses, metrics, energy) is Spiki
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Type
+from typing import Any, Dict, List, Literal, Type
 
 import torch
 from torch import Tensor, nn
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 
-from spikenerf.snn.deploy import DEPLOY_OFFSET, count_events, deployed_code, deployed_spikes, fold_consumer
+from spikenerf.snn.deploy import count_events, fold_consumer
 from spikenerf.snn.energy import energy_pj
 
-from .field import ColorStats, SpikingNeRFField, positional_encoding
-from .grid import Marched
-from .packing import RaggedRows
 from .distill import TeacherMixin, distill_losses
+from .field import ColorStats, SpikingNeRFField
+from .grid import Marched
 from .model import SpikingNeRFModel, SpikingNeRFModelConfig
-from .spiking import SpikeCodeName, make_neuron
+from .spiknerf_neuron import DeployedNeuron, SpikNeRFOptions, make_neuron, train_code_nonzero
+from .time_layout import Neuron, time_steps_of
 
 __all__ = ["SpikNeRFField", "SpikNeRFModelConfig", "SpikNeRFModel"]
 
 SPIKNERF_NEURON = dict(neuron="lif", reset="hard", detach_reset=False, threshold="fixed")
 """The only neuron options the Spik-NeRF field takes (its re-parameterization assumes them)."""
 
+
 # ----------------------------------------------------------------------------- voxel-grid field
 class SpikNeRFField(SpikingNeRFField):
-    """SpikingNeRF's grids + colour network with Spik-NeRF neurons, time layouts and re-parameterization.
+    """SpikingNeRF's grids + colour network with Spik-NeRF neurons, its time and re-parameterization.
 
     Extra args (the rest as :class:`SpikingNeRFField`): ``spike_code``, ``margin``, ``decay_input``,
     ``time_mode`` (``repeat`` | ``ray``), ``time_steps`` (T of ``repeat``), ``reparam`` (deploy the
-    re-parameterized network in eval mode).
+    re-parameterized network in eval mode). The colour pass is the parent's (its layout follows
+    ``time_mode``); this class changes only the neurons and the deploy hooks.
     """
 
     def __init__(self, aabb: Tensor, resolution: tuple[int, int, int], *, spike_code: str = "ternary012",
@@ -65,16 +66,12 @@ class SpikNeRFField(SpikingNeRFField):
             raise ValueError(f"Spik-NeRF's neurons are hard-reset LIF with a fixed threshold; {others} "
                              "apply to spikingnerf only")
         super().__init__(aabb, resolution, **kwargs)
-        if time_mode not in ("repeat", "ray"):
-            raise ValueError(f"time_mode must be 'repeat' or 'ray', got {time_mode!r}")
-        if time_steps < 1:
-            raise ValueError(f"time_steps must be >= 1, got {time_steps}")
+        self.time_steps = time_steps_of(self.spiking, time_mode, time_steps)
         self.spike_code = spike_code
         self.time_mode = time_mode
-        self.time_steps = int(time_steps) if (time_mode == "repeat" and self.spiking) else 1
         self.reparam = bool(reparam)
         self.last_ray_train_spikes: Tensor | None = None
-        """Per ray ``[R]``: non-zero training-code outputs of the last repeat-time colour pass (None otherwise)."""
+        """Per ray ``[R]``: non-zero training-code outputs of the last spiking colour pass (None otherwise)."""
         if self.spiking:
             tau = kwargs.get("tau", 4.0)
             vth = kwargs.get("v_threshold", 0.5)
@@ -87,98 +84,34 @@ class SpikNeRFField(SpikingNeRFField):
         """Eval mode with re-parameterization on: neurons send the deployed code, next layers are folded."""
         return self.spiking and self.reparam and not self.training
 
-    def _lif(self, node: nn.Module, x: Tensor) -> Tensor:
-        return deployed_spikes(node, x) if self.deployed else node(x)
+    def neuron(self, node: nn.Module) -> Neuron:
+        return DeployedNeuron(node) if self.deployed else node
 
-    def _lif_rows(self, node: nn.Module, xv: Tensor, rows: RaggedRows) -> Tensor:
-        if not self.deployed:
-            return super()._lif_rows(node, xv, rows)
-        return deployed_code(node, node.forward_ragged(xv, rows.starts, rows.steps, rows.reverse, raw=True))
-
-    def _consumer(self, layer: nn.Module, node: nn.Module) -> nn.Module:
+    def consumer(self, layer: nn.Module, node: nn.Module) -> nn.Module:
         return fold_consumer(layer, node) if self.deployed else layer
 
-    def _events(self, s: Tensor) -> Tensor:
+    def events(self, s: Tensor) -> Tensor:
         return count_events(self.spike_code, s, None, self.deployed)
+
+    def train_nonzero(self, s: Tensor) -> Tensor:
+        return train_code_nonzero(self.spike_code, s, self.deployed)
 
     def color(self, xyz: Tensor, dirs: Tensor, mask: Tensor,
               time_index: Tensor | None = None) -> tuple[Tensor, ColorStats]:
-        if not self.spiking or self.time_mode == "ray":
-            return super().color(xyz, dirs, mask, time_index)
-        # ---- T time steps per sample: samples are the batch, each input repeated T times -------------
-        R, S = mask.shape
-        T = self.time_steps
-        n = int(mask.sum())
-        zeros_r = torch.zeros(R, device=mask.device)
-        rgb = xyz.new_zeros(R, S, 3)
-        self.last_ray_train_spikes = zeros_r
-        if n == 0:
-            return rgb, ColorStats(0, [0.0, 0.0], [0.0, 0.0], 0.0, 0.0, 0.0, 1.0, zeros_r, zeros_r, zeros_r,
-                                   [zeros_r, zeros_r])
-        r_of = mask.nonzero(as_tuple=True)[0]
-        h_in = torch.cat([self.feature_grid(xyz[mask]), positional_encoding(dirs, self.dir_freqs)[r_of]], -1)
-        # each sample is a sequence of T steps with the same input current: a [T, n, H] block, no holes
-        x1 = self.fc1(h_in).unsqueeze(0).expand(T, n, self.hidden_dim)
-        s1, s2 = self._spiking_net(x1)
-        rgb[mask] = torch.sigmoid(self._readout()(s2).mean(0))  # read-out averaged over the T steps
-        with torch.no_grad():
-            sp1 = self._events(s1).sum((0, 2))  # [n] events per sample
-            sp2 = self._events(s2).sum((0, 2))
-            ray_sp1 = zeros_r.index_add(0, r_of, sp1.to(zeros_r.dtype))
-            ray_sp2 = zeros_r.index_add(0, r_of, sp2.to(zeros_r.dtype))
-            n1, n2 = float(sp1.sum()), float(sp2.sum())
-            zero = -DEPLOY_OFFSET[self.spike_code] if self.deployed else 0.0  # the training code's 0, as sent
-            nz = ((s1 != zero).sum((0, 2), dtype=zeros_r.dtype) + (s2 != zero).sum((0, 2), dtype=zeros_r.dtype))
-            self.last_ray_train_spikes = zeros_r.index_add(0, r_of, nz)
-        stats = ColorStats(
-            num_samples=n,
-            spikes_per_layer=[n1, n2],
-            neurons_per_layer=[float(n * self.hidden_dim * T)] * 2,
-            macs=float(n * self.in_dim * self.hidden_dim),  # the input is the same at every step: once
-            sops=n1 * self.hidden_dim + n2 * 3,
-            ann_macs=float(n * self.ann_macs_per_sample()),
-            tensor_density=1.0,
-            ray_spikes=ray_sp1 + ray_sp2,
-            ray_neurons=mask.sum(1).to(zeros_r.dtype) * (2 * self.hidden_dim * T),
-            ray_sops=ray_sp1 * self.hidden_dim + ray_sp2 * 3,
-            ray_spikes_per_layer=[ray_sp1, ray_sp2],
-        )
+        rgb, stats = super().color(xyz, dirs, mask, time_index)
+        self.last_ray_train_spikes = stats.ray_train_spikes if self.spiking else None
         return rgb, stats
 
 
 # ----------------------------------------------------------------------------- model
 @dataclass
-class SpikNeRFModelConfig(SpikingNeRFModelConfig):
-    """Spik-NeRF on SpikingNeRF's voxel-grid model (all of SpikingNeRF's options apply)."""
+class SpikNeRFModelConfig(SpikNeRFOptions, SpikingNeRFModelConfig):
+    """Spik-NeRF on SpikingNeRF's voxel-grid model (all of SpikingNeRF's options apply; Spik-NeRF's own are
+    :class:`~.spiknerf_neuron.SpikNeRFOptions`)."""
 
     _target: Type = field(default_factory=lambda: SpikNeRFModel)
-    tau: float = 4.0
-    """LIF membrane time constant: ``h_t = (1 - 1/tau) v_{t-1} + x_t`` (``decay_input=False``)."""
-    v_threshold: float = 0.5
     reset: Literal["hard", "soft"] = "hard"
     """Spik-NeRF's neurons reset to 0 (its re-parameterization assumes it; SpikingNeRF's default is soft)."""
-    decay_input: bool = False
-    """True: SpikingJelly's ``h = v + (x - v) / tau`` (the input is scaled by 1/tau too)."""
-    spike_code: SpikeCodeName = "ternary012"
-    """``ternary012`` {0,1,2} (Spik-NeRF), ``ternary`` {-1,0,1} x learnable amplitude, or ``binary``."""
-    margin: float = 1.0
-    """ternary012: a 2 is emitted above ``v_threshold + margin``."""
-    time_mode: Literal["repeat", "ray"] = "repeat"
-    """``repeat``: T time steps per sample (the paper); ``ray``: one sample per time step (SpikingNeRF)."""
-    time_steps: int = 2
-    """T of ``time_mode=repeat``."""
-    reparam_inference: bool = True
-    """Evaluate/render with the re-parameterized network (shifted spikes, folded biases / amplitudes)."""
-    teacher_config: Optional[Path] = None
-    """config.yml of a trained ANN teacher (e.g. ``spiknerf-ann``) to distil from; None = no distillation."""
-    distill_density_weight: float = 0.5
-    """lambda_d of ``lambda_d * MSE(density)``."""
-    distill_color_weight: float = 0.5
-    """lambda_c of ``lambda_c * MSE(colour)``."""
-    distill_density_space: Literal["sigma", "alpha"] = "alpha"
-    """Compare densities as the alpha of the student's sampling step (default) or as sigma per world unit (the
-    paper's form). Measured on lego-400 (docs/benchmarks.md): alpha +0.60 dB over no distillation on the MLP
-    (sigma -1.42 dB: its squared sigma error, ~4, drowns the colour loss) and +0.07 dB on the grids (sigma +0.00)."""
 
 
 class SpikNeRFModel(TeacherMixin, SpikingNeRFModel):
@@ -236,14 +169,16 @@ class SpikNeRFModel(TeacherMixin, SpikingNeRFModel):
         is the only MAC layer of the colour net, so its MACs x T)."""
         metrics, images = super().get_image_metrics_and_images(outputs, batch)
         T = self.field.time_steps
-        if self.field.spiking and T > 1:
-            for k in ("firing_rate", "firing_rate_lif1", "firing_rate_lif2"):
+        layers = len(self.field.lif_layers()) if self.field.spiking else 0
+        if T > 1:
+            for k in ["firing_rate"] + [f"firing_rate_lif{i + 1}" for i in range(layers)]:
                 if k in metrics:
                     metrics[k] = metrics[k] / T
         metrics["time_steps"] = float(T)
         n_col = float(outputs["num_color_samples"].sum())
         if "ray_train_spikes" in outputs and n_col > 0:
-            metrics["train_spike_rate"] = float(outputs["ray_train_spikes"].sum()) / (2 * n_col * self.field.hidden_dim * T)
+            neurons = layers * n_col * self.field.hidden_dim * T
+            metrics["train_spike_rate"] = float(outputs["ray_train_spikes"].sum()) / neurons
         if "macs_per_image" in metrics:
             macs_t = T * metrics["macs_per_image"] if self.field.spiking else metrics["macs_per_image"]
             e_t = energy_pj(macs_t, metrics["sops_per_image"])

@@ -8,8 +8,8 @@ import torch
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
-from spikenerf.nerf.contraction import (contract, contracted_box, contracted_lattice, looks_unbounded,
-                                        near_clip_from_points, uncontract)
+from nerf_reference import uncontract  # tests/nerf is on sys.path
+from spikenerf.nerf.contraction import contract, contracted_box, contracted_lattice, looks_unbounded, near_clip_from_points
 from spikenerf.nerf.grid import march_contracted, march_contracted_reference
 from spikenerf.nerf.model import SCENE_BOUNDED, SCENE_UNBOUNDED, SpikingNeRFModelConfig
 

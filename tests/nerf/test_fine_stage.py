@@ -151,7 +151,7 @@ def test_model_tightens_the_fine_box_and_drops_samples_outside_it():
     m._set_step(2)
     h = 0.2 * 1.05
     torch.testing.assert_close(m.fine_box, torch.tensor([[-h] * 3, [h] * 3]))
-    assert m.field.density_grid.resolution == m.fine_resolution_at(2)
+    assert m.field.density_grid.resolution == m.coarse_to_fine.fine_resolution_at(2)
     assert m.occupancy.shape == m.field.density_grid.resolution and m._occ_ready
     # a ray through the coarse box that misses the fine box gets no sample (not the fine grid's alpha_init)
     m.eval()
@@ -164,8 +164,9 @@ def test_shift_decays_after_each_upscale_and_the_cache_is_refreshed():
     m = _model(occupancy_refresh_every=3, decay_after_scale=1.0)  # DVGO's value (the default is 0)
     s0 = density_shift(m.config.alpha_init_fine)
     seen = []
-    orig = m.refresh_occupancy
-    m.refresh_occupancy = lambda shift=None: (seen.append((m.step, shift)), orig(shift))[1]  # type: ignore
+    c2f = m.coarse_to_fine
+    orig = c2f.refresh_occupancy
+    c2f.refresh_occupancy = lambda shift=None: (seen.append((m.step, shift)), orig(shift))[1]  # type: ignore
     for step in range(0, 10):
         m._set_step(step)
         passed = sum(1 for s in (2, 4) if step - 2 >= s)
@@ -266,20 +267,21 @@ def test_training_rays_drawn_in_the_occupancy_cache():
     with torch.no_grad():
         m.coarse_density.grid.fill_(-100.0)
         m.coarse_density.grid[4:7, 4:7, 4:7] = raw_for_alpha(0.5, m.coarse_shift)  # a cube at [-0.2, 0.2]^3
-    before = m._occ_version
+    c2f = m.coarse_to_fine
+    before = c2f.cache.version
     m._set_step(2)
-    assert m._occ_version == before + 1
+    assert c2f.cache.version == before + 1
     o = torch.tensor([[0.0, 0.0, -3.0], [0.6, 0.6, -3.0], [0.1, -0.1, -3.0]])
     d = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 2.0]])  # (directions need not be unit)
-    assert m.rays_in_cache(o, d).tolist() == [True, False, True]
+    assert c2f.rays_in_cache(o, d).tolist() == [True, False, True]
     # per pixel of a camera looking down -z at the cube from z = 3: the centre pixel hits, a corner misses
     c2w = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 3.0]])
     cams = Cameras(camera_to_worlds=c2w[None].expand(2, 3, 4), fx=8.0, fy=8.0, cx=4.0, cy=4.0, width=8, height=8)
-    mask = m.pixel_mask(cams)
+    mask = c2f.pixel_mask(cams)
     assert mask.shape == (2, 8, 8, 1) and mask.dtype == torch.bool
     assert bool(mask[0, 4, 4, 0]) and not bool(mask[0, 0, 0, 0])
     rays = cams.generate_rays(camera_indices=0)
-    want = m.rays_in_cache(rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3)).reshape(8, 8, 1)
+    want = c2f.rays_in_cache(rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3)).reshape(8, 8, 1)
     assert torch.equal(mask[0], want) and torch.equal(mask[1], want)
 
     class _DM:  # the two things the model reads from a data manager
@@ -290,11 +292,11 @@ def test_training_rays_drawn_in_the_occupancy_cache():
             self.masks.append(mk)
 
     dm = _DM()
-    m._update_ray_mask(dm)
-    m._update_ray_mask(dm)  # unchanged cache: not rebuilt
+    c2f.update_ray_mask(dm)
+    c2f.update_ray_mask(dm)  # unchanged cache: not rebuilt
     assert len(dm.masks) == 1 and torch.equal(dm.masks[0], mask)
-    m.refresh_occupancy()
-    m._update_ray_mask(dm)
+    c2f.refresh_occupancy()
+    c2f.update_ray_mask(dm)
     assert len(dm.masks) == 2
 
 
@@ -334,7 +336,7 @@ def test_pervoxel_lr_in_the_coarse_stage_only():
     attrs = TrainingCallbackAttributes(optimizers=type("O", (), {"optimizers": {"grids": adam}})(),
                                        grad_scaler=None, pipeline=type("P", (), {"datamanager": dm})(), trainer=None)
     (cb,) = m.get_training_callbacks(attrs)
-    count = voxel_view_counts(m.coarse_view_points(cams), m.coarse_res, m.coarse_box)
+    count = voxel_view_counts(m.coarse_to_fine.coarse_view_points(cams), m.coarse_res, m.coarse_box)
     assert float(count.max()) == 2 and bool((count == 1).any()) and bool((count == 0).any())
 
     def step(at: int) -> tuple[Tensor, Tensor]:
@@ -351,3 +353,38 @@ def test_pervoxel_lr_in_the_coarse_stage_only():
     torch.testing.assert_close(d_color, torch.full_like(d_color, -0.1), rtol=1e-4, atol=1e-6)
     d_density, _ = step(2)  # fine stage: plain Adam
     torch.testing.assert_close(d_density, torch.full_like(d_density, -0.1), rtol=1e-4, atol=1e-6)
+
+
+def test_grid_schedule_by_hand():
+    """The timetable the model asks each step: 3 coarse steps, up-scales at fine steps 2 and 4, refreshes every
+    3 fine steps and at every up-scale (never at the first fine step, which builds the cache)."""
+    from spikenerf.nerf.grid_training import GridSchedule
+
+    s = GridSchedule(coarse_steps=3, scale_steps=(2, 4), final_resolution=65, refresh_every=3)
+    assert [s.in_fine_stage(k) for k in range(5)] == [False, False, False, True, True]
+    assert [s.scales_done(k) for k in (3, 4, 5, 6, 7, 100)] == [0, 0, 1, 1, 2, 2]
+    # (65 - 1) x 2^(-pending / 3) + 1: the voxel count halves per pending up-scale
+    assert [s.resolution_at(k) for k in (0, 5, 7)] == [round(64 * 2 ** (-2 / 3)) + 1, round(64 * 2 ** (-1 / 3)) + 1, 65]
+    assert [k for k in range(10) if s.builds_cache(k, cache_ready=False)] == list(range(3, 10))
+    assert not s.builds_cache(5, cache_ready=True)
+    assert not GridSchedule(0, (), 9).builds_cache(0, cache_ready=False)  # no coarse stage, no cache
+    assert [k for k in range(12) if s.refreshes_cache(k, scaled=False)] == [6, 9]
+    assert [k for k in range(12) if s.refreshes_cache(k, scaled=True)] == list(range(4, 12))
+    assert not GridSchedule(3, (2,), 9, refresh_every=0, refresh_on_upscale=False).refreshes_cache(6, scaled=True)
+    for bad in (dict(coarse_steps=-1, scale_steps=()), dict(coarse_steps=0, scale_steps=(4, 2))):
+        try:
+            GridSchedule(final_resolution=9, **bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad} accepted")
+
+
+def test_checkpoint_keys_stay_on_the_model():
+    """The cache is the model's buffers (``occupancy``, ``occupancy_ready``), so checkpoints written before the
+    coarse-to-fine component existed load, and the component adds no key of its own."""
+    m = _model()
+    m._set_step(2)
+    keys = set(m.state_dict())
+    assert {"occupancy", "occupancy_ready", "scene_code", "aabb"} <= keys
+    assert not any(k.startswith("coarse_to_fine") for k in keys)
+    assert m.occupancy is m.coarse_to_fine.cache.grid and bool(m.occupancy_ready)

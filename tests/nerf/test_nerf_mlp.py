@@ -9,7 +9,7 @@ import pytest
 import torch
 from nerfstudio.data.scene_box import SceneBox
 
-from spikenerf.nerf.nerf_mlp import NeRFMLPModelConfig, SpikingNeRFMLP
+from spikenerf.nerf.nerf_mlp import NeRFMLPModelConfig, SpikNeRFMLP
 from test_spiknerf import _rays  # rays from z = 4 towards the box (tests/nerf is on sys.path)
 
 BOX = torch.tensor([[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]])
@@ -18,7 +18,7 @@ CODES = ["ternary012", "ternary", "binary"]
 
 def _net(code="ternary012", spiking=True, W=16, seed=0, gain=4.0):
     torch.manual_seed(seed)
-    net = SpikingNeRFMLP(hidden_dim=W, color_hidden=8, spiking=spiking, spike_code=code)
+    net = SpikNeRFMLP(hidden_dim=W, color_hidden=8, spiking=spiking, spike_code=code)
     with torch.no_grad():  # fire at every level
         for lin in list(net.trunk) + [net.feature, net.color_in]:
             lin.weight.mul_(gain)
@@ -124,7 +124,7 @@ def test_deployed_fast_path_is_exact_and_counts_match(code):
 
 # ----------------------------------------------------------------------------- op counts, both conventions
 def test_mac_counts_of_both_conventions_by_hand():
-    net = SpikingNeRFMLP(hidden_dim=16, color_hidden=8)  # pos 63, dir 27, 8 layers, skip at 5
+    net = SpikNeRFMLP(hidden_dim=16, color_hidden=8)  # pos 63, dir 27, 8 layers, skip at 5
     assert (net.pos_dim, net.dir_dim) == (63, 27)
     # once: layer 1 (63*16) + skip (63*16) + colour direction part (27*8), once; colour feature part 16*8 per step
     assert net.macs_per_sample(2, "once") == 1008 + 1008 + 216 + 2 * 128 == 2488

@@ -5,15 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spikenerf.nerf.packing import (
+from nerf_reference import (  # tests/nerf is on sys.path
     pack,
     pack_condensing,
     pack_padding,
-    tensor_density,
+    scatter_valid,
     unpack,
     unpack_condensing,
     unpack_padding,
 )
+from spikenerf.nerf.packing import pack_index, tensor_density
+from spikenerf.nerf.time_layout import condensed_rows, ragged_rows, time_buckets
 
 
 def _data(R=7, S=9, C=3, p=0.5, seed=0):
@@ -108,7 +110,6 @@ def test_bad_input():
 def test_padding_from_compacted_columns_keeps_every_hole(flip):
     """Rays whose empty space was dropped (columns packed left + each entry's sample index) pad exactly like
     the full lattice: the skipped samples are holes again."""
-    from spikenerf.nerf.packing import pack_index, scatter_valid
 
     gen = torch.Generator().manual_seed(21)
     R, S, C = 9, 17, 4
@@ -130,7 +131,6 @@ def test_padding_from_compacted_columns_keeps_every_hole(flip):
 @pytest.mark.parametrize("groups", [1, 4, 200])
 def test_time_buckets_equal_the_full_recurrence_on_valid_samples(mode, groups):
     """A LIF layer run per length group on the valid samples equals it on the whole packed layout."""
-    from spikenerf.nerf.packing import pack_index, scatter_valid, time_buckets
     from spikenerf.snn import LIFNode
 
     gen = torch.Generator().manual_seed(31)
@@ -157,7 +157,6 @@ def test_time_buckets_equal_the_full_recurrence_on_valid_samples(mode, groups):
 @pytest.mark.parametrize("flip", [False, True])
 def test_ragged_rows_equal_time_buckets(mode, flip):
     """Inference in place (rows) gives the spikes of the training layout (time blocks), bit for bit."""
-    from spikenerf.nerf.packing import pack_index, ragged_rows, time_buckets
     from spikenerf.snn import LIFNode
 
     gen = torch.Generator().manual_seed(37)
@@ -179,7 +178,6 @@ def test_ragged_rows_equal_time_buckets(mode, flip):
 def test_condensed_rows_equal_the_packed_layout(flip, seed):
     """Inference's shortcut gives the rows and tensor density of ``pack_index(mask, "condensing")``, and the
     rows are those of the naive condensing loop (each ray's valid samples, from step 0, empty rays dropped)."""
-    from spikenerf.nerf.packing import condensed_rows, pack_index, ragged_rows
 
     gen = torch.Generator().manual_seed(seed)
     R, S = 1 + seed * 9, 1 + seed * 5
@@ -187,7 +185,8 @@ def test_condensed_rows_equal_the_packed_layout(flip, seed):
     if seed == 0:
         mask[:] = False  # nothing valid: no sequence, density 0
     info = pack_index(mask, "condensing", flip)
-    rows, density = condensed_rows(mask, flip)
+    rows = condensed_rows(mask, flip)
+    density = rows.density
     ref = ragged_rows(info)
     assert torch.equal(rows.starts, ref.starts) and torch.equal(rows.steps, ref.steps) and rows.reverse == flip
     assert float(density) == pytest.approx(float(tensor_density(info)))
@@ -250,7 +249,6 @@ def test_field_in_place_equals_time_blocks(mode, flip, block, neuron):
 
 
 def test_ragged_blocks_cover_every_row_once_and_never_split_a_sequence():
-    from spikenerf.nerf.packing import pack_index, ragged_rows
 
     mask = torch.rand(50, 12, generator=torch.Generator().manual_seed(8)) < 0.4
     mask[:4] = False  # empty rays at the start

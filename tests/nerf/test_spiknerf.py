@@ -20,9 +20,11 @@ from nerfstudio.data.scene_box import SceneBox
 from spikenerf.nerf.distill import distill_losses
 from spikenerf.nerf.field import positional_encoding
 from spikenerf.nerf.nerf_mlp import NeRFMLPModelConfig
+from spikenerf.nerf.packing import pack_index
 from spikenerf.nerf.method_configs import spiknerf, spiknerf_ann, spiknerf_mlp, spiknerf_mlp_ann
-from spikenerf.nerf.spiking import make_neuron
+from spikenerf.nerf.spiknerf_neuron import make_neuron
 from spikenerf.nerf.spiknerf import SpikNeRFModelConfig
+from spikenerf.nerf.time_layout import ragged_rows, time_buckets
 from spikenerf.snn.deploy import count_events, deployed_spikes, fold_consumer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -180,22 +182,28 @@ def test_grid_energy_both_conventions_and_training_rate(code):
         assert metrics["train_spike_rate"] == pytest.approx(metrics["firing_rate"])
 
 
+def _lif_spikes(field, x1, layout):
+    """What the field's LIF layers send on ``layout`` (deployed or not): ``(s1, s2)`` per valid sample."""
+    s1 = layout.run(field.neuron(field.lif1), x1)
+    s2 = layout.run(field.neuron(field.lif2), field.consumer(field.fc2, field.lif1)(s1))
+    return s1, s2
+
+
 def test_reparameterization_sends_shifted_spikes():
     """The deployed network really runs on {-1, 0, 1}: LIF outputs are s - 1, fc2 is folded (bias + W 1)."""
     m = _model(spike_code="ternary012")
     m.update_to_step(10)
     _randomize(m)
     torch.manual_seed(0)
-    from spikenerf.nerf.packing import pack_index, time_buckets
 
     x1 = m.field.fc1(torch.randn(60, m.field.in_dim) * 2)  # 30 sequences of 2 steps, valid samples only
     layout = time_buckets(pack_index(torch.ones(30, 2, dtype=torch.bool), "condensing"))
     m.eval()
-    s1_d, s2_d = m.field._spiking_net(x1, layout)
-    logits_d = m.field._readout()(s2_d)
+    s1_d, s2_d = _lif_spikes(m.field, x1, layout)
+    logits_d = m.field.spiking_net(x1, layout)[0]
     m.train()
-    s1_t, s2_t = m.field._spiking_net(x1, layout)
-    logits_t = m.field._readout()(s2_t)
+    s1_t, s2_t = _lif_spikes(m.field, x1, layout)
+    logits_t = m.field.spiking_net(x1, layout)[0]
     assert set(s1_d.unique().tolist()) == {-1.0, 0.0, 1.0}
     torch.testing.assert_close(s1_d, s1_t - 1)
     torch.testing.assert_close(logits_d, logits_t, rtol=1e-5, atol=1e-5)
@@ -208,7 +216,6 @@ def test_reparameterization_sends_shifted_spikes():
 
 def test_deployed_ray_time_runs_in_place_as_in_blocks():
     """Inference in place (rows) sends the deployed {-1, 0, 1} code the time-block path sends."""
-    from spikenerf.nerf.packing import pack_index, ragged_rows, time_buckets
 
     m = _model(spike_code="ternary012")
     m.update_to_step(10)
@@ -218,8 +225,8 @@ def test_deployed_ray_time_runs_in_place_as_in_blocks():
     x1 = m.field.fc1(torch.randn(int(mask.sum()), m.field.in_dim) * 2).detach()
     m.eval()
     with torch.no_grad():
-        s_rows = m.field._spiking_net(x1, ragged_rows(info))
-        s_blk = m.field._spiking_net(x1, time_buckets(info))
+        s_rows = _lif_spikes(m.field, x1, ragged_rows(info))
+        s_blk = _lif_spikes(m.field, x1, time_buckets(info))
     assert set(s_rows[0].unique().tolist()) == {-1.0, 0.0, 1.0}
     assert all(torch.equal(a, b) for a, b in zip(s_rows, s_blk))
 
