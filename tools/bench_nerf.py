@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from spikenerf.snn.process import configure_process
+
 VARIANTS = {
     "snn-padding": ("spikingnerf", ["--pipeline.model.pack-mode", "padding"]),
     "snn-condensing": ("spikingnerf", ["--pipeline.model.pack-mode", "condensing"]),
@@ -194,6 +196,8 @@ import sys, time, torch
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 from spikenerf.nerf.model import SpikingNeRFModelConfig
+from spikenerf.snn.process import configure_process
+configure_process()
 steps, rays = int(sys.argv[1]), int(sys.argv[2])
 cfg = SpikingNeRFModelConfig(coarse_steps=1, coarse_resolution=32, fine_resolution=64, pg_scale_steps=(),
                              hidden_dim=64, scene="bounded", alpha_threshold=-1.0, weight_threshold=-1.0)
@@ -386,6 +390,7 @@ def _report(res: dict, path: Path | None) -> None:
 
 
 def main() -> None:
+    configure_process()  # the project's OpenMP wait / allocator policy, as its commands run
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data"
                     / "nerf-synthetic-lego-400")

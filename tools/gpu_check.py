@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 import bench_gpu  # noqa: E402
 import bench_neuron  # noqa: E402
+from spikenerf.snn.process import configure_process  # noqa: E402
 import bench_nerf  # noqa: E402
 from bench_nerf import ENV_METHODS  # noqa: E402
 
@@ -376,6 +377,7 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=460.0)
     ap.add_argument("--only", nargs="*", choices=list(SECTIONS), default=None)
     args = ap.parse_args(argv)
+    configure_process()  # the project's OpenMP wait / allocator policy, as its commands run
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_check: --device cuda but CUDA is not available here (use --device cpu --quick)", file=sys.stderr)
         return 2

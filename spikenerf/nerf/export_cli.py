@@ -1,7 +1,7 @@
 """``spikenerf-export``: take a trained run out of PyTorch.
 
 ``spikenerf-export nir --load-config CONFIG --output-path FILE.nir`` writes the spiking colour net as a NIR graph
-and ``FILE.json`` beside it (:mod:`~spikenerf.nerf.nir_export`); ``--replay norse,snntorch --views N`` then reads
+and ``FILE.json`` beside it (:mod:`~spikenerf.nerf.colour_nir`); ``--replay norse,snntorch --views N`` then reads
 the file back into each framework and renders N test views through it with the project's grids and compositing
 (:mod:`~spikenerf.nerf.nir_replay`), one line per framework::
 
@@ -24,8 +24,9 @@ from nerfstudio.utils.eval_utils import eval_setup
 
 from spikenerf.snn.nir import NIRExportError
 
-from .nir_export import DEFAULT_DT, export_nir, read_graph
+from .colour_nir import DEFAULT_DT, export_nir, read_graph
 from .nir_replay import FRAMEWORKS, load_replay, project_colours, replay_colours
+from .startup import start_process
 
 __all__ = ["main", "replay_report"]
 
@@ -87,6 +88,7 @@ def replay_report(pipeline: Any, graph: Any, frameworks: Sequence[str], views: i
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    start_process()  # the wing's process settings, made where a process starts (startup.py)
     frameworks = [f.strip() for f in args.replay.split(",") if f.strip()]
     try:
         config, pipeline, _, step = eval_setup(args.load_config, test_mode="test")

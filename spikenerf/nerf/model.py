@@ -35,9 +35,6 @@ from .rendering import background_rgb, composite, density_shift, density_to_alph
 from .sampling import render_in_groups, sample_along_rays
 from .scene import (SCENE_BOUNDED, SCENE_UNBOUNDED, SCENE_UNDECIDED, SceneConfig, checked_box, data_near_clip,
                     fit_scene_to_data)
-from .video import ensure_ffmpeg_on_path
-
-ensure_ffmpeg_on_path()  # ns-render videos without a system ffmpeg (imageio-ffmpeg's binary)
 
 __all__ = ["SpikingNeRFModelConfig", "SpikingNeRFModel", "SCENE_UNDECIDED", "SCENE_BOUNDED", "SCENE_UNBOUNDED"]
 

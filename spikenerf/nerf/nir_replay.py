@@ -1,4 +1,4 @@
-"""Replay an exported colour net (:mod:`~spikenerf.nerf.nir_export`) in other SNN frameworks, inside the project's
+"""Replay an exported colour net (:mod:`~spikenerf.nerf.colour_nir`) in other SNN frameworks, inside the project's
 renderer: ``spikenerf-export nir ... --replay norse,snntorch --views N``.
 
 Each framework reads the NIR graph with its own importer and runs it one time step per call; this module only lays
@@ -36,7 +36,7 @@ from torch import Tensor
 
 from spikenerf.snn.nir import NIRExportError
 
-from .nir_export import DEFAULT_DT, colour_net_inputs, time_layout_meta
+from .colour_nir import DEFAULT_DT, colour_net_inputs, time_layout_meta
 from .packing import pack_index, scatter_valid
 
 __all__ = ["FRAMEWORKS", "StepNet", "load_replay", "run_layout", "replay_colours", "project_colours"]

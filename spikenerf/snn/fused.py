@@ -18,13 +18,8 @@ All backends return ``(spikes [T, ...], membrane h [T, ...])`` and agree to floa
 
 Threads: every C kernel of the package runs on ``torch.get_num_threads()`` OpenMP threads (so
 ``torch.set_num_threads`` / ``OMP_NUM_THREADS`` set them), in torch's own libgomp (one OpenMP runtime per
-process). Wait policy: libgomp's default lets idle threads spin ~300k iterations after every parallel region,
-which on a shared CPU takes cores from the other processes (a busy 2-core machine showed 44 % of a profile in
-libgomp). The policy is read once, when torch loads, so it is an environment variable:
-``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep). Importing this module makes ``PASSIVE`` the default for the
-processes it starts (``spikenerf-quickstart``'s ``ns-train`` / ``ns-eval`` / ``ns-render``, the benchmarks);
-set ``OMP_WAIT_POLICY=ACTIVE`` to override, and export ``OMP_WAIT_POLICY=PASSIVE`` before a plain ``ns-train``
-on a shared machine. :func:`openmp_wait_policy` says what this process runs with.
+process). Their wait policy (idle threads sleep rather than spin) is a process setting, made where a process
+starts: :func:`spikenerf.snn.process.configure_process`.
 """
 
 from __future__ import annotations
@@ -45,19 +40,8 @@ from torch import Tensor
 from .scan import CODE_IDS, ScanSpec, scan_reference, scan_torch_backward, scan_torch_forward
 from .triton_scan import triton_scan_backward, triton_scan_forward, triton_supports
 
-__all__ = ["multistep_scan", "ragged_scan", "segment_scan", "c_kernel_available", "load_c_kernel", "build_c_library", "CKernel", "c_kernels_disabled",
-           "openmp_wait_policy", "DEFAULT_WAIT_POLICY"]
-
-DEFAULT_WAIT_POLICY = "PASSIVE"
-"""The project's OpenMP wait policy for the processes it starts (see the module docstring)."""
-_POLICY_AT_START = os.environ.get("OMP_WAIT_POLICY")  # this process's libgomp read it when torch loaded
-os.environ.setdefault("OMP_WAIT_POLICY", DEFAULT_WAIT_POLICY)  # children: idle threads sleep, do not spin
-
-
-def openmp_wait_policy() -> str:
-    """The OpenMP wait policy of this process: ``PASSIVE``, ``ACTIVE`` or ``default`` (libgomp's spinning)."""
-    return (_POLICY_AT_START or "default").upper()
-
+__all__ = ["multistep_scan", "ragged_scan", "segment_scan", "c_kernel_available", "load_c_kernel", "build_c_library", "CKernel",
+           "c_kernels_disabled"]
 
 _SRC = Path(__file__).with_name("csrc") / "scan.c"
 # -fno-trapping-math: without it GCC will not if-convert a float compare (``h >= vth`` may raise FE_INVALID),

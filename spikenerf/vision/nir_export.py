@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from spikenerf.snn import DecayLIFNode
 from spikenerf.snn.nir import NIRExportError, need_nir, neuron_to_nir
 
-from .layers import ConvBN, SpikeAct
+from .blocks import ConvBN, SpikeAct
 from .models.vgg import SpikingVGG
 
 try:  # an optional dependency: only `export --format nir` needs it

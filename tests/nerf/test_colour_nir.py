@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from spikenerf.nerf.field import SpikingNeRFField
-from spikenerf.nerf.nir_export import (DEFAULT_DT, NIRExportError, colour_net_graph, colour_net_inputs, read_graph,
+from spikenerf.nerf.colour_nir import (DEFAULT_DT, NIRExportError, colour_net_graph, colour_net_inputs, read_graph,
                                        time_layout_meta)
 from spikenerf.nerf.nir_replay import FRAMEWORKS, load_replay, run_layout
 from spikenerf.nerf.spiknerf import SpikNeRFField
