@@ -106,10 +106,9 @@ class SpikingNeRFTField(SpikingNeRFField):
     def empty_stats(self, num_rays: int, device: torch.device) -> ColorStats:
         """The :class:`~.field.ColorStats` of a pass where no sample reached the colour net."""
         r_of = torch.zeros(0, dtype=torch.long, device=device)
-        layers = len(self.lif_layers()) if self.spiking else 0
-        empty = [torch.zeros(0, device=device)] * layers
-        return color_stats(r_of, num_rays, empty, [self.hidden_dim] * layers, [self.hidden_dim] * layers, 1, 0.0,
-                           0.0, 0.0)
+        fanouts = [reader.out_features for _, reader in self.lif_layers()] if self.spiking else []
+        empty = [torch.zeros(0, device=device)] * len(fanouts)
+        return color_stats(r_of, num_rays, empty, fanouts, [self.hidden_dim] * len(fanouts), 1, 0.0, 0.0, 0.0)
 
 
 @dataclass

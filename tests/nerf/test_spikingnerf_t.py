@@ -300,3 +300,15 @@ def test_both_methods_train_render_and_round_trip_a_checkpoint(name, tmp_path):
     with torch.no_grad():
         again = fresh.model.get_outputs_for_camera(camera)
     torch.testing.assert_close(again["rgb"], image["rgb"])
+
+
+@pytest.mark.parametrize("spiking", [True, False])
+def test_rays_that_miss_the_box_render_the_background_with_zero_counts(spiking):
+    m = _model(spiking)
+    m.train()
+    o, d = _rays(8)
+    out = m.render_rays(o, -d)  # pointing away from the box
+    assert torch.equal(out["rgb"], torch.ones(8, 3)) and torch.equal(out["accumulation"], torch.zeros(8, 1))
+    assert float(out["ray_macs"].sum()) == 0 and float(out["ray_sops"].sum()) == 0
+    metrics = m.get_metrics_dict(out, {"image": torch.ones(8, 3)})
+    assert metrics["color_samples_per_ray"] == 0
