@@ -9,7 +9,7 @@
 | ``spiknerf`` / ``spiknerf-ann`` | :class:`~spikenerf.nerf.spiknerf.SpikNeRFModel` on the same grids | ``MINI`` |
 | ``spiknerf-mlp`` / ``spiknerf-mlp-ann`` | :class:`~spikenerf.nerf.nerf_mlp.NeRFMLPModel` (NeRF MLP) | 600 steps |
 | ``spikingnerf-t`` / ``spikingnerf-t-ann`` | :class:`~spikenerf.nerf.tensorf_model.SpikingNeRFTModel` (TensoRF planes) | ``LEGO`` / ``LLFF`` |
-| ``spikingnerf-t-cpu-ish`` / ``spikingnerf-t-ann-cpu-ish`` | the same | ``TENSORF_CPU`` / ``TENSORF_CPU_NDC`` |
+| ``spikingnerf-t-cpu`` / ``spikingnerf-t-ann-cpu`` | the same | ``TENSORF_CPU`` / ``TENSORF_CPU_NDC`` |
 
 Every method gets the same trainer skeleton: the viewer bound to 127.0.0.1, the data manager that checks a
 Blender scene before nerfstudio reads it (:class:`~spikenerf.nerf.datamanager.SpikingNeRFDataManagerConfig`),
@@ -315,7 +315,7 @@ spiknerf_mlp_ann_cpu = MethodSpecification(
 
 TENSORF_CPU = replace(LEGO, num_steps=800, n_voxel_init=32 ** 3 + 4, n_voxel_final=128 ** 3,
                       upsample_steps=(100, 150, 200, 275, 350), alpha_mask_steps=(100, 200), rays_per_batch=512)
-"""``spikingnerf-t-cpu-ish`` on bounded scenes: TensoRF's lego rules at CPU size: 32^3 -> 128^3 voxels, 512 rays,
+"""``spikingnerf-t-cpu`` on bounded scenes: TensoRF's lego rules at CPU size: 32^3 -> 128^3 voxels, 512 rays,
 800 steps, the first alpha mask + shrink at step 100 (TensoRF: 128^3 -> 300^3, 4,096 rays, 30,000 steps, 2,000).
 Measured on this shared 2-core CPU (load ~7 from other jobs), ``--max-num-iterations 200`` (the rules scaled to
 steps 25 .. 88): 1.74 s/step (6 min), 22.43 dB / SSIM 0.853 on lego-mini's 8 test views (``ns-eval``). A step
@@ -323,7 +323,7 @@ costs ~0.7 s of compute at 32^3 before the alpha mask (1,024 rays: density look-
 sample in the box) and less once the mask has cut the box to the object."""
 TENSORF_CPU_NDC = replace(LLFF, num_steps=800, n_voxel_init=48 ** 3 + 4, n_voxel_final=128 ** 3,
                           upsample_steps=(100, 150, 200, 275), alpha_mask_steps=(125,), rays_per_batch=512)
-"""``spikingnerf-t-cpu-ish`` on NDC scenes: TensoRF's flower rules at CPU size (48^3 -> 128^3; TensoRF: 128^3 ->
+"""``spikingnerf-t-cpu`` on NDC scenes: TensoRF's flower rules at CPU size (48^3 -> 128^3; TensoRF: 128^3 ->
 640^3). With 192^3 at the end a fern step took 4 s at 79x70x55 and 8 s at 159x141x110 here (the NDC box is
 barely shrunk: the content fills the frustum), hence 128^3. With it, ``--max-num-iterations 120`` on fern: 3.1 s/step
 (48^3 -> 150x133x104), 17.80 dB / SSIM 0.40 on the 3 held-out views: undertrained."""
@@ -342,7 +342,7 @@ spikingnerf_t, spikingnerf_t_ann = tensorf_method_pair(
     "spikingnerf-t", "SpikingNeRF-T: TensoRF VM planes + a spiking (LIF) appearance net on the weight-masked, "
     "condensed samples; TensoRF's lego / flower schedules (30k / 25k steps of 4096 rays: GPU-sized).")
 spikingnerf_t_cpu, spikingnerf_t_ann_cpu = tensorf_method_pair(
-    "spikingnerf-t-cpu-ish", "spikingnerf-t sized for this CPU: 32^3 -> 128^3 voxels (NDC: 48^3 -> 128^3), 800 "
+    "spikingnerf-t-cpu", "spikingnerf-t sized for this CPU: 32^3 -> 128^3 voxels (NDC: 48^3 -> 128^3), 800 "
     "steps of 512 rays.", schedule=TENSORF_CPU, ndc_schedule=TENSORF_CPU_NDC)
 
 METHODS: Dict[str, MethodSpecification] = {
@@ -364,7 +364,7 @@ METHODS: Dict[str, MethodSpecification] = {
     "spiknerf-mlp-ann-cpu": spiknerf_mlp_ann_cpu,
     "spikingnerf-t": spikingnerf_t,
     "spikingnerf-t-ann": spikingnerf_t_ann,
-    "spikingnerf-t-cpu-ish": spikingnerf_t_cpu,
-    "spikingnerf-t-ann-cpu-ish": spikingnerf_t_ann_cpu,
+    "spikingnerf-t-cpu": spikingnerf_t_cpu,
+    "spikingnerf-t-ann-cpu": spikingnerf_t_ann_cpu,
 }
 """Method name -> specification: the ``[project.entry-points."nerfstudio.method_configs"]`` of pyproject.toml."""
