@@ -8,7 +8,8 @@ the same camera, so two runs differ only by the code path or the device.
 
 The tiny sizes (:data:`TINY_GRID`, :data:`TINY_MLP`) keep a run to about a second on a CPU while the step counts
 still cross the coarse -> fine switch (occupancy cache built), both progressive up-scalings (occupancy refreshed
-after each) and, for the NeRF MLP, the occupancy warm-up and its refreshes.
+after each) and, for the NeRF MLP, the occupancy warm-up and its refreshes; :data:`TINY_TENSORF` crosses
+SpikingNeRF-T's alpha mask with its shrink and two up-samplings of the planes.
 """
 
 from __future__ import annotations
@@ -30,14 +31,17 @@ from torch import Tensor
 from .method_configs import METHODS
 from .model import SpikingNeRFModelConfig
 from .nerf_mlp import NeRFMLPModelConfig
+from .tensorf_model import SpikingNeRFTModelConfig
+from .tensorf_render import TensoRFSchedule
 
-__all__ = ["CHECKED_METHODS", "SceneKind", "SCENES", "is_grid_method", "TINY_GRID", "TINY_MLP", "GRID_STEPS", "MLP_STEPS", "RunResult", "tiny_model",
+__all__ = ["CHECKED_METHODS", "SceneKind", "SCENES", "is_grid_method", "TINY_GRID", "TINY_MLP", "TINY_TENSORF",
+           "GRID_STEPS", "MLP_STEPS", "TENSORF_STEPS", "RunResult", "tiny_model",
            "randomize_grids", "tiny_rays", "tiny_camera", "train_and_render"]
 
 CHECKED_METHODS: tuple[str, ...] = ("spikingnerf", "spikingnerf-ann", "spiknerf", "spiknerf-ann", "spiknerf-mlp",
-                                    "spiknerf-mlp-ann")
+                                    "spiknerf-mlp-ann", "spikingnerf-t", "spikingnerf-t-ann")
 """The methods the CUDA-path tests, the device-placement test and tools/gpu_check.py run (one of each model and
-twin; the presets differ only in sizes). A new method is one entry here (``spikingnerf-t`` when it exists)."""
+twin; the presets differ only in sizes). A new method is one entry here (and its tiny sizes in :func:`tiny_model`)."""
 
 SceneKind = Literal["bounded", "unbounded", "ndc"]
 SCENES: tuple[str, ...] = ("bounded", "unbounded")
@@ -55,6 +59,19 @@ TINY_MLP: Dict[str, Any] = dict(hidden_dim=32, color_hidden=16, num_coarse_sampl
                                 occupancy_cells_per_update=512, eval_num_rays_per_chunk=64)
 """NeRF-MLP methods: width 32, 12 + 12 samples, the occupancy cache from step 2, refreshed every step."""
 MLP_STEPS = 4
+
+TENSORF_STEPS = 5
+TINY_TENSORF: Dict[str, Any] = dict(
+    hidden_dim=16, eval_num_rays_per_chunk=64, scene="bounded",
+    tensorf=TensoRFSchedule(num_steps=TENSORF_STEPS, n_voxel_init=8 ** 3 + 4, n_voxel_final=16 ** 3,
+                            upsample_steps=(2, 3), alpha_mask_steps=(1, 3), density_components=(2, 2, 2),
+                            app_components=(3, 3, 3), rays_per_batch=64, l1_weight_initial=8e-5,
+                            l1_weight_rest=4e-5, tv_weight_density=0.1, tv_weight_app=0.1))
+"""SpikingNeRF-T: VM planes of 8^3 -> 16^3 voxels with 2 / 3 components (density / appearance), width 16. The
+model applies a step's rules before the next step (``_set_step``), so in :data:`TENSORF_STEPS` = 5 steps: the
+first alpha mask and the shrink to its box after step 1, up-samplings after steps 2 and 3 (11^3-ish, then
+16^3 voxels over the shrunk box), a second alpha mask after step 3; the L1 weight switches after step 1 and
+the TV losses are on (LEGO has none; they are TensoRF's LLFF losses, the same code)."""
 
 BOX = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 DENSITY_STD = 3.0
@@ -86,6 +103,10 @@ def tiny_model(method: str, scene: SceneKind = "bounded", **overrides: Any) -> M
         if scene != "bounded":
             raise ValueError(f"{method} has bounded scenes only (the NeRF MLP on Blender), got scene={scene!r}")
         tiny = dict(TINY_MLP)
+    elif isinstance(cfg, SpikingNeRFTModelConfig):
+        if scene != "bounded":
+            raise ValueError(f"{method} treats every non-NDC scene as bounded (TensoRF), got scene={scene!r}")
+        tiny = {**TINY_TENSORF, "tensorf": copy.deepcopy(TINY_TENSORF["tensorf"])}
     else:
         raise TypeError(f"{method}: no tiny sizes for {type(cfg).__name__}; add them to spikenerf/nerf/selfcheck.py")
     for name, value in {**tiny, **overrides}.items():
@@ -118,6 +139,9 @@ def randomize_grids(model: Model, seed: int) -> None:
     """Grid methods: N(0, 1) colour grids, densities about their activation shift (so some cells pass the
     occupancy thresholds and some do not) and a 4x first colour layer, so the LIF layers fire from the first
     step (an untrained grid has alpha ~1e-6 everywhere and an all-set cache). Drawn on the CPU."""
+    if isinstance(model.config, SpikingNeRFTModelConfig):
+        _randomize_tensorf(model, seed)
+        return
     if not isinstance(model.config, SpikingNeRFModelConfig):
         return
     g = torch.Generator().manual_seed(seed)
@@ -128,6 +152,32 @@ def randomize_grids(model: Model, seed: int) -> None:
                                                                                model.field.shift)):
             grid.mul_(DENSITY_STD).sub_(shift + DENSITY_OFFSET[model.config.scene])
         model.field.fc1.weight.mul_(4.0)
+
+
+def _randomize_tensorf(model: Model, seed: int) -> None:
+    """SpikingNeRF-T: N(0, 1) appearance planes / lines; density lines 1 and planes ~ N(TENSORF_DENSITY_MEAN, 1)
+    minus :data:`TENSORF_OUTSIDE` outside the middle half of each plane, so the raw density (the sum of the 6
+    plane values) is about the alpha-mask threshold in the central cube and far below it elsewhere (two of
+    the three planes see a coordinate outside it): the first alpha mask keeps part of the box and the shrink
+    crops to it. A 4x first colour layer, so the LIF layers fire."""
+    g = torch.Generator().manual_seed(seed)
+    b = model.backbone
+    with torch.no_grad():
+        for p in list(b.app.planes) + list(b.app.lines):
+            p.copy_(torch.randn(p.shape, generator=g))
+        for line in b.density.lines:
+            line.fill_(1.0)
+        for plane in b.density.planes:
+            h, w = plane.shape[-2:]
+            outside = (torch.linspace(-1, 1, h).abs() > 0.5)[:, None] | (torch.linspace(-1, 1, w).abs() > 0.5)[None]
+            plane.copy_(torch.randn(plane.shape, generator=g) + TENSORF_DENSITY_MEAN - TENSORF_OUTSIDE * outside)
+        model.field.fc1.weight.mul_(4.0)
+
+
+TENSORF_DENSITY_MEAN = 0.45
+"""Per density plane: 6 planes (2 components x 3) sum to ~2.7, where softplus(raw - 10) over one step of
+the 8^3 grid is TensoRF's alpha-mask threshold 1e-4."""
+TENSORF_OUTSIDE = 20.0
 
 
 @dataclass
@@ -141,7 +191,8 @@ class RunResult:
     export's) and ``rgba`` ``[H, W, 4]`` of the render after training."""
     stats: Dict[str, Any]
     """What the run went through: ``fine_res`` (fine grid vertices at the end), ``occupied`` (kept cache cells),
-    ``color_samples`` (colour-net samples in the render)."""
+    ``color_samples`` (colour-net samples in the render); SpikingNeRF-T: ``fine_res`` the planes' resolution,
+    ``occupied`` the alpha mask's kept voxels (None before the first mask), ``aabb`` the (shrunk) box."""
 
 
 def train_and_render(method: str, *, scene: SceneKind = "bounded", steps: int | None = None,
@@ -164,7 +215,8 @@ def train_and_render(method: str, *, scene: SceneKind = "bounded", steps: int | 
     model.to(device)
     model.train()
     if steps is None:
-        steps = GRID_STEPS if isinstance(model.config, SpikingNeRFModelConfig) else MLP_STEPS
+        steps = GRID_STEPS if isinstance(model.config, SpikingNeRFModelConfig) else \
+            TENSORF_STEPS if isinstance(model.config, SpikingNeRFTModelConfig) else MLP_STEPS
     optimizers = Optimizers(copy.deepcopy(METHODS[method].config.optimizers), model.get_param_groups())
     attrs = TrainingCallbackAttributes(optimizers=optimizers, grad_scaler=None, pipeline=None, trainer=None)
     callbacks = model.get_training_callbacks(attrs)
@@ -192,8 +244,15 @@ def train_and_render(method: str, *, scene: SceneKind = "bounded", steps: int | 
         out = model.get_outputs_for_camera(camera)
         out["rgba"] = model.get_rgba_image(out)  # what ns-export / ns-render --rendered-output-names rgba write
     images = {k: out[k].detach().cpu() for k in ("rgb", "depth", "accumulation", "normals", "rgba") if k in out}
+    color_samples = float(out["num_color_samples"].sum()) if "num_color_samples" in out else None
+    if isinstance(model.config, SpikingNeRFTModelConfig):
+        mask = model.backbone.alpha_mask
+        stats = {"occupied": int(mask.volume.sum()) if mask.active else None,
+                 "fine_res": tuple(model.backbone.resolution), "color_samples": color_samples,
+                 "aabb": model.backbone.aabb.cpu().tolist()}
+        return RunResult(torch.stack(losses).cpu(), images, stats)
     occ = getattr(model, "occupancy", None)
     stats = {"occupied": None if occ is None else int(occ.sum()),
              "fine_res": tuple(model.field.density_grid.grid.shape[:3]) if hasattr(model, "field") else None,
-             "color_samples": float(out["num_color_samples"].sum()) if "num_color_samples" in out else None}
+             "color_samples": color_samples}
     return RunResult(torch.stack(losses).cpu(), images, stats)

@@ -222,7 +222,7 @@ class SpikingNeRFTModel(NerfstudioToolsMixin, Model):
             cur = [int(r) for r in b.resolution]
             prev = self.mask_resolution.tolist() if int(self.mask_resolution[0]) > 0 else None
             res = sc.mask_resolution(cur, prev)
-            self.mask_resolution.copy_(torch.tensor(res))
+            self.mask_resolution.copy_(torch.tensor(res, device=self.mask_resolution.device))
             box = b.update_alpha_mask(res)
             if step == sc.alpha_mask_steps[0]:
                 b.shrink(box)

@@ -16,7 +16,9 @@ which tests/snn/test_triton_scan.py holds equal to the Triton one), and compares
 What the steps cross (selfcheck.GRID_STEPS / MLP_STEPS): the voxel-grid methods' coarse stage, the occupancy
 cache built from it, two up-scalings of the fine grids each followed by an occupancy refresh, in padding and
 condensing layouts, bounded and unbounded (contracted) scenes; the NeRF-MLP methods' occupancy warm-up and
-refreshes (bounded only: they are the Blender NeRF). NDC scenes have a slot (``NDC``) until the model has them.
+refreshes (bounded only: they are the Blender NeRF); SpikingNeRF-T's first alpha mask with the shrink of its planes,
+two up-samplings and a second alpha mask (selfcheck.TINY_TENSORF; bounded: TensoRF has no contraction).
+NDC scenes have a slot (``NDC``) until the model has them.
 
 Sampled for CI time (all cases: 25 s on a quiet 2-core machine, 75 s when 7 other jobs share it; the ANN twins
 in one layout, theirs has no time axis): 64 rays a step, 5 grid / 4 MLP steps, grids of
@@ -29,11 +31,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from spikenerf.nerf.method_configs import METHODS
 from spikenerf.nerf.selfcheck import CHECKED_METHODS, RunResult, is_grid_method, train_and_render
+from spikenerf.nerf.tensorf_model import SpikingNeRFTModelConfig
 from spikenerf.snn import c_kernel_available
 
 GRID_METHODS = [m for m in CHECKED_METHODS if is_grid_method(m)]  # a new method: one entry in CHECKED_METHODS
-MLP_METHODS = [m for m in CHECKED_METHODS if not is_grid_method(m)]
+TENSORF_METHODS = [m for m in CHECKED_METHODS
+                   if isinstance(METHODS[m].config.pipeline.model, SpikingNeRFTModelConfig)]
+MLP_METHODS = [m for m in CHECKED_METHODS if not is_grid_method(m) and m not in TENSORF_METHODS]
 NDC = pytest.param("ndc", marks=pytest.mark.skip(reason="NDC scenes are not in the model yet (another branch)"))
 SCENES = ["bounded", "unbounded", NDC]
 
@@ -78,3 +84,17 @@ def test_mlp_method_same_without_c(monkeypatch, method):
     _assert_same(a, b)
     assert a.stats["occupied"] is not None  # the occupancy cache was on
     assert float(a.images["rgb"].std()) > 0  # a picture, not a constant
+
+
+@pytest.mark.parametrize("method", TENSORF_METHODS)
+def test_tensorf_method_same_without_c(monkeypatch, method):
+    a, b = _both(monkeypatch, method)
+    _assert_same(a, b)
+    # the run crossed the rules: the box shrunk inside [-1, 1]^3, two up-samplings (8^3 -> 16^3 voxels, over
+    # the shrunk box fewer vertices), a second alpha mask with empty voxels, colour samples rendered
+    lo, hi = torch.tensor(a.stats["aabb"])
+    assert bool((lo > -1).all() and (hi < 1).all())
+    assert min(a.stats["fine_res"]) > 8
+    assert 0 < a.stats["occupied"] < 15 ** 3
+    assert a.stats["color_samples"] > 0
+    assert bool(torch.isfinite(a.losses).all())
