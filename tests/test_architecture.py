@@ -108,3 +108,20 @@ def test_floors_import_downwards_only(floor):
             if mod in banned or mod.startswith(tuple(b + "." for b in banned)):
                 bad.append(f"{path.relative_to(ROOT)} imports {mod}")
     assert not bad, "\n".join(bad)
+
+
+SHARED_FILE_NAMES = {"__init__.py", "base.py"}
+"""File names that may stand on several floors: package markers, and ``base.py`` (each sub-package's own base
+classes: neurons, datasets, models, methods)."""
+
+
+def test_no_file_name_stands_on_two_floors():
+    """A module name says which floor it is on: ``layers`` / ``energy`` / ``reparam`` are the core's, the wings
+    name theirs for what they hold (``vision/blocks.py``, ``vision/energy_report.py``, ...)."""
+    where: dict[str, set[str]] = {}
+    for floor in FLOORS:
+        for path in (PKG / floor).rglob("*.py"):
+            if path.name not in SHARED_FILE_NAMES:
+                where.setdefault(path.name, set()).add(floor)
+    twice = {name: sorted(floors) for name, floors in where.items() if len(floors) > 1}
+    assert not twice, f"rename one of each (the wing's, for what it holds): {twice}"

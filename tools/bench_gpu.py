@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from bench_nerf import ENV_METHODS  # noqa: E402
 from bench_neuron import TAU, VTH, peer_layers  # noqa: E402
 
+from spikenerf.snn.process import configure_process  # noqa: E402
 from spikenerf.snn import LIFNode  # noqa: E402
 from spikenerf.snn.triton_scan import triton_supports  # noqa: E402
 
@@ -204,6 +205,7 @@ def nerf_its(args) -> tuple[float | None, str]:
 
 
 def main() -> int:
+    configure_process()  # the project's OpenMP wait / allocator policy, as its commands run
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[512, 4096, 16384])
     ap.add_argument("--batch", type=int, default=16)

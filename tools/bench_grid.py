@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from spikenerf.snn.process import configure_process
 from spikenerf.nerf.grid import c_grid_available, march, march_reference, trilinear, trilinear_reference
 from spikenerf.nerf.optim import MaskedAdam, masked_adam_reference_
 
@@ -33,6 +34,7 @@ def best_of(fn, repeats: int) -> float:
 
 
 def main() -> None:
+    configure_process()  # the project's OpenMP wait / allocator policy, as its commands run
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--resolution", type=int, default=160)
     ap.add_argument("--channels", type=int, default=13)

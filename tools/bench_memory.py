@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from spikenerf.snn.process import configure_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,6 +100,7 @@ def arm(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
+    configure_process()  # the project's OpenMP wait / allocator policy, as its commands run
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="spiknerf-full")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "nerf-synthetic-lego-400")

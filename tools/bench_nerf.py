@@ -14,6 +14,8 @@ in-process and prints PSNR / SSIM, training it/s, render time per image, energy 
     .venv/bin/python tools/bench_nerf.py --render-compare outputs/<run>/config.yml  # render in place vs time blocks
     .venv/bin/python tools/bench_nerf.py --commits-compare 0463030 HEAD --config outputs/<run>/config.yml \
         --views 4 --repeats 3                                            # the render path at two commits
+    .venv/bin/python tools/bench_nerf.py --commits-compare 0463030 HEAD --config outputs/<run>/config.yml \
+        --compare step --views 20 --repeats 3                            # a training step at two commits
     .venv/bin/python tools/bench_nerf.py --step-compare outputs/<run>/config.yml    # a training step, the same
 """
 
@@ -29,6 +31,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from spikenerf.snn.process import configure_process
 
 VARIANTS = {
     "snn-padding": ("spikingnerf", ["--pipeline.model.pack-mode", "padding"]),
@@ -194,6 +198,8 @@ import sys, time, torch
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 from spikenerf.nerf.model import SpikingNeRFModelConfig
+from spikenerf.snn.process import configure_process
+configure_process()
 steps, rays = int(sys.argv[1]), int(sys.argv[2])
 cfg = SpikingNeRFModelConfig(coarse_steps=1, coarse_resolution=32, fine_resolution=64, pg_scale_steps=(),
                              hidden_dim=64, scene="bounded", alpha_threshold=-1.0, weight_threshold=-1.0)
@@ -276,9 +282,30 @@ for i in idx:
 print((time.perf_counter() - t0) / len(idx), (time.process_time() - c0) / len(idx), spikenerf.__file__)
 """
 
+_STEP_CHILD = r"""
+import sys, time, torch
+from pathlib import Path
+from nerfstudio.utils.eval_utils import eval_setup
+import spikenerf
+_, pipe, _, step = eval_setup(Path(sys.argv[1]), test_mode="val")
+model, n = pipe.model, int(sys.argv[2])
+model.train()
+def one(i):
+    ray_bundle, batch = pipe.datamanager.next_train(step + i)
+    model.zero_grad(set_to_none=True)
+    out = model(ray_bundle)
+    sum(model.get_loss_dict(out, batch, model.get_metrics_dict(out, batch)).values()).backward()
+one(0)  # warm-up: kernels, caches
+t0, c0 = time.perf_counter(), time.process_time()
+for i in range(1, n + 1):
+    one(i)
+print((time.perf_counter() - t0) / n, (time.process_time() - c0) / n, spikenerf.__file__)
+"""
 
-def commits_compare(config: Path, commits: list[str], views: int, rounds: int) -> dict[str, object]:
-    """Seconds per held-out view of one trained run rendered by the package as it is at each of ``commits``
+
+def commits_compare(config: Path, commits: list[str], views: int, rounds: int, what: str = "render") -> dict[str, object]:
+    """Seconds per held-out view (``what="render"``; ``"step"``: per training step, forward + loss + backward on
+    the run's own batches, ``views`` steps) of one trained run by the package as it is at each of ``commits``
     (a git worktree each, imported through ``PYTHONPATH``, a fresh process per measurement), alternated round
     by round so that all see the same load; the medians and every round, of wall-clock seconds and of the
     process's CPU seconds (user + system, all threads: they tell time the process did not run from time it ran
@@ -298,13 +325,15 @@ def commits_compare(config: Path, commits: list[str], views: int, rounds: int) -
             for _ in range(rounds):
                 for c in commits:
                     env = dict(os.environ, PYTHONPATH=str(trees[c]))
-                    out = subprocess.run([sys.executable, "-c", _RENDER_CHILD, str(config), str(views)], env=env,
+                    child = _STEP_CHILD if what == "step" else _RENDER_CHILD
+                    out = subprocess.run([sys.executable, "-c", child, str(config), str(views)], env=env,
                                          cwd=tmp, capture_output=True, text=True, check=True).stdout
                     out = out.strip().splitlines()[-1].split()  # nerfstudio prints its set-up before
                     assert out[2].startswith(str(trees[c])), f"imported {out[2]}, not the worktree of {c}"
                     times[c].append(float(out[0]))
                     cpu[c].append(float(out[1]))
-                    print(c, f"{times[c][-1]:.3f} s/view, {cpu[c][-1]:.3f} CPU s/view", flush=True)
+                    unit = "step" if what == "step" else "view"
+                    print(c, f"{times[c][-1]:.3f} s/{unit}, {cpu[c][-1]:.3f} CPU s/{unit}", flush=True)
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], check=False)
@@ -386,6 +415,7 @@ def _report(res: dict, path: Path | None) -> None:
 
 
 def main() -> None:
+    configure_process()  # the project's OpenMP wait / allocator policy, as its commands run
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data"
                     / "nerf-synthetic-lego-400")
@@ -427,6 +457,8 @@ def main() -> None:
                     help="only render --views held-out views of the run --config with the package at each of these "
                          "commits (git worktrees), alternated for --repeats rounds, and print the seconds per view")
     ap.add_argument("--config", type=Path, default=None, help="a trained run's config.yml (--commits-compare)")
+    ap.add_argument("--compare", choices=["render", "step"], default="render",
+                    help="--commits-compare: time a held-out view's render or a training step (--views steps)")
     ap.add_argument("--step-compare", type=Path, default=None, metavar="CONFIG",
                     help="only time training steps of a trained run (its config.yml) with the colour net in place "
                          "and in time blocks, alternated on the same batches")
@@ -439,7 +471,7 @@ def main() -> None:
     if args.commits_compare is not None:
         if args.config is None:
             raise SystemExit("--commits-compare needs --config <run>/config.yml")
-        res = commits_compare(args.config, args.commits_compare, args.views, args.repeats)
+        res = commits_compare(args.config, args.commits_compare, args.views, args.repeats, args.compare)
         _report(res, args.json)
         return
     if args.render_compare is not None:

@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from spikenerf.snn.process import configure_process  # noqa: E402
 from spikenerf.snn import LIFNode, c_kernel_available  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -127,6 +128,7 @@ def time_interleaved(linear, candidates: dict, x: torch.Tensor, reps: int) -> di
 
 
 def main() -> None:
+    configure_process()  # the project's OpenMP wait / allocator policy, as its commands run
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[512, 4096])
     ap.add_argument("--batch", type=int, default=16)

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from spikenerf.snn.process import configure_process
+
 # the Spik-NeRF presets by name, even where the installed package metadata predates them (ns-eval's lookup)
 _PRESETS = ["spiknerf", "spiknerf-ann", "spiknerf-full", "spiknerf-ann-full", "spiknerf-mlp", "spiknerf-mlp-ann",
             "spiknerf-mlp-cpu", "spiknerf-mlp-ann-cpu", "spiknerf-mlp-paper", "spiknerf-mlp-ann-paper"]
@@ -362,6 +364,7 @@ def resumed_rows(args: argparse.Namespace, idx: list, size: list) -> tuple[dict,
 
 
 def main() -> None:
+    configure_process()  # the project's OpenMP wait / allocator policy, as its commands run
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data"
                     / "nerf-synthetic-lego-400")

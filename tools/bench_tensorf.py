@@ -20,9 +20,11 @@ import torch
 from nerfstudio.field_components.encodings import TensorVMEncoding
 
 from spikenerf.nerf.tensorf import VMSplit
+from spikenerf.snn.process import configure_process
 
 
 def main() -> None:
+    configure_process()  # the project's OpenMP wait / allocator policy, as its commands run
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--points", type=int, default=131_072)
     ap.add_argument("--resolution", type=int, default=128)

@@ -23,10 +23,11 @@ import time
 
 import torch
 
+from spikenerf.snn.process import configure_process
 from spikenerf.vision.config import PRESETS, VisionConfig
 from spikenerf.vision.data import DatasetNotFoundError
 from spikenerf.vision.engine import evaluate_checkpoint, export_checkpoint, train
-from spikenerf.vision.layers import NeuronConfig
+from spikenerf.vision.blocks import NeuronConfig
 from spikenerf.vision.methods.im_loss import IMLossConfig
 from spikenerf.vision.methods.joint_asnn import JointConfig
 from spikenerf.vision.methods.rmp import RMPConfig
@@ -95,6 +96,7 @@ def run_methods(task: str) -> None:
 
 
 def main() -> None:
+    configure_process()  # the project's OpenMP wait / allocator policy, as its commands run
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--with-ann", action="store_true", help="also train the ANN twin for its accuracy")

@@ -35,12 +35,13 @@ from pathlib import Path
 
 import torch
 
+from spikenerf.snn.process import configure_process
 from spikenerf.vision.config import VisionConfig
 from spikenerf.vision.data import DatasetNotFoundError, get_dataset, to_sequence
-from spikenerf.vision.energy import count_ops
+from spikenerf.vision.energy_report import count_ops
 from spikenerf.vision.build import restore as _restore
 from spikenerf.vision.engine import train
-from spikenerf.vision.layers import NeuronConfig
+from spikenerf.vision.blocks import NeuronConfig
 from spikenerf.vision.methods.adaptive_bits import BitRecorder
 from spikenerf.vision.methods.adaptive_bits import AdaptiveBitsConfig
 from spikenerf.vision.methods.ltmd import LTMDConfig
@@ -214,6 +215,7 @@ def memory_table(batch: int = 32) -> list[dict]:
 
 # ----------------------------------------------------------------------------- main
 def main() -> None:
+    configure_process()  # the project's OpenMP wait / allocator policy, as its commands run
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="*", default=["digits", "cifar10", "nmnist"])
     ap.add_argument("--quick", action="store_true", help="tiny smoke schedule")

@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from bench_vision_schedule import row, run_schedule  # noqa: E402
 
+from spikenerf.snn.process import configure_process  # noqa: E402
 from spikenerf.vision.data import default_data_root, read_nmnist_bs2  # noqa: E402
 
 
@@ -42,6 +43,7 @@ def convert(src: Path, dst: Path) -> Path:
 
 
 def main() -> None:
+    configure_process()  # the project's OpenMP wait / allocator policy, as its commands run
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--schedule", default=str(ROOT / "configs" / "bench" / "nmnist-event-folder.yaml"))
     ap.add_argument("--out", default=str(ROOT / "outputs" / "bench_vision_nmnist"))

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from spikenerf.snn.process import configure_process
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,6 +50,7 @@ def row(name: str, r: dict) -> str:
 
 
 def main() -> None:
+    configure_process()  # the project's OpenMP wait / allocator policy, as its commands run
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("schedule")
     ap.add_argument("--data-root", default=None)

@@ -27,9 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 import dataclasses  # noqa: E402
 
+from spikenerf.snn.process import configure_process  # noqa: E402
 from spikenerf.vision.config import PRESETS, VisionConfig  # noqa: E402
 from spikenerf.vision.engine import train as vision_train  # noqa: E402
-from spikenerf.vision.methods.hetsyn import HetSynConfig  # noqa: E402
+from spikenerf.vision.methods.hetsyn_method import HetSynConfig  # noqa: E402
 from spikenerf.vision.methods.neuroclip import NeuroCLIPConfig  # noqa: E402
 from spikenerf.vision.methods.stdp_ncg import STDPNCGConfig  # noqa: E402
 
@@ -39,6 +40,7 @@ def _preset(name: str, **kw) -> VisionConfig:
 
 
 def main() -> None:
+    configure_process()  # the project's OpenMP wait / allocator policy, as its commands run
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="outputs/bench_vision_temporal")
     ap.add_argument("--quick", action="store_true", help="tiny schedule (smoke test of the script)")

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -63,6 +64,36 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def stop_browser(proc: subprocess.Popen) -> None:
+    """Stop Chromium and its helpers (zygote, GPU, crashpad: one process group, started in its own session by
+    :func:`capture`), so none of them still writes to the profile when it is removed."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # helpers that outlived the main process
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def remove_profile(profile: Path, tries: int = 10) -> None:
+    """Delete Chromium's profile folder. A helper that exits late can still add a file while the tree is being
+    removed (seen once: ``OSError: Directory not empty``), so retry for a few seconds; a folder that still
+    cannot be removed is reported, not raised: the screenshot is already written."""
+    for _ in range(tries):
+        shutil.rmtree(profile, ignore_errors=True)
+        if not profile.exists():
+            return
+        time.sleep(0.5)
+    print(f"note: could not remove Chromium's profile {profile}; delete it by hand", file=sys.stderr)
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> bool:
@@ -113,42 +144,43 @@ def capture(browser: str, url: str, out: Path, width: int, height: int, wait_s: 
     """Open ``url``; screenshot every 2 s until :func:`looks_rendered` (then once more ``settle_s`` later) or
     ``wait_s``; write the last to ``out``."""
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix="spikenerf-chromium-") as profile:
-        cmd = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--remote-debugging-port={port}",
-               f"--window-size={width},{height}", "about:blank"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            pages = None
-            for _ in range(120):
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as r:
-                        pages = [p for p in json.load(r) if p.get("type") == "page"]
-                    if pages:
-                        break
-                except OSError:
-                    pass
-                time.sleep(0.5)
-            if not pages:
-                raise RuntimeError("Chromium's DevTools endpoint did not come up")
-            with connect(pages[0]["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024, open_timeout=30) as ws:
-                tools = DevTools(ws)
-                tools.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
-                           mobile=False)
-                tools.call("Page.navigate", url=url)
-                t0 = time.time()
-                png = b""
-                while time.time() - t0 < wait_s:
-                    time.sleep(2.0)
+    profile = Path(tempfile.mkdtemp(prefix="spikenerf-chromium-"))
+    cmd = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--remote-debugging-port={port}",
+           f"--window-size={width},{height}", "about:blank"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        pages = None
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as r:
+                    pages = [p for p in json.load(r) if p.get("type") == "page"]
+                if pages:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        if not pages:
+            raise RuntimeError("Chromium's DevTools endpoint did not come up")
+        with connect(pages[0]["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024, open_timeout=30) as ws:
+            tools = DevTools(ws)
+            tools.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
+                       mobile=False)
+            tools.call("Page.navigate", url=url)
+            t0 = time.time()
+            png = b""
+            while time.time() - t0 < wait_s:
+                time.sleep(2.0)
+                png = base64.b64decode(tools.call("Page.captureScreenshot", format="png")["data"])
+                if looks_rendered(png):
+                    print(f"rendered scene after {time.time() - t0:.1f} s")
+                    time.sleep(settle_s)  # the full-resolution pass follows the first, coarse one
                     png = base64.b64decode(tools.call("Page.captureScreenshot", format="png")["data"])
-                    if looks_rendered(png):
-                        print(f"rendered scene after {time.time() - t0:.1f} s")
-                        time.sleep(settle_s)  # the full-resolution pass follows the first, coarse one
-                        png = base64.b64decode(tools.call("Page.captureScreenshot", format="png")["data"])
-                        break
-                out.write_bytes(png)
-                return looks_rendered(png)
-        finally:
-            stop(proc)
+                    break
+            out.write_bytes(png)
+            return looks_rendered(png)
+    finally:
+        stop_browser(proc)
+        remove_profile(profile)
 
 
 def main() -> int:

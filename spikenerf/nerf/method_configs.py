@@ -6,9 +6,11 @@
 | ``spikingnerf-full`` / ``spikingnerf-ann-full`` | the same | ``FULL`` |
 | ``spiknerf-full`` / ``spiknerf-ann-full`` | Spik-NeRF on the grids | ``SPIKNERF_FULL`` |
 | ``spikingnerf-capture`` / ``spikingnerf-ann-capture`` | the same (real captures, contracted space) | ``CAPTURE`` |
-| ``spikingnerf-llff`` / ``spikingnerf-ann-llff`` | the same (forward-facing ``llff-data`` scenes, NDC) | ``LLFF`` |
+| ``spikingnerf-llff`` / ``spikingnerf-ann-llff`` | the same (forward-facing ``llff-data`` scenes, NDC) | ``GRID_LLFF`` |
 | ``spiknerf`` / ``spiknerf-ann`` | :class:`~spikenerf.nerf.spiknerf.SpikNeRFModel` on the same grids | ``MINI`` |
 | ``spiknerf-mlp`` / ``spiknerf-mlp-ann`` | :class:`~spikenerf.nerf.nerf_mlp.NeRFMLPModel` (NeRF MLP) | 600 steps |
+| ``spikingnerf-t`` / ``spikingnerf-t-ann`` | :class:`~spikenerf.nerf.tensorf_model.SpikingNeRFTModel` (TensoRF planes) | ``LEGO`` / ``LLFF`` |
+| ``spikingnerf-t-cpu`` / ``spikingnerf-t-ann-cpu`` | the same | ``TENSORF_CPU`` / ``TENSORF_CPU_NDC`` |
 
 Every method gets the same trainer skeleton: the viewer bound to 127.0.0.1, the data manager that checks a
 Blender scene before nerfstudio reads it (:class:`~spikenerf.nerf.datamanager.SpikingNeRFDataManagerConfig`),
@@ -19,7 +21,7 @@ The ``pyproject.toml`` entry points all name this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Tuple, Type
 
@@ -39,12 +41,14 @@ from .optim import FusedAdamOptimizerConfig, GridAdamOptimizerConfig
 from .scene import NDCSettings
 from .schedulers import FloatExponentialDecaySchedulerConfig
 from .spiknerf import SpikNeRFModelConfig
+from .tensorf_model import SpikingNeRFTModelConfig
+from .tensorf_render import LEGO, LLFF, TensoRFSchedule
 from .trainer import SCHEDULE_FIELDS, SpikingNeRFPipelineConfig, SpikingNeRFTrainerConfig
 
 __all__ = ["BUNDLED_SCENE", "VIEWER_HOST", "Schedule", "MINI", "FULL", "SPIKNERF_FULL", "make_trainer_config", "preset_schedule", "optimizer_group",
            "grid_model_config", "grid_trainer_config", "mlp_trainer_config", "METHODS", "spikingnerf",
            "spikingnerf_ann", "spikingnerf_full", "spikingnerf_ann_full", "spikingnerf_capture",
-           "spikingnerf_ann_capture", "LLFF", "llff_trainer_config", "spikingnerf_llff", "spikingnerf_ann_llff", "spiknerf", "spiknerf_ann", "spiknerf_mlp", "spiknerf_mlp_ann"]
+           "spikingnerf_ann_capture", "GRID_LLFF", "llff_trainer_config", "spikingnerf_llff", "spikingnerf_ann_llff", "spiknerf", "spiknerf_ann", "spiknerf_mlp", "spiknerf_mlp_ann"]
 
 BUNDLED_SCENE = Path(__file__).resolve().parents[2] / "data" / "lego-mini"
 """The small scene shipped with the repository (Blender format)."""
@@ -96,7 +100,7 @@ CAPTURE = Schedule(coarse_steps=500, fine_steps=3500, coarse_resolution=64, fine
 sized for about 30 minutes on a 2-core CPU. The scene parameterization is the model's ``scene="auto"`` (the
 contracted space for cameras inside the data parser's box), as for the first look with plain ``spikingnerf``."""
 
-LLFF = Schedule(coarse_steps=500, fine_steps=2500, coarse_resolution=64, fine_resolution=160,
+GRID_LLFF = Schedule(coarse_steps=500, fine_steps=2500, coarse_resolution=64, fine_resolution=160,
                 pg_scale_steps=(500, 1000, 1500), rays_per_batch=1024, hidden_dim=64)
 """``spikingnerf-llff``: a forward-facing ``llff-data`` scene in NDC at the papers' 1/8 resolution, sized for about
 30 minutes on a 2-core CPU - an estimate, not measured: the first look's ~0.35 CPU s per 512-ray step at 128
@@ -190,10 +194,10 @@ def grid_trainer_config(method_name: str, spiking: bool, schedule: Schedule = MI
 
 
 def llff_trainer_config(method_name: str, spiking: bool) -> TrainerConfig:
-    """:func:`grid_trainer_config` on :data:`LLFF`, its fine resolution kept in NDC scenes (the NDC settings'
+    """:func:`grid_trainer_config` on :data:`GRID_LLFF`, its fine resolution kept in NDC scenes (the NDC settings'
     own would replace it) and the ``llff-data`` parser as the default data."""
-    cfg = grid_trainer_config(method_name, spiking, schedule=LLFF)
-    cfg.pipeline.model.ndc = NDCSettings(fine_resolution=LLFF.fine_resolution)
+    cfg = grid_trainer_config(method_name, spiking, schedule=GRID_LLFF)
+    cfg.pipeline.model.ndc = NDCSettings(fine_resolution=GRID_LLFF.fine_resolution)
     cfg.pipeline.datamanager.dataparser = LLFFDataParserConfig()
     return cfg
 
@@ -205,6 +209,32 @@ def mlp_trainer_config(method_name: str, spiking: bool, max_steps: int = 600) ->
                                             max_steps=max_steps)}
     return make_trainer_config(method_name, NeRFMLPModelConfig(spiking=spiking), optimizers, max_steps=max_steps,
                                rays_per_batch=256, eval_rays_per_batch=512, viewer_rays_per_chunk=1024)
+
+
+# ----------------------------------------------------------------------------- SpikingNeRF-T (TensoRF planes)
+TENSORF_SCHEDULE_FIELDS = ("num_steps", "upsample_steps", "alpha_mask_steps")
+"""Step counts of a :class:`~.tensorf_render.TensoRFSchedule` that ``--max-num-iterations`` scales."""
+
+
+def tensorf_trainer_config(method_name: str, spiking: bool, schedule: TensoRFSchedule = LEGO,
+                           ndc_schedule: TensoRFSchedule = LLFF) -> TrainerConfig:
+    """TrainerConfig of ``spikingnerf-t`` / its twin: TensoRF's Adam (betas 0.9 / 0.99) on the planes and on the
+    networks; no scheduler, the model sets TensoRF's learning rates every step (decay with a reset after each
+    up-sampling). ``schedule`` serves bounded scenes, ``ndc_schedule`` NDC ones (``llff-data``); the trainer's
+    step count and batch are ``schedule``'s, and ``--max-num-iterations`` scales the step counts of both by
+    the same factor (TensoRF's flower config has 25,000 steps to lego's 30,000: ``spikingnerf-t llff-data``
+    then runs 30,000 steps, the last 5,000 at the decayed rate)."""
+    model = SpikingNeRFTModelConfig(spiking=spiking, tensorf=replace(schedule), ndc_tensorf=replace(ndc_schedule))
+    optimizers = {
+        "grids": {"optimizer": GridAdamOptimizerConfig(lr=schedule.lr_grid, betas=(0.9, 0.99)), "scheduler": None},
+        "mlp": {"optimizer": GridAdamOptimizerConfig(lr=schedule.lr_network, betas=(0.9, 0.99)), "scheduler": None},
+    }
+    cfg = make_trainer_config(method_name, model, optimizers, max_steps=schedule.num_steps,
+                              rays_per_batch=schedule.rays_per_batch)
+    for which in ("tensorf", "ndc_tensorf"):
+        for name in TENSORF_SCHEDULE_FIELDS:
+            cfg.preset_schedule[f"pipeline.model.{which}.{name}"] = getattr(getattr(model, which), name)
+    return cfg
 
 
 # ----------------------------------------------------------------------------- the methods
@@ -314,6 +344,38 @@ spiknerf_mlp_ann_cpu = MethodSpecification(
     description="The ANN twin / teacher of spiknerf-mlp-cpu.",
 )
 
+TENSORF_CPU = replace(LEGO, num_steps=800, n_voxel_init=32 ** 3 + 4, n_voxel_final=128 ** 3,
+                      upsample_steps=(100, 150, 200, 275, 350), alpha_mask_steps=(100, 200), rays_per_batch=512)
+"""``spikingnerf-t-cpu`` on bounded scenes: TensoRF's lego rules at CPU size: 32^3 -> 128^3 voxels, 512 rays,
+800 steps, the first alpha mask + shrink at step 100 (TensoRF: 128^3 -> 300^3, 4,096 rays, 30,000 steps, 2,000).
+Measured on this shared 2-core CPU (load ~7 from other jobs), ``--max-num-iterations 200`` (the rules scaled to
+steps 25 .. 88): 1.74 s/step (6 min), 22.43 dB / SSIM 0.853 on lego-mini's 8 test views (``ns-eval``). A step
+costs ~0.7 s of compute at 32^3 before the alpha mask (1,024 rays: density look-ups and their backward on every
+sample in the box) and less once the mask has cut the box to the object."""
+TENSORF_CPU_NDC = replace(LLFF, num_steps=800, n_voxel_init=48 ** 3 + 4, n_voxel_final=128 ** 3,
+                          upsample_steps=(100, 150, 200, 275), alpha_mask_steps=(125,), rays_per_batch=512)
+"""``spikingnerf-t-cpu`` on NDC scenes: TensoRF's flower rules at CPU size (48^3 -> 128^3; TensoRF: 128^3 ->
+640^3). With 192^3 at the end a fern step took 4 s at 79x70x55 and 8 s at 159x141x110 here (the NDC box is
+barely shrunk: the content fills the frustum), hence 128^3. With it, ``--max-num-iterations 120`` on fern: 3.1 s/step
+(48^3 -> 150x133x104), 17.80 dB / SSIM 0.40 on the 3 held-out views: undertrained."""
+
+def tensorf_method_pair(name: str, description: str, **schedules: TensoRFSchedule
+                        ) -> Tuple[MethodSpecification, MethodSpecification]:
+    """``name`` (spiking) and ``name`` with ``-ann`` after ``spikingnerf-t`` (its ReLU twin) on the same
+    schedules (:func:`tensorf_trainer_config`'s ``schedule`` / ``ndc_schedule``)."""
+    twin = name.replace("spikingnerf-t", "spikingnerf-t-ann", 1)
+    return (MethodSpecification(config=tensorf_trainer_config(name, True, **schedules), description=description),
+            MethodSpecification(config=tensorf_trainer_config(twin, False, **schedules),
+                                description=f"The ANN twin of {name} (ReLU appearance net)."))
+
+
+spikingnerf_t, spikingnerf_t_ann = tensorf_method_pair(
+    "spikingnerf-t", "SpikingNeRF-T: TensoRF VM planes + a spiking (LIF) appearance net on the weight-masked, "
+    "condensed samples; TensoRF's lego / flower schedules (30k / 25k steps of 4096 rays: GPU-sized).")
+spikingnerf_t_cpu, spikingnerf_t_ann_cpu = tensorf_method_pair(
+    "spikingnerf-t-cpu", "spikingnerf-t sized for this CPU: 32^3 -> 128^3 voxels (NDC: 48^3 -> 128^3), 800 "
+    "steps of 512 rays.", schedule=TENSORF_CPU, ndc_schedule=TENSORF_CPU_NDC)
+
 METHODS: Dict[str, MethodSpecification] = {
     "spikingnerf": spikingnerf,
     "spikingnerf-ann": spikingnerf_ann,
@@ -333,5 +395,9 @@ METHODS: Dict[str, MethodSpecification] = {
     "spiknerf-mlp-ann-paper": spiknerf_mlp_ann_paper,
     "spiknerf-mlp-cpu": spiknerf_mlp_cpu,
     "spiknerf-mlp-ann-cpu": spiknerf_mlp_ann_cpu,
+    "spikingnerf-t": spikingnerf_t,
+    "spikingnerf-t-ann": spikingnerf_t_ann,
+    "spikingnerf-t-cpu": spikingnerf_t_cpu,
+    "spikingnerf-t-ann-cpu": spikingnerf_t_ann_cpu,
 }
 """Method name -> specification: the ``[project.entry-points."nerfstudio.method_configs"]`` of pyproject.toml."""

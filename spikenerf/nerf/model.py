@@ -31,13 +31,11 @@ from .grid_training import axis_resolution
 from .ndc import ndc_rays_for_marching, ndc_t_to_world_t, world_to_ndc_points
 from .metrics import (batch_op_metrics, build_lpips, ground_truth, image_op_metrics, image_quality_of, psnr,
                       render_images)
+from .renderer_energy import RendererShape, renderer_energy_metrics
 from .rendering import background_rgb, composite, density_shift, density_to_alpha, distortion_loss, sample_masks
 from .sampling import render_in_groups, sample_along_rays
 from .scene import (SCENE_BOUNDED, SCENE_NDC, SCENE_UNBOUNDED, SCENE_UNDECIDED, SceneConfig, checked_box,
                     data_near_clip, fit_scene_to_data, ndc_camera_of, register_ndc_camera)
-from .video import ensure_ffmpeg_on_path
-
-ensure_ffmpeg_on_path()  # ns-render videos without a system ffmpeg (imageio-ffmpeg's binary)
 
 __all__ = ["SpikingNeRFModelConfig", "SpikingNeRFModel", "MarchingRays", "SCENE_UNDECIDED", "SCENE_BOUNDED",
            "SCENE_UNBOUNDED", "SCENE_NDC"]
@@ -413,6 +411,7 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
             "accumulation": out.accumulation,
             "spike_rate": ray_rate.to(out.rgb.dtype),
             "num_color_samples": n_col,
+            "num_density_samples": valid.sum(1, keepdim=True).to(out.rgb.dtype),  # samples given an alpha
         }
         if stats is not None:
             outputs.update(self._per_ray_ops(stats, n_col))
@@ -538,6 +537,9 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
                 metrics["firing_rate"] = float(outputs["ray_spikes"].sum()) / (layers * neurons)
                 for i in range(layers):
                     metrics[f"firing_rate_lif{i + 1}"] = float(outputs[f"ray_spikes_lif{i + 1}"].sum()) / neurons
+                # the whole renderer's energy beside the colour net's, for the SNN and its twin on these samples
+                metrics.update(renderer_energy_metrics(outputs["num_density_samples"], outputs["num_color_samples"],
+                                                       outputs["ray_sops"], RendererShape.of_field(self.field)))
         metrics["color_samples_per_ray"] = n_col / num_rays
         return metrics, render_images(outputs, rgb, gt)
 

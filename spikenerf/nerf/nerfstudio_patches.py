@@ -1,8 +1,8 @@
-"""Small, targeted fixes to nerfstudio 1.1.5, installed when a spikenerf config or method is imported.
+"""Small, targeted fixes to nerfstudio 1.1.5, installed when one of this package's runs starts.
 
-nerfstudio imports this package's modules whenever it loads one of its methods (``ns-train``) or a saved
-``config.yml`` of one (``ns-eval``, ``ns-viewer``, ``ns-render``, ``ns-export``), so :func:`install` runs
-before any of these does its work. Each patch touches one nerfstudio function and, where it changes
+:func:`install` is called by :func:`~.startup.start_process` (never on import): ``ns-train`` calls into this
+package before it prints the config, ``ns-eval`` / ``ns-viewer`` / ``ns-render`` / ``ns-export`` when they
+build the pipeline of a saved ``config.yml``, so it runs before any of these does its work. Each patch touches one nerfstudio function and, where it changes
 behaviour, only for this package's runs:
 
 - **Errors**: an uncaught :data:`~.errors.USER_ERRORS` (bad scene, bad option, no loadable checkpoint, divergence) is

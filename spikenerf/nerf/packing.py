@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["PackInfo", "PackMode", "pack_index", "sequence_lengths", "tensor_density"]
+__all__ = ["PackInfo", "PackMode", "pack_index", "scatter_valid", "sequence_lengths", "tensor_density"]
 
 PackMode = Literal["padding", "condensing"]
 
@@ -118,6 +118,15 @@ def pack_index(mask: Tensor, mode: PackMode = "padding", flip: bool = False,
     if mode == "condensing":
         return _info_condensing(mask, flip)
     raise ValueError(f"unknown packing mode {mode!r}; use 'padding' or 'condensing'")
+
+
+def scatter_valid(xv: Tensor, info: PackInfo) -> Tensor:
+    """``[N, C]`` values of the valid samples (row-major order of ``info.mask``) -> packed ``[T, B, C]``."""
+    if xv.dim() != 2 or xv.shape[0] != info.t_idx.numel():
+        raise ValueError(f"expected [{info.t_idx.numel()}, C] valid-sample values, got {tuple(xv.shape)}")
+    out = xv.new_zeros(info.num_steps, info.num_sequences, xv.shape[-1])
+    out[info.t_idx, info.b_idx] = xv  # index_put keeps autograd to xv
+    return out
 
 
 def tensor_density(mask_or_info: Tensor | PackInfo) -> Tensor:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .startup import start_process
+
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "data" / "lego-mini"
 
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--skip-render", action="store_true")
     args = ap.parse_args(argv)
+    start_process()  # the commands below inherit the OpenMP wait policy (PASSIVE unless set) and PATH
     if not (args.data / "transforms_train.json").exists():
         raise SystemExit(f"transforms_train.json not found in {args.data}: --data needs a Blender-format scene")
 

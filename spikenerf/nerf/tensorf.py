@@ -348,7 +348,9 @@ def n_samples_for(resolution: Sequence[int], step_ratio: float = 0.5, cap: int =
 def upsampling_voxel_counts(n_init: int, n_final: int, num_upsamples: int) -> list[int]:
     """Voxel counts after each up-sampling, log-spaced from ``n_init`` to ``n_final`` (TensoRF's
     ``N_voxel_list``: ``round(exp(linspace(log n_init, log n_final, num + 1)))[1:]``)."""
-    ts = torch.linspace(math.log(n_init), math.log(n_final), num_upsamples + 1, dtype=torch.float64)
+    # schedule arithmetic on the host (Python ints out), never on the model's device
+    ts = torch.linspace(math.log(n_init), math.log(n_final), num_upsamples + 1, dtype=torch.float64,
+                        device="cpu")
     return torch.round(torch.exp(ts)).long().tolist()[1:]
 
 

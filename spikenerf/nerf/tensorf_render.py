@@ -30,9 +30,13 @@ ColorFn = Callable[[Tensor, Tensor], Tensor]
 order of ``keep`` (each ray's samples near -> far, the order condensing packs them in)."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class TensoRFSchedule:
-    """One TensoRF run: its config file's values (TensoRF's names in brackets)."""
+    """One TensoRF run: its config file's values (TensoRF's names in brackets).
+
+    Not frozen: a method config holds its own copy (``dataclasses.replace(LEGO)``) whose step counts the
+    trainer scales with ``--max-num-iterations`` (:func:`~.method_configs.tensorf_trainer_config`); never
+    change :data:`LEGO` / :data:`LLFF` themselves."""
 
     num_steps: int  # [n_iters]
     n_voxel_final: int  # [N_voxel_final]
@@ -113,13 +117,14 @@ class TensoRFRender(NamedTuple):
 def render_tensorf(backbone: TensoRFBackbone, color_fn: ColorFn, origins: Tensor, dirs: Tensor, near: float,
                    far: float, n_samples: int, background: Tensor, distance_scale: float = 25.0,
                    weight_threshold: float = 1e-4, jitter: Optional[Tensor] = None, feat_pe: int = 2,
-                   view_pe: int = 2) -> TensoRFRender:
+                   view_pe: int = 2, viewdirs: Optional[Tensor] = None) -> TensoRFRender:
     """TensoRF's ``forward`` with SpikingNeRF-T's colour path, for rays ``origins`` / unit ``dirs`` ``[R, 3]``.
 
     ``background`` ``[3]`` or ``[R, 3]``; ``jitter`` ``[R]`` in ``[0, 1)`` when training. A sample outside
     the box or dropped by the alpha mask has density 0; the colour net sees only the samples whose weight
     passes :func:`~.tensorf.tensorf_color_mask`, and a dropped sample adds no colour (its weight still counts
-    in the accumulation, as in TensoRF).
+    in the accumulation, as in TensoRF). ``viewdirs`` ``[R, 3]``: the direction the colour net reads when it
+    is not ``dirs`` (NDC scenes march NDC rays but encode the world direction, :mod:`~.ndc`).
     """
     pts, t, inside = sample_ray(origins, dirs, backbone.aabb, backbone.step_size, n_samples, near, far, jitter)
     valid = inside.clone()
@@ -133,7 +138,7 @@ def render_tensorf(backbone: TensoRFBackbone, color_fn: ColorFn, origins: Tensor
     keep = tensorf_color_mask(weights, valid, weight_threshold)
     rgb = pts.new_zeros(*keep.shape, 3)
     if bool(keep.any()):
-        view = dirs[:, None].expand_as(pts)[keep]
+        view = (dirs if viewdirs is None else viewdirs)[:, None].expand_as(pts)[keep]
         inputs = tensorf_color_input(backbone.app_features(pts[keep]), view, feat_pe, view_pe)
         rgb[keep] = color_fn(inputs, keep)
     out = composite(weights, rgb, t, background)

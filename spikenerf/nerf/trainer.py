@@ -40,16 +40,14 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils import profiler, writer
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from . import nerfstudio_patches
 from .checkpoints import atomic_save, checkpoint_files, load_checkpoint, load_latest_checkpoint, \
     remove_stale_temporaries
 from .datamanager import check_scene
 from .errors import ConfigError, TrainingDiverged
+from .startup import start_process
 
 __all__ = ["SCHEDULE_FIELDS", "SpikingNeRFTrainerConfig", "SpikingNeRFTrainer", "SpikingNeRFPipelineConfig",
            "SpikingNeRFPipeline", "finite_or_none"]
-
-nerfstudio_patches.install()
 
 SCHEDULE_FIELDS = ("coarse_steps", "pg_scale_steps", "occupancy_warmup_steps")
 """Model-config fields that count training steps (scaled with ``--max-num-iterations``)."""
@@ -97,7 +95,7 @@ class SpikingNeRFPipeline(VanillaPipeline):
     ``None`` when called without a step (``ns-eval``; during training they stay numbers for the loggers)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        nerfstudio_patches.install()  # the patches of modules that were half-imported when this one loaded
+        start_process()  # ns-eval / ns-render / ns-viewer: the process's settings and nerfstudio fixes
         super().__init__(*args, **kwargs)
 
     def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path: Optional[Path] = None,
@@ -201,6 +199,7 @@ class SpikingNeRFTrainerConfig(TrainerConfig):
 
     def check_inputs(self) -> None:
         """Fit the schedules and check the scene (``SceneError``), before anything is printed or written."""
+        start_process()  # ns-train's first call into this package: short errors from here on
         self.fit_schedules()
         self.keep_resumed_schedule()
         dm = self.pipeline.datamanager
@@ -237,7 +236,7 @@ class SpikingNeRFTrainer(Trainer):
     config: SpikingNeRFTrainerConfig
 
     def __init__(self, config: SpikingNeRFTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
-        nerfstudio_patches.install()
+        start_process()  # every training process, DDP workers included
         super().__init__(config, local_rank, world_size)
         self.total_steps = int(config.max_num_iterations)
         self.skipped_in_a_row = 0

@@ -4,8 +4,8 @@
 exit with "Could not find ffmpeg" otherwise. The ``imageio-ffmpeg`` wheel (a dependency of this package)
 ships a static ffmpeg binary; when there is no ffmpeg on ``PATH``, :func:`ensure_ffmpeg_on_path` links it
 as ``ffmpeg`` in a per-user cache folder and appends that folder to this process's ``PATH`` (a system
-ffmpeg always wins). It runs when :mod:`spikenerf.nerf.model` is imported, i.e. whenever nerfstudio loads
-a ``spikingnerf`` config.
+ffmpeg always wins). It runs where one of this package's runs starts (:func:`~.startup.start_process`:
+``ns-render`` builds the pipeline of a ``spikingnerf`` config before it renders), never on import.
 """
 
 from __future__ import annotations

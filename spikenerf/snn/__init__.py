@@ -8,13 +8,14 @@ from .deploy import DEPLOY_OFFSET, count_events, deploy_affine, deployed_spikes,
 from .energy import E_AC_PJ, E_MAC_PJ, EnergyModel, LayerCount, OpCounter, bit_budget, energy_pj, s_ace
 from .fused import c_kernel_available, multistep_scan, ragged_scan, segment_scan
 from .layers import MultiStep, SeqToANNContainer, seq_to_ann
-from .memory import apply_memory_policy, memory_policy  # applies the policy (see memory.py)
+from .memory import apply_memory_policy, memory_policy
 from .mpbn import MPBN, fold_mpbn, mpbn_threshold
 from .mpr import MPR, ShiftedNode, mpr_phi, mpr_phi_inverse, remove_mpr
 from .neurons import NEURON_KINDS, BaseNode, DecayLIFNode, IFNode, LIFNode, NeuronKind, PLIFNode, make_node
+from .process import configure_process, openmp_wait_policy
 from .real_spike import RealSpike, UnsharedConv2d, fold_real_spike
 from .reparam import fold_amplitude, fold_bn, fold_ternary012_shift
-from .scan import ScanSpec, scan_reference
+from .scan import ScanSpec, SpikeCode, scan_reference
 from .surrogate import (
     ATan,
     MultiGaussian,
@@ -29,6 +30,8 @@ from .surrogate import (
 )
 
 __all__ = [
+    "configure_process",
+    "openmp_wait_policy",
     "apply_memory_policy",
     "memory_policy",
     "BaseNode",
@@ -40,6 +43,7 @@ __all__ = [
     "NeuronKind",
     "NEURON_KINDS",
     "ScanSpec",
+    "SpikeCode",
     "scan_reference",
     "multistep_scan",
     "ragged_scan",

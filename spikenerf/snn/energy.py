@@ -34,6 +34,22 @@ __all__ = [
     "E_MAC_PJ",
     "E_AC_PJ",
     "E_MUL_PJ",
+    "E_SRAM_8KB_PJ",
+    "E_SRAM_32KB_PJ",
+    "E_SRAM_1MB_PJ",
+    "E_DRAM_32BIT_PJ",
+    "memory_read_pj",
+    "LOIHI_E_SYNOP_PJ",
+    "LOIHI_T_SYNOP_NS",
+    "LOIHI_E_NEURON_ACTIVE_PJ",
+    "LOIHI_E_NEURON_INACTIVE_PJ",
+    "LOIHI_T_NEURON_ACTIVE_NS",
+    "LOIHI_T_NEURON_INACTIVE_NS",
+    "LOIHI_E_SPIKE_TILE_PJ",
+    "LOIHI_T_SPIKE_TILE_NS",
+    "LOIHI_E_HOP_PJ",
+    "LOIHI_T_HOP_NS",
+    "LOIHI_BARRIER_NS",
     "EnergyModel",
     "energy_pj",
     "LayerCount",
@@ -46,6 +62,38 @@ __all__ = [
 E_MAC_PJ = 4.6  # 32-bit float multiply-accumulate, 45 nm (Horowitz 2014)
 E_AC_PJ = 0.9  # 32-bit float add, 45 nm
 E_MUL_PJ = 3.7  # 32-bit float multiply, 45 nm (a state decay: HetSyn's synaptic currents)
+
+# Memory reads, 45 nm (Horowitz, ISSCC 2014, "Computing's energy problem", the memory table of its energy
+# figure): a 64-bit read from an 8 KB / 32 KB / 1 MB SRAM cache; a 32-bit value read from such a cache is
+# charged one whole word. DRAM: Horowitz gives 1.3-2.6 nJ per 64 bits; the 640 pJ per 32-bit DRAM read is
+# the figure Han et al. (NeurIPS 2015, "Learning both weights and connections", Table 1) derive from it.
+E_SRAM_8KB_PJ = 10.0
+E_SRAM_32KB_PJ = 20.0
+E_SRAM_1MB_PJ = 100.0
+E_DRAM_32BIT_PJ = 640.0
+
+
+def memory_read_pj(array_bytes: float) -> float:
+    """Energy of one 32-bit read from an array of ``array_bytes``: the smallest Horowitz SRAM it fits
+    (8 KB / 32 KB / 1 MB, a whole 64-bit word each), else DRAM (a 2-160 MB voxel grid lives there)."""
+    for size, e in ((8 << 10, E_SRAM_8KB_PJ), (32 << 10, E_SRAM_32KB_PJ), (1 << 20, E_SRAM_1MB_PJ)):
+        if array_bytes <= size:
+            return e
+    return E_DRAM_32BIT_PJ
+
+
+# Loihi (Davies et al., IEEE Micro 38(1), 2018, Table 2: measured / simulated core characteristics, 14 nm):
+LOIHI_E_SYNOP_PJ = 23.6  # synaptic spike operation, energy (min)
+LOIHI_T_SYNOP_NS = 3.5  # synaptic spike operation, time (min)
+LOIHI_E_NEURON_ACTIVE_PJ = 81.0  # neuron (compartment) update, active
+LOIHI_E_NEURON_INACTIVE_PJ = 52.0  # neuron update, inactive
+LOIHI_T_NEURON_ACTIVE_NS = 8.4  # neuron update time, active
+LOIHI_T_NEURON_INACTIVE_NS = 5.3  # neuron update time, inactive
+LOIHI_E_SPIKE_TILE_PJ = 1.7  # spike message within a tile, energy
+LOIHI_T_SPIKE_TILE_NS = 2.1  # spike message within a tile, latency
+LOIHI_E_HOP_PJ = 3.0  # energy per tile hop, east-west (north-south: 4.0)
+LOIHI_T_HOP_NS = 4.1  # latency per tile hop, east-west (north-south: 6.5)
+LOIHI_BARRIER_NS = 113.0  # barrier synchronisation of a time step, per tile (min of 113-465 ns)
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,8 @@ All backends return ``(spikes [T, ...], membrane h [T, ...])`` and agree to floa
 
 Threads: every C kernel of the package runs on ``torch.get_num_threads()`` OpenMP threads (so
 ``torch.set_num_threads`` / ``OMP_NUM_THREADS`` set them), in torch's own libgomp (one OpenMP runtime per
-process). Wait policy: libgomp's default lets idle threads spin ~300k iterations after every parallel region,
-which on a shared CPU takes cores from the other processes (a busy 2-core machine showed 44 % of a profile in
-libgomp). The policy is read once, when torch loads, so it is an environment variable:
-``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep). Importing this module makes ``PASSIVE`` the default for the
-processes it starts (``spikenerf-quickstart``'s ``ns-train`` / ``ns-eval`` / ``ns-render``, the benchmarks);
-set ``OMP_WAIT_POLICY=ACTIVE`` to override, and export ``OMP_WAIT_POLICY=PASSIVE`` before a plain ``ns-train``
-on a shared machine. :func:`openmp_wait_policy` says what this process runs with.
+process). Their wait policy (idle threads sleep rather than spin) is a process setting, made where a process
+starts: :func:`spikenerf.snn.process.configure_process`.
 """
 
 from __future__ import annotations
@@ -46,18 +41,7 @@ from .scan import CODE_IDS, ScanSpec, scan_reference, scan_torch_backward, scan_
 from .triton_scan import triton_scan_backward, triton_scan_forward, triton_supports
 
 __all__ = ["multistep_scan", "ragged_scan", "segment_scan", "c_kernel_available", "load_c_kernel", "build_c_library", "CKernel",
-           "openmp_wait_policy", "DEFAULT_WAIT_POLICY"]
-
-DEFAULT_WAIT_POLICY = "PASSIVE"
-"""The project's OpenMP wait policy for the processes it starts (see the module docstring)."""
-_POLICY_AT_START = os.environ.get("OMP_WAIT_POLICY")  # this process's libgomp read it when torch loaded
-os.environ.setdefault("OMP_WAIT_POLICY", DEFAULT_WAIT_POLICY)  # children: idle threads sleep, do not spin
-
-
-def openmp_wait_policy() -> str:
-    """The OpenMP wait policy of this process: ``PASSIVE``, ``ACTIVE`` or ``default`` (libgomp's spinning)."""
-    return (_POLICY_AT_START or "default").upper()
-
+           "c_kernels_disabled"]
 
 _SRC = Path(__file__).with_name("csrc") / "scan.c"
 # -fno-trapping-math: without it GCC will not if-convert a float compare (``h >= vth`` may raise FE_INVALID),
@@ -91,7 +75,7 @@ def build_c_library(src_path: Path, prefix: str) -> ctypes.CDLL:
     Shared by every C kernel of the package (this scan, ``spikenerf.nerf.grid``). Raises ``RuntimeError``
     when ``SPIKENERF_DISABLE_C=1``, when there is no compiler, or when compiling fails.
     """
-    if os.environ.get("SPIKENERF_DISABLE_C", "") == "1":
+    if c_kernels_disabled():
         raise RuntimeError("disabled by SPIKENERF_DISABLE_C=1")
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
@@ -120,6 +104,12 @@ def build_c_library(src_path: Path, prefix: str) -> ctypes.CDLL:
         raise RuntimeError(str(err)) from err
 
 
+def c_kernels_disabled() -> bool:
+    """``SPIKENERF_DISABLE_C=1``: every C kernel of the package stands aside for its torch fallback (the code
+    a CUDA tensor takes). Read on each call, not once at import."""
+    return os.environ.get("SPIKENERF_DISABLE_C", "") == "1"
+
+
 class CKernel:
     """A C source compiled and loaded on first use; ``load()`` is ``None`` (after one warning) when it cannot be.
 
@@ -136,6 +126,8 @@ class CKernel:
         self.error: str | None = None
 
     def load(self) -> ctypes.CDLL | None:
+        if c_kernels_disabled():  # read on every call, so a test can switch the C path off and on again
+            return None
         if self.lib is not None or self.error is not None:
             return self.lib
         try:

@@ -12,9 +12,9 @@ on that Spik-NeRF model, none on a SpikingNeRF lego model (its saved kernel time
 What: on glibc, ``mallopt(M_MMAP_MAX, 0)`` (large blocks come from the heap too) and
 ``mallopt(M_TRIM_THRESHOLD, ...)`` (free memory at the top of the heap is returned to the system only above
 :data:`TRIM_THRESHOLD_BYTES`). The cost: the process keeps up to that much freed memory (its resident size
-stays near its peak), and values never change (only where memory comes from). Applied when this module is
-imported (the core imports it), like the OpenMP wait policy of :mod:`spikenerf.snn.fused`; set
-``SPIKENERF_MALLOC=system`` to keep glibc's defaults. Elsewhere (macOS, musl) nothing is changed; an allocator
+stays near its peak), and values never change (only where memory comes from). Applied where a process starts,
+by :func:`spikenerf.snn.process.configure_process` (never on import); set ``SPIKENERF_MALLOC=system`` to keep
+glibc's defaults. Elsewhere (macOS, musl) nothing is changed; an allocator
 preloaded in glibc's place (jemalloc, tcmalloc) ignores the calls. :func:`memory_policy` says what this
 process runs with.
 """
@@ -78,6 +78,3 @@ def apply_memory_policy(mode: str | None = None) -> str:
 def memory_policy() -> str:
     """What this process runs with, e.g. ``keep (no mmap, trim above 2047 MiB)`` or ``system (...)``."""
     return _state
-
-
-apply_memory_policy()

@@ -8,14 +8,14 @@ into the weights and the constant goes into the bias, so inference sees only the
 Exactness (all to float rounding; tests in ``tests/snn/test_reparam.py``):
 
 - :func:`fold_bn`: ``BN(L(x)) = L'(x)`` for ``nn.Linear`` / ``nn.ConvNd`` followed by an eval-mode BN: exact.
-- :func:`fold_input_affine` (Linear) and :func:`fold_input_affine_conv`: a scale is exact for any padding
+- :func:`~.affine.fold_input_affine` (Linear) and :func:`~.affine.fold_input_affine_conv`: a scale is exact for any padding
   (padded zeros stay zero). A shift through a conv with zero padding is *position dependent*: the
   constant ``shift`` is absent where the kernel overlaps the padding, so the bias becomes a map
   ``conv(shift_map)`` over output positions. We return a plain conv when that map is constant (no padding,
-  or a non-zero padding mode) and a :class:`BiasMapConv` (conv + exact bias map for one input size) otherwise.
+  or a non-zero padding mode) and a :class:`~.affine.BiasMapConv` (conv + exact bias map for one input size) otherwise.
 - :func:`fold_amplitude` (Ternary Spike's learnable amplitude), :func:`fold_ternary012_shift`
-  ({0,1,2} -> {-1,0,1}), :func:`fold_real_spike` (Real Spike), :func:`fold_mpbn` (MPBN -> thresholds),
-  :func:`remove_mpr` (MPR). They are exact only when the spikes feed the layer directly (or through layers
+  ({0,1,2} -> {-1,0,1}), and beside their modules :func:`~.real_spike.fold_real_spike` (Real Spike),
+  :func:`~.mpbn.fold_mpbn` (MPBN -> thresholds), :func:`~.mpr.remove_mpr` (MPR). They are exact only when the spikes feed the layer directly (or through layers
   that commute with the affine map: avg-pooling commutes with a per-channel scale but, with zero padding, not
   with a shift; max-pooling only with a positive scale).
 """
@@ -28,26 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .affine import BiasMapConv, fold_input_affine, fold_input_affine_conv, fold_input_affine_layer
+from .affine import fold_input_affine_layer
 from .deploy import DEPLOY_OFFSET
-from .mpbn import bn_affine, fold_mpbn, mpbn_threshold
-from .mpr import remove_mpr
-from .real_spike import UnsharedConv2d, fold_real_spike
+from .mpbn import bn_affine
 
-__all__ = [
-    "fold_input_affine",
-    "fold_input_affine_conv",
-    "fold_input_affine_layer",
-    "fold_bn",
-    "fold_amplitude",
-    "fold_ternary012_shift",
-    "fold_real_spike",
-    "fold_mpbn",
-    "mpbn_threshold",
-    "remove_mpr",
-    "BiasMapConv",
-    "UnsharedConv2d",
-]
+__all__ = ["fold_bn", "fold_amplitude", "fold_ternary012_shift"]
 
 
 # ---------------------------------------------------------------- BN -> conv / linear

@@ -9,12 +9,12 @@
   :mod:`.methods.registry`; :mod:`.losses`, :mod:`.joint`: the pieces they use.
 - :mod:`.config` (``VisionConfig``, presets, YAML), :mod:`.build` (config / checkpoint -> network),
   :mod:`.checkpoint` (atomic files), :mod:`.engine` (train / eval / export), :mod:`.cli` (``spikenerf-vision``).
-- :mod:`.reparam`: inference folds (BN, Ternary/Real Spike amplitudes, MPBN, MPR); :mod:`.nir_export`: NIR graphs;
-  :mod:`.energy`: SOPs / MACs / energy; :mod:`.report`: ``eval --json`` / ``--plot``.
+- :mod:`.inference_folds`: inference folds (BN, Ternary/Real Spike amplitudes, MPBN, MPR); :mod:`.nir_export`: NIR graphs;
+  :mod:`.energy_report`: SOPs / MACs / energy; :mod:`.report`: ``eval --json`` / ``--plot``.
 """
 
 from .data import DatasetNotFoundError, get_dataset
-from .layers import NeuronConfig, SpikeAct
+from .blocks import NeuronConfig, SpikeAct
 from .models import build_model
 
 __all__ = ["DatasetNotFoundError", "get_dataset", "NeuronConfig", "SpikeAct", "build_model"]

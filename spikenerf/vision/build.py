@@ -16,7 +16,8 @@ from torch.utils.data import Dataset
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigFileError, VisionConfig, config_from_dict
-from .data import DATASETS, FOLDER_DATASETS, DatasetInfo, folder_info
+from .data import DatasetInfo
+from .data import dataset_info as _dataset_info
 from .methods.base import Method, MethodContext
 
 __all__ = ["dataset_info", "make_method", "build", "restore", "load_weights"]
@@ -25,12 +26,7 @@ __all__ = ["dataset_info", "make_method", "build", "restore", "load_weights"]
 def dataset_info(cfg: VisionConfig) -> DatasetInfo:
     """Class count, channels, input size and kind of ``cfg.dataset`` (points: ``cfg.n_points``; class folders: read
     from the folder)."""
-    if cfg.dataset in FOLDER_DATASETS:
-        return folder_info(cfg.dataset, cfg.data_root, cfg.image_size)
-    info = DATASETS[cfg.dataset]
-    if info.kind == "points":
-        info = DatasetInfo(info.name, info.num_classes, info.in_channels, cfg.n_points, info.kind)
-    return info
+    return _dataset_info(cfg.dataset, cfg.data_root, cfg.n_points, cfg.image_size)
 
 
 def make_method(cfg: VisionConfig, info: DatasetInfo, device: torch.device | None = None,

@@ -22,6 +22,8 @@ from typing import Annotated, Literal
 
 import tyro
 
+from spikenerf.snn.process import configure_process
+
 from .checkpoint import CheckpointError
 from .config import PRESETS, ConfigFileError, VisionConfig, load_config_file, save_config_file
 from .data import DatasetNotFoundError
@@ -165,6 +167,7 @@ def _parse(argv: list[str]):
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``spikenerf-vision`` console script."""
+    configure_process()  # the core's OpenMP wait / allocator policy for this run and its workers
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         cmd, save_to = _parse(argv)

@@ -1,6 +1,6 @@
 """Experiment configuration, named presets, and config files for ``spikenerf-vision``.
 
-Every field of :class:`VisionConfig` (and of the nested :class:`~spikenerf.vision.layers.NeuronConfig` and of the
+Every field of :class:`VisionConfig` (and of the nested :class:`~spikenerf.vision.blocks.NeuronConfig` and of the
 selected method's config) is a CLI flag, so a preset is only a starting point::
 
     spikenerf-vision train resnet19-cifar10 --epochs 2 --neuron.decay 0.25
@@ -23,7 +23,7 @@ from typing import Literal
 
 import yaml
 
-from .layers import NeuronConfig
+from .blocks import NeuronConfig
 from .methods.registry import (AdaptiveBitsConfig, HetSynConfig, IMLossConfig, JointConfig, LTMDConfig, MethodUnion,
                                NeuroCLIPConfig, PlainConfig, RateBPConfig, RMPConfig, STDPNCGConfig, SubBitConfig,
                                method_from_dict, method_to_dict)

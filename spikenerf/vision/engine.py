@@ -31,9 +31,9 @@ from .build import dataset_info, make_method, restore
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import VisionConfig, config_to_dict
 from .data import DatasetInfo, get_dataset, to_sequence
-from .energy import OpReport, count_ops
-from .layers import spike_acts
-from .methods.base import OwnLoopMethod
+from .energy_report import OpReport, count_ops
+from .blocks import spike_acts
+from .methods.base import Method, OwnLoopMethod
 from .models import SeqClassifier, build_model
 from .nir_export import from_nir, read_nir, to_nir, write_nir
 
@@ -278,6 +278,46 @@ def run_own_loop(cfg: VisionConfig, method: OwnLoopMethod) -> dict[str, Any]:
     return metrics
 
 
+def _resume(cfg: VisionConfig, out_dir: Path, model: nn.Module, opt: torch.optim.Optimizer,
+            sched: torch.optim.lr_scheduler.LRScheduler, method: Method, scaler: torch.amp.GradScaler | None,
+            ema: nn.Module | None, main: bool) -> tuple[int, int, float]:
+    """``--resume``: load the newest checkpoint of ``out_dir`` into the run's model, optimizer, schedule, method,
+    scaler, EMA and random streams; returns ``(first epoch to train, step, best accuracy)``. A config change
+    other than ``RESUMABLE_CHANGES`` is refused (:func:`_check_resumable`)."""
+    best_path = out_dir / "best.pt"
+    src = _resume_file(out_dir)
+    if src is None:
+        raise CheckpointError(f"--resume: no checkpoint in {out_dir} (last.pt or checkpoint.pt); train without "
+                              "--resume to start the run, or pass the --output-dir of the run to continue.")
+    state = load_checkpoint(src, need=("model", "optimizer", "epoch", "step", "config"))
+    changed = _check_resumable(state["config"], cfg, src)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if state.get("scheduler"):
+        sched.load_state_dict(state["scheduler"])
+    for g, base_lr in zip(opt.param_groups, sched.base_lrs):
+        g["lr"] = base_lr * lr_factor(cfg, sched.last_epoch)
+    method.load_state_dict(state.get("method") or ({"esg": state["esg"]} if state.get("esg") else {}))
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    if ema is not None and state.get("ema_model"):
+        ema.load_state_dict(state["ema_model"])
+    start_epoch, best = int(state["epoch"]) + 1, float(state["best_accuracy"])
+    if main and not best_path.is_file() and state.get("accuracy") == best:
+        _link(src, best_path)  # killed between writing the checkpoint and linking it as the best one
+    if "rng" in state:
+        _set_rng_state(state["rng"])
+    else:  # checkpoints written before every stream was saved
+        torch.set_rng_state(state["rng_cpu"])
+    if main:
+        print(f"resumed from {src} at epoch {start_epoch}")
+        if changed:
+            print(f"note: --epochs changed on resume ({state['config']['epochs']} -> {cfg.epochs}): the "
+                  f"learning-rate schedule is re-planned for {cfg.epochs} epochs from epoch {start_epoch}, so "
+                  "this run differs from an uninterrupted one from here on.")
+    return start_epoch, int(state["step"]), best
+
+
 def train(cfg: VisionConfig) -> dict[str, Any]:
     """Train per ``cfg``; returns the final evaluation dict (rank 0) or ``{}`` (other ranks)."""
     rank, local_rank, world = _dist_info()
@@ -326,36 +366,7 @@ def train(cfg: VisionConfig) -> dict[str, Any]:
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     start_epoch, step, best = 0, 0, -1.0
     if cfg.resume:
-        src = _resume_file(out_dir)
-        if src is None:
-            raise CheckpointError(f"--resume: no checkpoint in {out_dir} (last.pt or checkpoint.pt); train without "
-                                  "--resume to start the run, or pass the --output-dir of the run to continue.")
-        state = load_checkpoint(src, need=("model", "optimizer", "epoch", "step", "config"))
-        changed = _check_resumable(state["config"], cfg, src)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if state.get("scheduler"):
-            sched.load_state_dict(state["scheduler"])
-        for g, base_lr in zip(opt.param_groups, sched.base_lrs):
-            g["lr"] = base_lr * lr_factor(cfg, sched.last_epoch)
-        method.load_state_dict(state.get("method") or ({"esg": state["esg"]} if state.get("esg") else {}))
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("ema_model"):
-            ema.load_state_dict(state["ema_model"])
-        start_epoch, step, best = int(state["epoch"]) + 1, int(state["step"]), float(state["best_accuracy"])
-        if main and not best_path.is_file() and state.get("accuracy") == best:
-            _link(src, best_path)  # killed between writing the checkpoint and linking it as the best one
-        if "rng" in state:
-            _set_rng_state(state["rng"])
-        else:  # checkpoints written before every stream was saved
-            torch.set_rng_state(state["rng_cpu"])
-        if main:
-            print(f"resumed from {src} at epoch {start_epoch}")
-            if changed:
-                print(f"note: --epochs changed on resume ({state['config']['epochs']} -> {cfg.epochs}): the "
-                      f"learning-rate schedule is re-planned for {cfg.epochs} epochs from epoch {start_epoch}, so "
-                      "this run differs from an uninterrupted one from here on.")
+        start_epoch, step, best = _resume(cfg, out_dir, model, opt, sched, method, scaler, ema, main)
 
     raw_model = model
     if distributed:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import NeuronConfig
+from .blocks import NeuronConfig
 from .models import SeqClassifier, build_model
 
 __all__ = ["SharedFactors", "FactorizedLayer", "JointANNSNN"]

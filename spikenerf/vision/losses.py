@@ -1,4 +1,4 @@
-"""Training losses of the Guo-group methods, on membranes recorded by :class:`~spikenerf.vision.layers.SpikeAct`.
+"""Training losses of the Guo-group methods, on membranes recorded by :class:`~spikenerf.vision.blocks.SpikeAct`.
 
 - RMP-Loss (Guo et al., ICCV 2023, "RMP-Loss: Regularizing Membrane Potential Distribution for SNNs").
   Implemented: ``L_RMP = mean_l mean_{t,i} (u - Q(u))^2`` with ``Q(u)`` the spike value the neuron emits
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import SpikeAct, spike_acts
+from .blocks import SpikeAct, spike_acts
 
 __all__ = [
     "spike_value",
@@ -36,7 +36,6 @@ __all__ = [
     "distillation_loss",
     "rmp_lambda",
     "record_membranes",
-    "collect_membranes",
 ]
 
 
@@ -115,7 +114,3 @@ class record_membranes:
     def __exit__(self, *exc) -> None:
         for a in self.acts:
             a.record_membrane = False
-
-
-def collect_membranes(acts: list[SpikeAct]) -> list[Tensor]:
-    return [a.last_membrane for a in acts if a.last_membrane is not None]

@@ -21,8 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from spikenerf.snn import DecayLIFNode
+from spikenerf.snn.nir import NIRExportError, need_nir, neuron_to_nir
 
-from .layers import ConvBN, SpikeAct
+from .blocks import ConvBN, SpikeAct
 from .models.vgg import SpikingVGG
 
 try:  # an optional dependency: only `export --format nir` needs it
@@ -33,48 +34,26 @@ except ImportError:  # pragma: no cover - depends on the environment
 __all__ = ["NIRExportError", "to_nir", "from_nir", "NIRNetwork", "write_nir", "read_nir"]
 
 
-class NIRExportError(ValueError):
-    """The network uses a feature NIR export does not cover (the CLI prints it, exit 2)."""
-
-
-def _need_nir() -> None:
-    if nir is None:
-        raise NIRExportError("NIR export needs the `nir` package: pip install nir")
-
-
 def _neuron_node(act: SpikeAct, name: str, shape: tuple[int, int, int]):
-    """One neuron layer over a ``[C, H, W]`` map (NIR neuron parameters have the shape of the map)."""
+    """One neuron layer over a ``[C, H, W]`` map (NIR neuron parameters have the shape of the map); the neuron
+    -> node map and its refusals are the core's (:func:`spikenerf.snn.nir.neuron_to_nir`), with ``dt = 1``."""
     n = act.neuron
     if not act.spiking:
         raise NIRExportError("NIR export: the ANN twin has no spiking neurons; export a spiking network")
-    if n.spec.code != "binary":
-        raise NIRExportError(f"NIR export: {name} emits {n.spec.code} spikes; NIR neurons emit binary spikes "
-                             "(export a binary-spike network)")
-    if n.spec.reset != "hard" or n.spec.v_reset != 0.0:
-        raise NIRExportError(f"NIR export: {name} uses a soft reset (subtracting V_th); NIR's LIF / IF reset to "
-                             "v_reset, so only hard-reset networks are exported")
-    if n.membrane_transform is not None:
-        raise NIRExportError(f"NIR export: {name} keeps a membrane transform (MPBN / MPR) after the folds; NIR has no "
-                             "such node")
-    if n.output_scale() is not None or act.real_spike is not None:
+    if n.spec.reset == "hard" and n.spec.v_reset != 0.0:
+        raise NIRExportError(f"NIR export: {name} resets to {n.spec.v_reset:g}; only a hard reset to 0 is exported")
+    if act.real_spike is not None:
         raise NIRExportError(f"NIR export: {name} keeps a spike scale after the folds (it feeds a non-linear "
                              "consumer); NIR spikes are unscaled")
-    a, b, c = (float(v) for v in n.charge_coefficients())
     vth = n.v_threshold.detach().double().cpu().numpy()
-    vth = np.broadcast_to(vth.reshape(-1, 1, 1) if vth.size > 1 else vth, shape).astype(np.float32)
-    full = lambda v: np.full(shape, v, dtype=np.float32)  # noqa: E731
-    if a == 1.0:
-        if c != 0.0:
-            raise NIRExportError(f"NIR export: {name} adds a constant charge without leak; NIR's IF has none")
-        return nir.IF(r=full(b), v_threshold=vth, v_reset=full(0.0))
-    tau = 1.0 / (1.0 - a)
-    return nir.LIF(tau=full(tau), r=full(b * tau), v_leak=full(c * tau), v_threshold=vth, v_reset=full(0.0))
+    vth = np.broadcast_to(vth.reshape(-1, 1, 1) if vth.size > 1 else vth, shape)
+    return neuron_to_nir(n, name, shape, dt=1.0, v_threshold=vth, dtype=np.float32)
 
 
 @torch.no_grad()
 def to_nir(model: nn.Module, input_shape: tuple[int, int, int]):
     """The NIR graph of a folded :class:`SpikingVGG` for inputs ``[C, H, W]`` (one time step)."""
-    _need_nir()
+    need_nir()
     if not isinstance(model, SpikingVGG):
         raise NIRExportError(f"NIR export covers the spiking VGG chain; {type(model).__name__} (residual / attention / "
                              "point networks) is not exported to NIR")
@@ -194,7 +173,7 @@ def from_nir(graph) -> NIRNetwork:
 
 
 def write_nir(graph, path: str | Path) -> Path:
-    _need_nir()
+    need_nir()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     nir.write(str(path), graph)
@@ -202,5 +181,5 @@ def write_nir(graph, path: str | Path) -> Path:
 
 
 def read_nir(path: str | Path):
-    _need_nir()
+    need_nir()
     return nir.read(str(path))

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from spikenerf.nerf.packing import PackInfo, PackMode, pack_index
+from spikenerf.nerf.packing import PackInfo, PackMode, pack_index, scatter_valid
 
 
 def _check(x: Tensor, mask: Tensor) -> None:
@@ -24,15 +24,6 @@ def _check(x: Tensor, mask: Tensor) -> None:
         raise ValueError(f"mask must be [R, S] = {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
-
-
-def scatter_valid(xv: Tensor, info: PackInfo) -> Tensor:
-    """``[N, C]`` values of the valid samples (row-major order of ``info.mask``) -> packed ``[T, B, C]``."""
-    if xv.dim() != 2 or xv.shape[0] != info.t_idx.numel():
-        raise ValueError(f"expected [{info.t_idx.numel()}, C] valid-sample values, got {tuple(xv.shape)}")
-    out = xv.new_zeros(info.num_steps, info.num_sequences, xv.shape[-1])
-    out[info.t_idx, info.b_idx] = xv  # index_put keeps autograd to xv
-    return out
 
 
 def pack(x: Tensor, mask: Tensor, mode: PackMode = "padding", flip: bool = False) -> tuple[Tensor, PackInfo]:

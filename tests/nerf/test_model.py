@@ -171,6 +171,13 @@ def test_camera_render_and_image_metrics():
               "energy_reduction_vs_ann"):
         assert k in metrics, k
     assert "spike_rate" in images and images["img"].shape == (12, 32, 3)
+    # the whole renderer's energy beside the colour net's: grid reads and compositing come on top of the colour
+    # net for both nets, so the renderer's saving is the smaller one
+    assert out["num_density_samples"].shape == (12, 16, 1)
+    assert bool((out["num_density_samples"] >= out["num_color_samples"]).all())
+    assert metrics["renderer_snn_energy_uj_per_image"] > metrics["colour_net_snn_energy_uj_per_image"] > 0
+    assert metrics["renderer_ann_energy_uj_per_image"] > metrics["colour_net_ann_energy_uj_per_image"] > 0
+    assert metrics["renderer_reduction"] < metrics["colour_net_reduction"]
 
 
 @pytest.mark.parametrize("spiking", [True, False])

@@ -19,6 +19,7 @@ glibc = pytest.mark.skipif(memory._glibc() is None, reason="the policy only chan
 _PROBE = """
 import json, resource, torch
 import spikenerf.snn as s
+s.configure_process()  # where a process starts (never on import)
 for _ in range(3):
     x = torch.ones(16 << 20); del x
 r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

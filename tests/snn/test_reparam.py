@@ -9,15 +9,10 @@ import torch
 from torch import nn
 
 from spikenerf.snn import IFNode, MPBN, RealSpike, SeqToANNContainer
-from spikenerf.snn.reparam import (
-    BiasMapConv,
-    fold_amplitude,
-    fold_bn,
-    fold_input_affine_conv,
-    fold_mpbn,
-    fold_real_spike,
-    fold_ternary012_shift,
-)
+from spikenerf.snn.affine import BiasMapConv, fold_input_affine_conv
+from spikenerf.snn.mpbn import fold_mpbn
+from spikenerf.snn.real_spike import fold_real_spike
+from spikenerf.snn.reparam import fold_amplitude, fold_bn, fold_ternary012_shift
 
 D = torch.float64
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from spikenerf.snn.reparam import fold_input_affine
+from spikenerf.snn.affine import fold_input_affine
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -140,3 +140,17 @@ def test_modelnet_folder_layouts(tmp_path):
     x, y = ds[0]
     assert x.shape == (3, 8) and y == 0
     assert torch.allclose(x[:, 1] - x[:, 0], (x[:, 2] - x[:, 1]))  # collinear input rows stay collinear
+
+
+def test_every_dataset_the_config_names_has_one_registered_reader():
+    """The readers register themselves beside their code; ``--dataset`` offers exactly those names."""
+    from typing import get_args, get_type_hints
+
+    from spikenerf.vision.config import VisionConfig
+    from spikenerf.vision.data import DATASETS, READERS
+    from spikenerf.vision.data.base import FOLDER_INFO
+
+    offered = set(get_args(get_type_hints(VisionConfig)["dataset"]))
+    assert offered == set(READERS), offered ^ set(READERS)
+    assert set(DATASETS) | set(FOLDER_INFO) == set(READERS) and not set(DATASETS) & set(FOLDER_INFO)
+    assert all(info.name == name for name, info in DATASETS.items())

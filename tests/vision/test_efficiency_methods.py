@@ -17,7 +17,7 @@ from spikenerf.snn import DecayLIFNode
 from spikenerf.snn.neurons import RefinedNode
 from spikenerf.snn.neurons.refined import resample_matrix, resample_time
 from spikenerf.vision.cli import main
-from spikenerf.vision.layers import NeuronConfig, SpikeAct
+from spikenerf.vision.blocks import NeuronConfig, SpikeAct
 from spikenerf.vision.losses import record_membranes
 from spikenerf.vision.methods.adaptive_bits import (BitRecorder, WeightQuantizer, _costs, bit_report, budget_loss,
                                                     convert_adaptive, renew_steps)

@@ -3,6 +3,8 @@ and the clear errors for folders that do not fit."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +71,36 @@ def test_image_folder_28px_gray_12_classes_trains_and_evaluates(tmp_path, capsys
     err = capsys.readouterr().err
     assert e.value.code == 2 and "differ from the model's" in err and "Traceback" not in err
 
+
+
+def test_eval_reads_a_test_folder_alone_or_a_folder_of_class_folders(tmp_path, capsys):
+    """``eval`` scores only the test split: ``DIR/test/<class>`` without ``train/``, or ``DIR/<class>`` itself."""
+    classes = ["cat", "dog", "owl"]
+    out = tmp_path / "run"
+    main(["train", "digits-demo", "--dataset", "image-folder", "--data-root", str(_images(tmp_path / "imgs", classes, 2)),
+          "--output-dir", str(out), *FAST])
+    full = _images(tmp_path / "full", classes, 2, seed=3)
+    ckpt = ["eval", "--checkpoint", str(out / "checkpoint.pt"), "--no-progress", "--json"]
+    test_only = tmp_path / "test-only"
+    shutil.copytree(full / "test", test_only / "test")
+    flat = tmp_path / "flat"
+    shutil.copytree(full / "test", flat)  # flat/<class>/*.png
+    results = {}
+    for name, root in (("full", full), ("test-only", test_only), ("flat", flat)):
+        main([*ckpt, str(tmp_path / f"{name}.json"), "--data-root", str(root)])
+        results[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    capsys.readouterr()
+    per_t = [r["per_T"] for r in results.values()]
+    # the same test images in all three layouts: the same samples and the same scores
+    assert per_t[0] == per_t[1] == per_t[2], per_t
+    n = len(classes) * 1  # _images writes max(1, n // 2) test images per class
+    assert all(ev["samples"] == n for r in per_t for ev in r.values()), per_t
+    # a flat folder with other classes is still refused
+    wrong = tmp_path / "wrong"
+    shutil.copytree(full / "test" / "cat", wrong / "lion")
+    with pytest.raises(SystemExit) as e:
+        main([*ckpt[:-1], "--data-root", str(wrong)])
+    assert e.value.code == 2 and "differ from the model's" in capsys.readouterr().err
 
 def test_image_folder_rgb_any_size_and_image_size_flag(tmp_path):
     data = _images(tmp_path / "rgb", ["cat", "dog", "emu"], 2, size=(21, 17), mode="RGBA")

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 
 from spikenerf.snn import SurrogateSchedule, Tanh
 from spikenerf.vision.joint import FactorizedLayer, JointANNSNN
-from spikenerf.vision.layers import MembraneRectifier, NeuronConfig, SpikeAct, spike_acts
+from spikenerf.vision.blocks import MembraneRectifier, NeuronConfig, SpikeAct, spike_acts
 from spikenerf.vision.losses import distillation_loss, im_loss, record_membranes, rmp_loss, spike_value
 from spikenerf.vision.models import build_model
-from spikenerf.vision.reparam import reparameterize
+from spikenerf.vision.inference_folds import reparameterize
 
 
 def _act(**kw) -> SpikeAct:

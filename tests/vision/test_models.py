@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from spikenerf.snn import BaseNode
-from spikenerf.vision.layers import NeuronConfig, SpikeAct
+from spikenerf.vision.blocks import NeuronConfig, SpikeAct
 from spikenerf.vision.models import build_model
 
 IMAGE_MODELS = ["resnet19", "resnet20", "vgg11", "vgg16", "sew-resnet18", "sew-resnet34"]

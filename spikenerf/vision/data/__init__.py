@@ -13,6 +13,7 @@ raises :class:`DatasetNotFoundError` whose message says where to put it.
 from __future__ import annotations
 
 import gzip
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from .augment import pil_augment, tensor_augment
-from .base import DatasetFormatError, DatasetInfo, DatasetNotFoundError, InputKind, _missing, default_data_root
+from .base import (DATASETS, FOLDER_INFO, READERS, DatasetFormatError, DatasetInfo, DatasetNotFoundError, InputKind,
+                   ReadRequest, _missing, default_data_root, register_dataset)
 from .folders import EventFolderSet, ImageFolderSet, bin_events, event_folder_info, image_folder_info, read_events
 from .shd import SHD, SHD_POOL
 
@@ -48,35 +50,35 @@ __all__ = [
     "event_folder_info",
     "read_events",
     "folder_info",
+    "dataset_info",
+    "register_dataset",
+    "ReadRequest",
 ]
-
-DATASETS: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo("digits", 10, 1, 8, "static"),
-    "synthetic": DatasetInfo("synthetic", 4, 1, 8, "static"),
-    "cifar10-jpeg": DatasetInfo("cifar10-jpeg", 10, 3, 32, "static"),
-    "cifar10": DatasetInfo("cifar10", 10, 3, 32, "static"),
-    "cifar100": DatasetInfo("cifar100", 100, 3, 32, "static"),
-    "mnist": DatasetInfo("mnist", 10, 1, 28, "static"),
-    "fashion-mnist": DatasetInfo("fashion-mnist", 10, 1, 28, "static"),
-    "nmnist": DatasetInfo("nmnist", 10, 2, 34, "events"),
-    "shd": DatasetInfo("shd", 20, 1, 700 // SHD_POOL, "events"),
-    "modelnet10-2class": DatasetInfo("modelnet10-2class", 2, 3, 1024, "points"),
-    "modelnet10": DatasetInfo("modelnet10", 10, 3, 1024, "points"),
-    "modelnet40": DatasetInfo("modelnet40", 40, 3, 1024, "points"),
-    "imagenet": DatasetInfo("imagenet", 1000, 3, 224, "static"),
-    "cifar10-dvs": DatasetInfo("cifar10-dvs", 10, 2, 128, "events"),
-    "dvs128-gesture": DatasetInfo("dvs128-gesture", 11, 2, 128, "events"),
-}
-FOLDER_DATASETS = ("image-folder", "event-folder")
-"""A user's own class folders (:mod:`.folders`): class count and input size come from the data."""
 
 
 def folder_info(name: str, root: str | Path | None, image_size: int | None = None) -> DatasetInfo:
     """The :class:`DatasetInfo` of an ``image-folder`` / ``event-folder`` dataset, read from the folder."""
-    return image_folder_info(root, image_size) if name == "image-folder" else event_folder_info(root)
+    return FOLDER_INFO[name](root, image_size)
+
+
+def dataset_info(name: str, root: str | Path | None = None, n_points: int = 1024,
+                 image_size: int | None = None) -> DatasetInfo:
+    """Class count, channels, input size and kind of dataset ``name`` (points: ``n_points``; class folders: read
+    from the folder ``root``)."""
+    if name in FOLDER_INFO:
+        return folder_info(name, root, image_size)
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(READERS)}")
+    info = DATASETS[name]
+    return replace(info, input_size=n_points) if info.kind == "points" else info
 
 
 # ----------------------------------------------------------------------------- small offline sets
+@register_dataset("digits", DatasetInfo("digits", 10, 1, 8, "static"))
+def _read_digits(req: ReadRequest, info: DatasetInfo) -> Dataset:
+    return _digits(req.train, req.seed)
+
+
 def _digits(train: bool, seed: int = 0) -> TensorDataset:
     """scikit-learn's bundled 8x8 digits (1797 images, no download); 80/20 split with a fixed seed.
 
@@ -93,6 +95,11 @@ def _digits(train: bool, seed: int = 0) -> TensorDataset:
     n_train = int(0.8 * len(y))
     idx = perm[:n_train] if train else perm[n_train:]
     return TensorDataset(x[idx], y[idx])
+
+
+@register_dataset("synthetic", DatasetInfo("synthetic", 4, 1, 8, "static"))
+def _read_synthetic(req: ReadRequest, info: DatasetInfo) -> Dataset:
+    return _synthetic(req.train, seed=req.seed)
 
 
 def _synthetic(train: bool, num_classes: int = 4, n: int = 256, size: int = 8, seed: int = 0) -> TensorDataset:
@@ -116,7 +123,12 @@ def _cifar_transforms(train: bool, augment: bool | str, size: int = 32, mean=(0.
     return T.Compose(ops)
 
 
-def _cifar10_jpeg(root: Path, train: bool, augment: bool) -> Dataset:
+@register_dataset("cifar10-jpeg", DatasetInfo("cifar10-jpeg", 10, 3, 32, "static"))
+def _read_cifar10_jpeg(req: ReadRequest, info: DatasetInfo) -> Dataset:
+    return _cifar10_jpeg(req.root, req.train, req.augment)
+
+
+def _cifar10_jpeg(root: Path, train: bool, augment: bool | str) -> Dataset:
     from torchvision.datasets import ImageFolder
 
     folder = root / "cifar10-jpeg" / ("train" if train else "test")
@@ -125,7 +137,7 @@ def _cifar10_jpeg(root: Path, train: bool, augment: bool) -> Dataset:
     return ImageFolder(str(folder), transform=_cifar_transforms(train, augment))
 
 
-def _torchvision(name: str, root: Path, train: bool, augment: bool) -> Dataset:
+def _torchvision(name: str, root: Path, train: bool, augment: bool | str) -> Dataset:
     from torchvision import datasets as D
     from torchvision import transforms as T
 
@@ -143,6 +155,11 @@ def _torchvision(name: str, root: Path, train: bool, augment: bool) -> Dataset:
         if "not found" in str(e).lower():
             raise _missing(name, root, hint) from None
         raise
+
+
+for _info in (DatasetInfo("cifar10", 10, 3, 32, "static"), DatasetInfo("cifar100", 100, 3, 32, "static"),
+              DatasetInfo("mnist", 10, 1, 28, "static"), DatasetInfo("fashion-mnist", 10, 1, 28, "static")):
+    register_dataset(_info.name, _info)(lambda req, info: _torchvision(info.name, req.root, req.train, req.augment))
 
 
 # ----------------------------------------------------------------------------- N-MNIST
@@ -186,6 +203,11 @@ class NMNIST(Dataset):
             f = bin_events(read_nmnist_bs2(self.dir / f"{sid}.bs2"), self.T)
             self._cache[i] = f if self.clip is None else f.clamp(max=self.clip)
         return self._cache[i], label
+
+
+@register_dataset("nmnist", DatasetInfo("nmnist", 10, 2, 34, "events"))
+def _read_nmnist(req: ReadRequest, info: DatasetInfo) -> Dataset:
+    return NMNIST(req.root, req.train, T=req.T)
 
 
 # ----------------------------------------------------------------------------- ModelNet10 voxels
@@ -251,8 +273,18 @@ class ModelNetVoxelPoints(Dataset):
         return torch.from_numpy(voxels_to_points(self.vox[i], self.n_points, rng)), int(self.labels[i])
 
 
+@register_dataset("modelnet10-2class", DatasetInfo("modelnet10-2class", 2, 3, 1024, "points"))
+def _read_modelnet_voxels(req: ReadRequest, info: DatasetInfo) -> Dataset:
+    return ModelNetVoxelPoints(req.root, req.train, n_points=req.n_points, seed=req.seed)
+
+
 # ----------------------------------------------------------------------------- ImageNet / tonic event sets
-def _imagenet(root: Path, train: bool, augment: bool) -> Dataset:
+@register_dataset("imagenet", DatasetInfo("imagenet", 1000, 3, 224, "static"))
+def _read_imagenet(req: ReadRequest, info: DatasetInfo) -> Dataset:
+    return _imagenet(req.root, req.train, req.augment)
+
+
+def _imagenet(root: Path, train: bool, augment: bool | str) -> Dataset:
     from torchvision import transforms as T
     from torchvision.datasets import ImageFolder
 
@@ -303,6 +335,10 @@ def _tonic_events(name: str, root: Path, train: bool, T: int) -> Dataset:
         idx = [i for i in range(len(ds)) if (i % 10 != 0) == train]
         return Subset(_FramesOf(ds, frames), idx)
     return _FramesOf(ds, frames)
+
+
+for _info in (DatasetInfo("cifar10-dvs", 10, 2, 128, "events"), DatasetInfo("dvs128-gesture", 11, 2, 128, "events")):
+    register_dataset(_info.name, _info)(lambda req, info: _tonic_events(info.name, req.root, req.train, req.T))
 
 
 # ----------------------------------------------------------------------------- ModelNet10/40 meshes
@@ -391,6 +427,11 @@ class ModelNetPoints(Dataset):
         return torch.from_numpy(pts), int(label)
 
 
+for _info in (DatasetInfo("modelnet10", 10, 3, 1024, "points"), DatasetInfo("modelnet40", 40, 3, 1024, "points")):
+    register_dataset(_info.name, _info)(lambda req, info: ModelNetPoints(
+        req.root, req.train, classes=info.num_classes, n_points=req.n_points, seed=req.seed))
+
+
 # ----------------------------------------------------------------------------- entry points
 def get_dataset(name: str, train: bool, root: str | Path | None = None, T: int = 10, augment: bool = True,
                 n_points: int = 1024, subset: int | None = None, seed: int = 0,
@@ -401,40 +442,13 @@ def get_dataset(name: str, train: bool, root: str | Path | None = None, T: int =
     input size from the data, or from ``info`` (a trained model's: the images are converted and resized to it, and
     the classes must match).
     """
-    if name in FOLDER_DATASETS:
+    if name in FOLDER_INFO:  # class folders: ``root`` is the folder itself
         info = info or folder_info(name, root, image_size)
-        if name == "image-folder":
-            ds: Dataset = ImageFolderSet(root, train, info, augment)
-        else:
-            ds = EventFolderSet(root, train, info, T)
-        return _subset(ds, subset), info
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS) + list(FOLDER_DATASETS)}")
-    info = DATASETS[name]
-    root = Path(root) if root is not None else default_data_root()
-    if name == "digits":
-        ds = _digits(train, seed)
-    elif name == "synthetic":
-        ds = _synthetic(train, seed=seed)
-    elif name == "cifar10-jpeg":
-        ds = _cifar10_jpeg(root, train, augment)
-    elif name in ("cifar10", "cifar100", "mnist", "fashion-mnist"):
-        ds = _torchvision(name, root, train, augment)
-    elif name == "nmnist":
-        ds = NMNIST(root, train, T=T)
-    elif name == "shd":
-        ds = SHD(root, train, T=T)
-    elif name == "imagenet":
-        ds = _imagenet(root, train, augment)
-    elif name in _TONIC:
-        ds = _tonic_events(name, root, train, T)
-    elif name in ("modelnet10", "modelnet40"):
-        ds = ModelNetPoints(root, train, classes=int(name[-2:]), n_points=n_points, seed=seed)
-        info = DatasetInfo(info.name, info.num_classes, info.in_channels, n_points, info.kind)
-    else:
-        ds = ModelNetVoxelPoints(root, train, n_points=n_points, seed=seed)
-        info = DatasetInfo(info.name, info.num_classes, info.in_channels, n_points, info.kind)
-    return _subset(ds, subset), info
+    else:  # named sets: fixed shape, under the data root
+        info = dataset_info(name, n_points=n_points)
+        root = root if root is not None else default_data_root()
+    request = ReadRequest(Path(root) if root is not None else None, train, T, augment, n_points, seed)
+    return _subset(READERS[name](request, info), subset), info
 
 
 def _subset(ds: Dataset, subset: int | None) -> Dataset:

@@ -1,13 +1,17 @@
-"""What every dataset module shares: the not-found error, the dataset description, the data root."""
+"""What every dataset module shares: the not-found error, the dataset description, the data root, and the
+registry of readers (:func:`register_dataset`: each reader registers itself beside its code)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
-__all__ = ["DatasetNotFoundError", "DatasetFormatError", "DatasetInfo", "InputKind", "default_data_root"]
+from torch.utils.data import Dataset
+
+__all__ = ["DatasetNotFoundError", "DatasetFormatError", "DatasetInfo", "InputKind", "default_data_root",
+           "ReadRequest", "Reader", "register_dataset", "DATASETS", "READERS", "FOLDER_INFO"]
 
 InputKind = Literal["static", "events", "points"]
 
@@ -45,3 +49,48 @@ def _missing(name: str, where: Path, how: str) -> DatasetNotFoundError:
     )
 
 
+
+
+# ----------------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class ReadRequest:
+    """What :func:`~spikenerf.vision.data.get_dataset` asks a reader for."""
+
+    root: Path | None  # the data root (named sets) or the folder itself (class-folder sets; None: not given)
+    train: bool
+    T: int = 10  # time bins of event sets
+    augment: bool | str = True  # training augmentation: on / off / a recipe of .augment
+    n_points: int = 1024  # points per cloud
+    seed: int = 0
+
+
+Reader = Callable[[ReadRequest, DatasetInfo], Dataset]
+"""``reader(request, info) -> dataset`` of ``(x, label)`` samples of ``info``'s kind."""
+
+DATASETS: dict[str, DatasetInfo] = {}
+"""Named datasets of fixed shape: name -> description (points sets: ``input_size`` is the default 1024)."""
+READERS: dict[str, Reader] = {}
+"""Every dataset name -> its reader."""
+FOLDER_INFO: dict[str, Callable[[Path | None, int | None], DatasetInfo]] = {}
+"""Class-folder datasets: name -> ``(folder, image_size) -> DatasetInfo`` read from the data."""
+
+
+def register_dataset(name: str, info: DatasetInfo | None = None, *,
+                     info_of: Callable[[Path | None, int | None], DatasetInfo] | None = None
+                     ) -> Callable[[Reader], Reader]:
+    """Decorator registering ``reader`` under ``name``, with a fixed ``info`` or, for a user's class folders,
+    ``info_of`` that reads it from the data (exactly one of the two)."""
+    if (info is None) == (info_of is None):
+        raise ValueError(f"dataset {name!r}: give a fixed info or an info_of reader, not {'both' if info else 'neither'}")
+
+    def add(reader: Reader) -> Reader:
+        if name in READERS:
+            raise ValueError(f"dataset {name!r} is registered twice")
+        READERS[name] = reader
+        if info is not None:
+            DATASETS[name] = info
+        else:
+            FOLDER_INFO[name] = info_of  # type: ignore[assignment]
+        return reader
+
+    return add

@@ -6,6 +6,9 @@ Layout (torchvision's ImageFolder layout, for both)::
     DIR/test/<class>/<any name>.<ext>
 
 Class names are the sorted sub-folder names of ``train``; ``test`` must hold the same ones (clear error otherwise).
+Evaluating a trained model (``spikenerf-vision eval --data-root DIR``) reads the test split only, against the
+classes saved with the model: ``DIR`` may then hold ``test/`` alone, or be a folder of class folders itself
+(``DIR/<class>/...``, no ``train/`` or ``test/``).
 
 - ``image-folder``: any image file PIL reads, any size or mode. Channels: 1 if the first training image is
   single-band (``L``, ``1``, ``I``, ``F``, ``LA``), else 3 (RGB); every image is converted to that. Side: the first
@@ -31,7 +34,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from .augment import pil_augment, tensor_augment
-from .base import DatasetFormatError, DatasetInfo, DatasetNotFoundError
+from .base import DatasetFormatError, DatasetInfo, DatasetNotFoundError, ReadRequest, register_dataset
 
 __all__ = ["class_folders", "image_folder_info", "ImageFolderSet", "read_events", "event_folder_info",
            "EventFolderSet", "bin_events", "IMAGE_EXTENSIONS", "EVENT_EXTENSIONS"]
@@ -77,18 +80,26 @@ def _check_same_classes(train: list, test: list, root: Path, name: str) -> None:
                                  "class folders.")
 
 
+def _test_split(root: Path) -> str:
+    """The test split's folder under ``root``: ``test``, or ``root`` itself (``""``) when it has neither ``test/``
+    nor ``train/`` (a folder of class folders to evaluate)."""
+    if (root / "test").is_dir() or (root / "train").is_dir():
+        return "test"
+    return ""
+
+
 def _split_samples(root: str | Path | None, train: bool, info: DatasetInfo, exts: tuple[str, ...],
                    name: str) -> list[tuple[Path, int]]:
-    """``[(file, label)]`` of one split; the test split must have the train split's classes, and both the model's
-    (``info.classes``, when the model was trained on class folders)."""
+    """``[(file, label)]`` of one split; the test split must have the train split's classes (when ``train/`` is
+    there), and both the model's (``info.classes``, when the model was trained on class folders)."""
     root = _need_root(name, root)
-    split = "train" if train else "test"
+    split = "train" if train else _test_split(root)
     folders = class_folders(root, split, exts, name)
-    if not train:
+    if not train and (root / "train").is_dir():
         _check_same_classes(class_folders(root, "train", exts, name), folders, root, name)
     if info.classes and tuple(c for c, _ in folders) != info.classes:
-        raise DatasetFormatError(f"dataset {name!r} at {root}/{split}: classes {[c for c, _ in folders]} differ from "
-                                 f"the model's {list(info.classes)}; evaluate a folder with the same class "
+        raise DatasetFormatError(f"dataset {name!r} at {root / split}: classes {[c for c, _ in folders]} differ "
+                                 f"from the model's {list(info.classes)}; evaluate a folder with the same class "
                                  "sub-folders.")
     return [(f, i) for i, (_, files) in enumerate(folders) for f in files]
 
@@ -132,6 +143,11 @@ class ImageFolderSet(Dataset):
         except OSError as e:
             raise DatasetFormatError(f"dataset 'image-folder': cannot read {path} ({e}).") from None
         return self.transform(img), label
+
+
+@register_dataset("image-folder", info_of=image_folder_info)
+def _read_image_folder(req: ReadRequest, info: DatasetInfo) -> ImageFolderSet:
+    return ImageFolderSet(req.root, req.train, info, req.augment)
 
 
 # ----------------------------------------------------------------------------- events
@@ -209,3 +225,8 @@ class EventFolderSet(Dataset):
         if i not in self._cache:
             self._cache[i] = bin_events(read_events(path), self.T, self.size)
         return self._cache[i], label
+
+
+@register_dataset("event-folder", info_of=lambda root, image_size: event_folder_info(root))
+def _read_event_folder(req: ReadRequest, info: DatasetInfo) -> EventFolderSet:
+    return EventFolderSet(req.root, req.train, info, req.T)

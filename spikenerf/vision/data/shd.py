@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .base import DatasetNotFoundError
+from .base import DatasetInfo, DatasetNotFoundError, ReadRequest, register_dataset
 
 __all__ = ["SHD", "SHD_POOL"]
 
@@ -51,3 +51,8 @@ class SHD(Dataset):
         keep = u < n
         x[t[keep], u[keep]] = 1.0
         return x, int(self.labels[i])
+
+
+@register_dataset("shd", DatasetInfo("shd", 20, 1, 700 // SHD_POOL, "events"))
+def _read_shd(req: ReadRequest, info: DatasetInfo) -> SHD:
+    return SHD(req.root, req.train, T=req.T)

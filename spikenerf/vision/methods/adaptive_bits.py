@@ -47,7 +47,7 @@ from spikenerf.snn.energy import bit_budget, s_ace
 from spikenerf.snn.neurons import RefinedNode
 from spikenerf.snn.neurons.refined import best_step, resample_time, round_ste
 
-from ..layers import spike_acts
+from ..blocks import spike_acts
 from ..models.base import SeqClassifier
 from ..models.resnet import BasicBlock
 from .base import Method, MethodConfig

@@ -34,9 +34,9 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..data import DatasetInfo
-from ..layers import materialize_element_scales
+from ..blocks import materialize_element_scales
 from ..models import SeqClassifier, build_model
-from ..reparam import reparameterize
+from ..inference_folds import reparameterize
 
 __all__ = ["MethodContext", "MethodConfig", "Method", "OwnLoopMethod", "PlainConfig", "OwnLoopResult"]
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from spikenerf.snn import SurrogateSchedule, Tanh
 
-from ..layers import spike_acts
+from ..blocks import spike_acts
 from ..losses import im_loss, record_membranes
 from .base import Method, MethodConfig
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import tyro
 from torch import Tensor, nn
 
-from ..layers import spike_acts
+from ..blocks import spike_acts
 from .base import Method, MethodConfig
 
 __all__ = ["SeqDropout", "ltmd_consistency", "ltmd_loss", "attach_moderate_dropout", "thresholds", "LTMDConfig",

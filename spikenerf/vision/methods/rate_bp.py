@@ -45,7 +45,7 @@ import torch.nn.functional as F
 import tyro
 from torch import Tensor, nn
 
-from ..layers import SpikeAct, spike_acts
+from ..blocks import SpikeAct, spike_acts
 from .base import Method, MethodConfig
 
 __all__ = ["RateFn", "rate_bp_loss", "rate_sensitivity", "rate_bp_state", "saved_tensor_bytes", "RateBPConfig",

@@ -12,7 +12,7 @@ import tyro
 
 from .adaptive_bits import AdaptiveBitsConfig
 from .base import MethodConfig, PlainConfig
-from .hetsyn import HetSynConfig
+from .hetsyn_method import HetSynConfig
 from .im_loss import IMLossConfig
 from .joint_asnn import JointConfig
 from .ltmd import LTMDConfig

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 import tyro
 from torch import Tensor, nn
 
-from ..layers import SpikeAct
+from ..blocks import SpikeAct
 from ..losses import record_membranes
 from .base import Method, MethodConfig
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..layers import NeuronConfig
+from ..blocks import NeuronConfig
 from .base import SeqClassifier
 from .pointnet import SpikingPointNet, spiking_pointnet
 from .resnet import SpikingResNet, resnet19, resnet20, sew_resnet18, sew_resnet34

@@ -6,7 +6,7 @@ from typing import Callable
 
 from torch import Tensor, nn
 
-from ..layers import NeuronConfig, SpikeAct
+from ..blocks import NeuronConfig, SpikeAct
 
 __all__ = ["SeqClassifier"]
 

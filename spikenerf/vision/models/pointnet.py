@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..layers import ConvBN, ConvMaxBN, LinearBN, NeuronConfig, SpikeAct
+from ..blocks import ConvBN, ConvMaxBN, LinearBN, NeuronConfig, SpikeAct
 from .base import SeqClassifier
 
 __all__ = ["SpikingPointNet", "spiking_pointnet"]

@@ -18,8 +18,9 @@ from typing import Callable
 
 from torch import Tensor, nn
 
-from .._compat import SeqToANN
-from ..layers import ConvBN, NeuronConfig, SpikeAct
+from spikenerf.snn.layers import SeqToANN
+
+from ..blocks import ConvBN, NeuronConfig, SpikeAct
 from .base import SeqClassifier
 
 __all__ = ["BasicBlock", "SpikingResNet", "resnet19", "resnet20", "sew_resnet18", "sew_resnet34"]

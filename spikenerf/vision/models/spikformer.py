@@ -9,7 +9,7 @@
   with hidden ``4 D``.
 - Head: mean over tokens, ``Linear(D, K)``; prediction = mean over ``T``.
 
-Every ``SN`` is a :class:`~spikenerf.vision.layers.SpikeAct` (a :mod:`spikenerf.snn` neuron or a ReLU in the
+Every ``SN`` is a :class:`~spikenerf.vision.blocks.SpikeAct` (a :mod:`spikenerf.snn` neuron or a ReLU in the
 twin). When layers run at different temporal lengths (adaptive bit allocation), ``K``, ``V`` and the residual
 inputs are resampled to the consuming branch's length with the core's mean-preserving
 :func:`spikenerf.snn.neurons.refined.resample_time` (identity when the lengths agree).
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from spikenerf.snn.layers import SeqToANN
 from spikenerf.snn.neurons.refined import resample_time
 
-from .._compat import SeqToANN
-from ..layers import ConvBN, NeuronConfig, SpikeAct
+from ..blocks import ConvBN, NeuronConfig, SpikeAct
 from .base import SeqClassifier
 
 __all__ = ["Spikformer", "spikformer", "TokenLinearBN"]

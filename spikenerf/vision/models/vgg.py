@@ -12,8 +12,9 @@ from typing import Callable
 
 from torch import Tensor, nn
 
-from .._compat import SeqToANN
-from ..layers import ConvBN, NeuronConfig, SpikeAct
+from spikenerf.snn.layers import SeqToANN
+
+from ..blocks import ConvBN, NeuronConfig, SpikeAct
 from .base import SeqClassifier
 
 __all__ = ["SpikingVGG", "vgg11", "vgg16"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from spikenerf.snn.affine import fold_input_affine_layer
 from spikenerf.snn.deploy import deploy_affine
 from spikenerf.snn.mpbn import MPBN, bn_affine
 from spikenerf.snn.mpbn import fold_mpbn as _core_fold_mpbn
@@ -35,9 +36,8 @@ from spikenerf.snn.mpr import MPR, ShiftedNode, remove_mpr
 from spikenerf.snn.neurons.base import BaseNode
 from spikenerf.snn.real_spike import fold_real_spike
 from spikenerf.snn.reparam import fold_bn as _core_fold_bn
-from spikenerf.snn.reparam import fold_input_affine_layer
 
-from .layers import ConvBN, ConvMaxBN, LinearBN, SpikeAct, spike_acts
+from .blocks import ConvBN, ConvMaxBN, LinearBN, SpikeAct, spike_acts
 from .models.resnet import SpikingResNet
 
 __all__ = ["fold_bn", "fold_amplitudes", "fold_mpbn", "drop_mpr", "reparameterize"]

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spikenerf.snn import DecayLIFNode, IFNode, LIFNode, PLIFNode, get_surrogate
+from spikenerf.snn import NeuronKind, SpikeCode, get_surrogate, make_node
 from spikenerf.snn.mpbn import MPBN
 from spikenerf.snn.mpr import MPR
 from spikenerf.snn.real_spike import RealSpike
@@ -53,12 +53,12 @@ class NeuronConfig:
         ``2 phi(u) >= 1``) is ``kind='if', v_threshold=1, reset='soft', mpr_tails='cuberoot', mpr_scale=2``.
     """
 
-    kind: Literal["decaylif", "lif", "if", "plif"] = "decaylif"
+    kind: NeuronKind = "decaylif"
     decay: float = 0.5
     tau: float = 2.0
     v_threshold: float = 0.5
     reset: Literal["hard", "soft"] = "hard"
-    spike_code: Literal["binary", "ternary", "ternary012", "multibit"] = "binary"
+    spike_code: SpikeCode = "binary"
     amplitude: Literal["learnable", "threshold"] | None = None
     threshold_mode: Literal["fixed", "learnable", "tanh"] = "fixed"
     surrogate: str = "rect"
@@ -118,7 +118,10 @@ def build_neuron(cfg: NeuronConfig, channels: int, dim: int) -> nn.Module:
     if cfg.mpr:
         transforms.append(MembraneRectifier(scale=cfg.mpr_scale, tails=cfg.mpr_tails))
     transform = None if not transforms else (transforms[0] if len(transforms) == 1 else nn.Sequential(*transforms))
-    kwargs = dict(
+    return make_node(
+        cfg.kind,
+        tau=cfg.tau,
+        decay=cfg.decay,
         v_threshold=cfg.v_threshold,
         reset=cfg.reset,
         surrogate=get_surrogate(cfg.surrogate, cfg.surrogate_alpha),  # one object per neuron: schedulable
@@ -129,15 +132,6 @@ def build_neuron(cfg: NeuronConfig, channels: int, dim: int) -> nn.Module:
         init_membrane=cfg.init_membrane,
         membrane_transform=transform,
     )
-    if cfg.kind == "decaylif":
-        return DecayLIFNode(decay=cfg.decay, **kwargs)
-    if cfg.kind == "lif":
-        return LIFNode(tau=cfg.tau, **kwargs)
-    if cfg.kind == "if":
-        return IFNode(**kwargs)
-    if cfg.kind == "plif":
-        return PLIFNode(init_tau=cfg.tau, **kwargs)
-    raise ValueError(f"unknown neuron kind {cfg.kind!r}")
 
 
 class SpikeAct(nn.Module):

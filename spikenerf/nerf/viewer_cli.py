@@ -15,7 +15,7 @@ from typing import List, Optional
 
 from nerfstudio.scripts.viewer import run_viewer
 
-from . import nerfstudio_patches
+from .startup import start_process
 
 __all__ = ["LOCAL_HOST", "viewer_argv", "viewer_main"]
 
@@ -32,7 +32,7 @@ def viewer_argv(argv: List[str]) -> List[str]:
 
 def viewer_main(argv: Optional[List[str]] = None) -> None:
     """Run ``ns-viewer`` with :func:`viewer_argv` (the console script ``spikenerf-viewer``)."""
-    nerfstudio_patches.install()
+    start_process()
     args = viewer_argv(sys.argv[1:] if argv is None else argv)
     sys.argv = ["spikenerf-viewer", *args]
     run_viewer.entrypoint()

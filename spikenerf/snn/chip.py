@@ -1,0 +1,351 @@
+"""A Loihi-class chip model: fixed-point LIF arithmetic and a per-operation cost (``docs/energy.md``).
+
+**Arithmetic** (:func:`loihi_lif`): the CUBA neuron of Loihi (Davies et al., IEEE Micro 38(1), 2018) as Lava's
+bit-accurate fixed-point model ``lava.proc.lif.models.PyLifModelBitAcc`` computes it (``lava-nc`` needs
+Python < 3.11, so it cannot be installed here; this is our own integer model written from that model's
+published source, not a copy). Per step, integers throughout:
+
+- ``u = rz(u * (4096 - du) / 4096) + (a_in << 6)``, wrapped to 24 bits (Lava wraps the current);
+- ``v = rz(v * (4096 - dv) / 4096) + u + bias``, saturated to ``[-(2^23 - 1), 2^23 - 1]``;
+- spike where ``v > vth << 6``, then ``v = 0`` (hard reset).
+
+``rz`` rounds toward zero (``sign(x) * (|x| >> 12)``). ``du`` / ``dv`` here are the *effective* 12-bit
+decays in ``0..4096`` (Loihi 1 stores ``du - 1``: its 1-bit ``ds_offset`` makes ``du = 4096`` reachable).
+``a_in`` is the synaptic sum ``sum_j s_j * m_ij * 2^exp``: 8-bit signed weight mantissas ``m`` with a shared
+per-layer exponent, so a weight enters the current as ``m * 2^(6 + exp)``.
+
+**Mapping the project's LIF** ``v_t = (1 - 1/tau) v_{t-1} + x_t / tau`` (decay_input, fire at ``v >= theta``):
+CUBA with ``du = 4096`` (the current is the step's input, no memory) and ``dv = round(4096 / tau)`` (exact for
+``tau = 2``: ``dv = 2048``); the ``1/tau`` of the input is folded into the weights. A float membrane ``v`` is
+the integer ``v * S`` with ``S = 2^6 * vth / theta``. A layer's bias is a synapse from a "valid" input that
+is 1 on real samples and 0 at padding holes, so holes stay zero input as in the float model.
+
+**First layer**: its input (grid features, PE(direction)) is real-valued. ``first_layer="off-chip"``: fc1
+runs on the host in float and its current is injected, rounded to the ``a_in`` grid (``2^6`` membrane units).
+``"on-chip"``: the input is quantized to signed 8-bit activations (a per-tensor scale) sent as graded spikes
+(Loihi 2), and fc1 is an 8-bit synaptic layer like the others.
+
+**Cost** (:func:`chip_cost`): neuron updates, synaptic operations, spike messages between cores, weight memory
+and time steps of one rendered image, priced with the per-operation figures in :mod:`.energy`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .energy import (
+    E_MAC_PJ,
+    LOIHI_BARRIER_NS,
+    LOIHI_E_HOP_PJ,
+    LOIHI_E_NEURON_ACTIVE_PJ,
+    LOIHI_E_NEURON_INACTIVE_PJ,
+    LOIHI_E_SPIKE_TILE_PJ,
+    LOIHI_E_SYNOP_PJ,
+    LOIHI_T_NEURON_ACTIVE_NS,
+    LOIHI_T_NEURON_INACTIVE_NS,
+    LOIHI_T_SYNOP_NS,
+)
+
+__all__ = [
+    "DECAY_UNITY",
+    "MEMBRANE_MAX",
+    "WEIGHT_MANTISSA_MAX",
+    "ACT_SHIFT",
+    "decay_rz",
+    "loihi_lif",
+    "lif_to_cuba",
+    "quantize_shared_exponent",
+    "ChipLayer",
+    "ChipColourNet",
+    "ChipCounts",
+    "ChipCost",
+    "chip_cost",
+]
+
+DECAY_SHIFT = 12
+DECAY_UNITY = 1 << DECAY_SHIFT  # 4096: a 12-bit decay of 4096 empties the state every step
+ACT_SHIFT = 6  # synaptic input and threshold are MSB-aligned by 6 bits
+MEMBRANE_BITS = 24
+MEMBRANE_MAX = (1 << (MEMBRANE_BITS - 1)) - 1  # v saturates to +-(2^23 - 1)
+WEIGHT_MANTISSA_MAX = 127  # signed 8-bit mantissa: -128..127 (we use the symmetric +-127)
+WEIGHT_EXP_RANGE = (-8, 7)  # Loihi's 4-bit signed weight exponent
+VTH_MAX = (1 << 17) - 1  # vth is an unsigned 17-bit register
+BIAS_MANT_MAX = (1 << 12) - 1  # signed 13-bit bias mantissa
+BIAS_EXP_MAX = 7  # unsigned 3-bit bias exponent
+
+
+def decay_rz(x: Tensor, d: int) -> Tensor:
+    """``x * (4096 - d) / 4096`` rounded toward zero, as the chip's 12-bit decay (``x`` int64)."""
+    prod = x * (DECAY_UNITY - int(d))
+    return torch.sign(prod) * (prod.abs() >> DECAY_SHIFT)
+
+
+def _wrap24(x: Tensor) -> Tensor:
+    """Lava's 24-bit wrap of the current: above ``2^23`` subtract ``2^24``; at or below ``-2^23`` add it."""
+    m = 1 << (MEMBRANE_BITS - 1)
+    y = torch.where(x > m, x - 2 * m, x)
+    return torch.where(y <= -m, x + 2 * m, y)
+
+
+def loihi_lif(a_in: Tensor, du: int, dv: int, vth: int, bias: Tensor | int = 0,
+              reset: Literal["hard", "soft"] = "hard", return_v: bool = False):
+    """Run integer CUBA LIF neurons over ``a_in`` ``[T, B, N]`` (int, the synaptic sums before the ``<< 6``).
+
+    Args:
+        a_in: synaptic input per step, integer tensor ``[T, B, N]``.
+        du, dv: effective current / voltage decays in ``0..4096``.
+        vth: threshold mantissa (``v > vth << 6`` fires), ``0..2^17 - 1``.
+        bias: per-neuron bias ``[N]`` (or a number) added to ``v`` every step, already ``mant << exp``.
+        reset: ``hard`` (Loihi: ``v = 0``) or ``soft`` (subtract the threshold; not a Loihi 1 reset mode,
+            offered for models trained that way).
+        return_v: also return the membrane after the reset, ``[T, B, N]``.
+
+    Returns:
+        spikes ``[T, B, N]`` int64 (0/1), and the membrane trace when ``return_v``.
+    """
+    if not (0 <= du <= DECAY_UNITY and 0 <= dv <= DECAY_UNITY):
+        raise ValueError(f"du and dv must be in 0..{DECAY_UNITY} (12-bit decays), got du={du}, dv={dv}")
+    if not 0 <= vth <= VTH_MAX:
+        raise ValueError(f"vth must be an unsigned 17-bit integer (0..{VTH_MAX}), got {vth}")
+    if torch.is_floating_point(a_in):
+        raise TypeError("a_in must be an integer tensor (the chip's synaptic sums); round and cast it first")
+    a_in = a_in.to(torch.int64)
+    T = a_in.shape[0]
+    u = torch.zeros_like(a_in[0])
+    v = torch.zeros_like(a_in[0])
+    bias_t = torch.as_tensor(bias, dtype=torch.int64, device=a_in.device)
+    vth_eff = int(vth) << ACT_SHIFT
+    spikes = torch.empty_like(a_in)
+    vs = torch.empty_like(a_in) if return_v else None
+    for t in range(T):
+        u = _wrap24(decay_rz(u, du) + (a_in[t] << ACT_SHIFT))
+        v = (decay_rz(v, dv) + u + bias_t).clamp(-MEMBRANE_MAX, MEMBRANE_MAX)
+        s = v > vth_eff
+        v = torch.where(s, v - vth_eff, v) if reset == "soft" else torch.where(s, torch.zeros_like(v), v)
+        spikes[t] = s.to(torch.int64)
+        if vs is not None:
+            vs[t] = v
+    return (spikes, vs) if return_v else spikes
+
+
+def lif_to_cuba(tau: float) -> tuple[int, int]:
+    """``(du, dv)`` of the project's decay-input LIF with time constant ``tau``: ``(4096, round(4096 / tau))``."""
+    if tau < 1.0:
+        raise ValueError(f"tau must be >= 1 (steps), got {tau}")
+    return DECAY_UNITY, int(round(DECAY_UNITY / tau))
+
+
+def quantize_shared_exponent(w: Tensor, scale: float) -> tuple[Tensor, int]:
+    """Integer weights ``w * scale`` as 8-bit mantissas with one shared exponent: ``m * 2^(6 + exp)``.
+
+    ``exp`` is the smallest exponent (in Loihi's -8..7) whose mantissas fit ``+-127``. Returns the mantissas
+    (int64, same shape as ``w``) and ``exp``. Raises when even ``exp = 7`` cannot hold the largest weight.
+    """
+    peak = float(w.abs().max()) * scale if w.numel() else 0.0
+    if peak == 0.0:
+        return torch.zeros_like(w, dtype=torch.int64), WEIGHT_EXP_RANGE[0]
+    exp = math.ceil(math.log2(peak / (WEIGHT_MANTISSA_MAX * (1 << ACT_SHIFT))))
+    exp = max(exp, WEIGHT_EXP_RANGE[0])
+    if exp > WEIGHT_EXP_RANGE[1]:
+        raise ValueError(f"weights up to {peak:.3g} membrane units need exponent {exp} > {WEIGHT_EXP_RANGE[1]}: "
+                         "lower vth_bits")
+    m = torch.round(w.double() * scale / 2.0 ** (ACT_SHIFT + exp)).to(torch.int64)
+    return m.clamp(-WEIGHT_MANTISSA_MAX, WEIGHT_MANTISSA_MAX), exp
+
+
+@dataclass
+class ChipLayer:
+    """One synaptic layer on the chip: mantissas ``[O, I]`` (+ a bias column driven by the valid input), the
+    shared exponent, and ``scale``: integer membrane units per float unit of the layer's (``1/tau``-folded)
+    output."""
+
+    mant: Tensor
+    exp: int
+    scale: float
+    bias_mant: Tensor | None = None  # [O], mantissas of the bias synapse (same exponent)
+
+    def synaptic_sum(self, s: Tensor, valid: Tensor) -> Tensor:
+        """``a_in`` ``[T, B, O]`` from integer inputs ``s`` ``[T, B, I]`` and the valid flag ``[T, B]``."""
+        a = torch.einsum("tbi,oi->tbo", s.to(torch.int64), self.mant)
+        if self.bias_mant is not None:
+            a = a + valid.to(torch.int64)[..., None] * self.bias_mant
+        return a << self.exp if self.exp >= 0 else _shift_right_rz(a, -self.exp)
+
+    @property
+    def weight_bits(self) -> int:
+        """Bits of weight memory: 8 per mantissa (the bias synapse included) plus the 4-bit exponent."""
+        n = self.mant.numel() + (0 if self.bias_mant is None else self.bias_mant.numel())
+        return 8 * n + 4
+
+
+def _shift_right_rz(a: Tensor, k: int) -> Tensor:
+    """``a * 2^-k`` rounded toward zero (a negative weight exponent on a synaptic sum)."""
+    return torch.sign(a) * (a.abs() >> k)
+
+
+class ChipColourNet:
+    """The colour network fc1 -> LIF1 -> fc2 -> LIF2 -> fc3 in Loihi fixed point.
+
+    Build it with :meth:`from_float` from float weights; :meth:`run` takes the real input sequence
+    ``[T, B, in_dim]`` and the valid mask ``[T, B]`` (holes are zero input) and returns the read-out logits
+    ``[T, B, 3]`` (float, dequantized; the sigmoid stays off-chip) and the spikes of both LIF layers.
+    """
+
+    def __init__(self, fc1: ChipLayer | Tensor, fc2: ChipLayer, fc3: ChipLayer, du: int, dv: int, vth: int,
+                 reset: Literal["hard", "soft"], first_layer: Literal["off-chip", "on-chip"],
+                 input_scale: float = 1.0, fc1_scale: float = 1.0) -> None:
+        self.fc1, self.fc2, self.fc3 = fc1, fc2, fc3
+        self.du, self.dv, self.vth, self.reset = du, dv, vth, reset
+        self.first_layer = first_layer
+        self.input_scale = input_scale  # on-chip: float input per 8-bit activation step
+        self.fc1_scale = fc1_scale  # off-chip: integer units per float current (before the << 6)
+
+    @classmethod
+    def from_float(cls, w1: Tensor, w2: Tensor, b2: Tensor | None, w3: Tensor, b3: Tensor | None, tau: float,
+                   v_threshold: float, reset: Literal["hard", "soft"] = "hard",
+                   first_layer: Literal["off-chip", "on-chip"] = "off-chip", input_max: float | None = None,
+                   vth_bits: int = 10) -> "ChipColourNet":
+        """Quantize float weights ``w1`` ``[H, in]``, ``w2`` ``[H, H]``, ``w3`` ``[3, H]`` (biases ``[H]`` /
+        ``[3]`` or None) of a LIF net with ``tau`` / ``v_threshold``.
+
+        ``vth_bits``: the threshold mantissa is ``2^vth_bits`` (membrane resolution ``theta / 2^(6+vth_bits)``,
+        headroom ``2^(17 - vth_bits)`` thresholds in the 24-bit membrane). ``input_max``: the largest
+        ``|input|`` the 8-bit activations cover (``first_layer="on-chip"`` needs it: calibrate it on data).
+        """
+        if v_threshold <= 0:
+            raise ValueError(f"v_threshold must be > 0, got {v_threshold}")
+        du, dv = lif_to_cuba(tau)
+        vth = 1 << vth_bits
+        scale = (1 << ACT_SHIFT) * vth / v_threshold  # integer membrane units per float unit
+        w2c = w2 if b2 is None else torch.cat([w2, b2[:, None]], 1)
+        m2, e2 = quantize_shared_exponent(w2c / tau, scale)
+        fc2 = ChipLayer(m2[:, : w2.shape[1]], e2, scale, None if b2 is None else m2[:, -1])
+        # read-out: no threshold, so its scale only has to fit the mantissas (exponent 0)
+        w3c = w3 if b3 is None else torch.cat([w3, b3[:, None]], 1)
+        s3 = WEIGHT_MANTISSA_MAX * (1 << ACT_SHIFT) / max(float(w3c.abs().max()), 1e-12)
+        m3, e3 = quantize_shared_exponent(w3c, s3)
+        fc3 = ChipLayer(m3[:, : w3.shape[1]], e3, s3, None if b3 is None else m3[:, -1])
+        if first_layer == "off-chip":
+            return cls(w1.double() / tau, fc2, fc3, du, dv, vth, reset, first_layer, fc1_scale=scale / (1 << ACT_SHIFT))
+        if first_layer != "on-chip":
+            raise ValueError(f"first_layer must be 'off-chip' or 'on-chip', got {first_layer!r}")
+        if input_max is None or input_max <= 0:
+            raise ValueError("first_layer='on-chip' needs input_max > 0: the largest |input| the 8-bit "
+                             "activations cover (calibrate it on the features)")
+        step = input_max / WEIGHT_MANTISSA_MAX
+        m1, e1 = quantize_shared_exponent(w1 / tau * step, scale)
+        return cls(ChipLayer(m1, e1, scale), fc2, fc3, du, dv, vth, reset, first_layer, input_scale=step)
+
+    def first_current(self, x: Tensor) -> Tensor:
+        """``a_in`` of LIF1 ``[T, B, H]`` (int64) from the real input ``x`` ``[T, B, in_dim]`` (zero at holes)."""
+        if isinstance(self.fc1, ChipLayer):
+            q = torch.round(x.double() / self.input_scale).clamp(-WEIGHT_MANTISSA_MAX, WEIGHT_MANTISSA_MAX)
+            return self.fc1.synaptic_sum(q.to(torch.int64), torch.zeros(x.shape[:2], dtype=torch.bool))
+        return torch.round(F.linear(x.double(), self.fc1) * self.fc1_scale).to(torch.int64)
+
+    @torch.no_grad()
+    def run(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits ``[T, B, 3]`` and spikes ``[T, B, H]`` of LIF1 and LIF2 for the input ``x`` ``[T, B, in]``
+        with holes where ``valid`` ``[T, B]`` is False (their input is zeroed)."""
+        x = x * valid[..., None].to(x.dtype)
+        s1 = loihi_lif(self.first_current(x), self.du, self.dv, self.vth, reset=self.reset)
+        s2 = loihi_lif(self.fc2.synaptic_sum(s1, valid), self.du, self.dv, self.vth, reset=self.reset)
+        current = self.fc3.synaptic_sum(s2, valid) << ACT_SHIFT  # the read-out compartment's current
+        return current.double() / self.fc3.scale, s1, s2
+
+    @property
+    def weight_bits(self) -> int:
+        """On-chip weight memory in bits (fc1 counts only when it is on the chip)."""
+        bits = self.fc2.weight_bits + self.fc3.weight_bits
+        return bits + (self.fc1.weight_bits if isinstance(self.fc1, ChipLayer) else 0)
+
+
+@dataclass
+class ChipCounts:
+    """What one rendered image makes the chip do (totals over its rays).
+
+    ``steps``: ray time steps run (TP: every ray's padded steps, holes included; TCP: the valid samples);
+    ``valid``: valid samples (steps with input); ``spikes``: spikes per LIF layer; ``widths``: neurons per
+    layer ``(in_dim, H, H, out)``; ``bias``: whether fc2 / fc3 have the valid-driven bias synapse.
+    """
+
+    steps: float
+    valid: float
+    spikes: tuple[float, float]
+    widths: tuple[int, int, int, int]
+    bias: bool = True
+    first_layer: Literal["off-chip", "on-chip"] = "off-chip"
+
+
+@dataclass
+class ChipCost:
+    """Counts and their price for one image; energies in pJ, latency in ns."""
+
+    neuron_updates_active: float
+    neuron_updates_inactive: float
+    synops: float
+    messages: float
+    host_macs: float
+    weight_bits: int
+    steps: float
+    energy_pj: dict = field(default_factory=dict)
+    latency_ns: float = 0.0
+
+    @property
+    def total_pj(self) -> float:
+        return float(sum(self.energy_pj.values()))
+
+
+def chip_cost(c: ChipCounts, hops: float = 0.0, cores_in_parallel: int = 1) -> ChipCost:
+    """Count and price one image on a Loihi-class chip, one layer per core (LIF1, LIF2, read-out: one tile).
+
+    - neuron updates: every step updates every compartment of the three cores (``2H + out``), active on
+      valid samples, inactive at padding holes (Davies et al. 2018, Table 2 prices them differently);
+    - synaptic ops: LIF1 spikes x H (fc2 fan-out) + LIF2 spikes x out (fc3), plus one bias synapse per output
+      per valid step (fc2, fc3) when biased; on-chip fc1: ``valid * in_dim * H`` graded ops;
+    - messages between cores: one per spike per destination core (a spike reaches the next layer's core as
+      one message, fan-out is expanded there), plus the valid flag to the two biased cores, plus the input
+      (on-chip: ``in_dim`` graded spikes per valid step; off-chip: ``H`` injected currents per valid step);
+      priced at the within-tile energy plus ``hops`` tile hops each;
+    - host MACs: off-chip fc1, ``valid * in_dim * H`` at ``E_MAC_PJ``;
+    - latency: per step, the slowest core's serial work (its neuron updates and synaptic ops) plus a barrier
+      synchronisation; ``cores_in_parallel`` copies of the net share the rays.
+    """
+    d_in, h, h2, out = c.widths
+    holes = c.steps - c.valid
+    n_neur = h + h2 + out
+    s1, s2 = c.spikes
+    bias_ops = c.valid * (h2 + out) if c.bias else 0.0
+    fc1_ops = c.valid * d_in * h if c.first_layer == "on-chip" else 0.0
+    synops = s1 * h2 + s2 * out + bias_ops + fc1_ops
+    inputs = c.valid * (d_in if c.first_layer == "on-chip" else h)
+    messages = s1 + s2 + (2 * c.valid if c.bias else 0.0) + inputs
+    host_macs = 0.0 if c.first_layer == "on-chip" else c.valid * d_in * h
+    bits = 8 * (h2 * h + out * h2 + ((h2 + out) if c.bias else 0) + (d_in * h if c.first_layer == "on-chip" else 0))
+    bits += 4 * (3 if c.first_layer == "on-chip" else 2)
+    energy = {
+        "neuron_updates": c.valid * n_neur * LOIHI_E_NEURON_ACTIVE_PJ + holes * n_neur * LOIHI_E_NEURON_INACTIVE_PJ,
+        "synops": synops * LOIHI_E_SYNOP_PJ,
+        "messages": messages * (LOIHI_E_SPIKE_TILE_PJ + hops * LOIHI_E_HOP_PJ),
+        "host_macs": host_macs * E_MAC_PJ,
+    }
+    # per step: each core updates its neurons and runs the synaptic ops its inputs trigger; the slowest of
+    # the three (pipelined layers) sets the step time, then a barrier
+    steps = max(c.steps, 1e-12)
+    act, inact = c.valid / steps, holes / steps
+    per_core = [
+        h * (act * LOIHI_T_NEURON_ACTIVE_NS + inact * LOIHI_T_NEURON_INACTIVE_NS) + fc1_ops / steps * LOIHI_T_SYNOP_NS,
+        h2 * (act * LOIHI_T_NEURON_ACTIVE_NS + inact * LOIHI_T_NEURON_INACTIVE_NS)
+        + (s1 * h2 + (c.valid * h2 if c.bias else 0.0)) / steps * LOIHI_T_SYNOP_NS,
+        out * (act * LOIHI_T_NEURON_ACTIVE_NS + inact * LOIHI_T_NEURON_INACTIVE_NS)
+        + (s2 * out + (c.valid * out if c.bias else 0.0)) / steps * LOIHI_T_SYNOP_NS,
+    ]
+    step_ns = max(per_core) + LOIHI_BARRIER_NS
+    latency = c.steps * step_ns / max(cores_in_parallel, 1)
+    return ChipCost(c.valid * n_neur, holes * n_neur, synops, messages, host_macs, bits, c.steps, energy, latency)
