@@ -10,7 +10,7 @@ weight) never reach the colour network.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Literal, NamedTuple, Optional, Tuple, Type
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -23,32 +23,22 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttrib
 from nerfstudio.models.base_model import Model, ModelConfig
 
 from .coarse_to_fine import CoarseToFine, CoarseToFineConfig
-from .contraction import contract, contracted_box, contracted_sample_count, looks_unbounded
+from .contraction import contracted_sample_count
 from .export import NerfstudioToolsMixin
 from .field import ColorStats, SpikingNeRFField
 from .grid import DenseGrid, Marched
 from .grid_training import axis_resolution
-from .ndc import ndc_rays_for_marching, ndc_t_to_world_t, world_to_ndc_points
 from .metrics import (batch_op_metrics, build_lpips, ground_truth, image_op_metrics, image_quality_of, psnr,
                       render_images)
 from .renderer_energy import RendererShape, renderer_energy_metrics
 from .rendering import background_rgb, composite, density_shift, density_to_alpha, distortion_loss, sample_masks
 from .sampling import render_in_groups, sample_along_rays
 from .scene import (SCENE_BOUNDED, SCENE_NDC, SCENE_UNBOUNDED, SCENE_UNDECIDED, SceneConfig, checked_box,
-                    data_near_clip, fit_scene_to_data, ndc_camera_of, register_ndc_camera)
+                    fit_scene_to_data, ndc_camera_of, register_ndc_camera)
+from .scene_rays import SceneRaysMixin
 
-__all__ = ["SpikingNeRFModelConfig", "SpikingNeRFModel", "MarchingRays", "SCENE_UNDECIDED", "SCENE_BOUNDED",
+__all__ = ["SpikingNeRFModelConfig", "SpikingNeRFModel", "SCENE_UNDECIDED", "SCENE_BOUNDED",
            "SCENE_UNBOUNDED", "SCENE_NDC"]
-
-
-class MarchingRays(NamedTuple):
-    """The rays the samplers march (:meth:`SpikingNeRFModel.marching_rays`), each ``[R, ...]``: the world rays,
-    or in NDC scenes their NDC images (:func:`~.ndc.ndc_rays_for_marching`)."""
-
-    origins: Tensor  # [R, 3]
-    directions: Tensor  # [R, 3] unit
-    length: Optional[Tensor]  # [R] NDC scenes: |d'| of the NDC ray (t' = distance / length); else None
-    valid: Optional[Tensor]  # [R] bool NDC scenes: the ray faces the scene; else None (every ray)
 
 
 @dataclass
@@ -134,7 +124,7 @@ class SpikingNeRFModelConfig(ModelConfig, SceneConfig, CoarseToFineConfig):
     those of one group up to float rounding; 1 turns it off. Training always runs one group."""
 
 
-class SpikingNeRFModel(NerfstudioToolsMixin, Model):
+class SpikingNeRFModel(NerfstudioToolsMixin, SceneRaysMixin, Model):
     """SpikingNeRF (and its ANN twin with ``spiking=False``).
 
     ``get_outputs`` strings the steps of :mod:`~spikenerf.nerf.sampling` and :mod:`~spikenerf.nerf.rendering`
@@ -192,40 +182,7 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         self.lpips = build_lpips()
         self.coarse_to_fine.mark_ddp_params(self.parameters())
 
-    # -- scene ------------------------------------------------------------------------------------
-    def set_scene(self, unbounded: bool) -> None:
-        """Fix the parameterization (before training): the grids span the box, or the contracted box."""
-        box = contracted_box(self.aabb, self.config.bg_len) if unbounded else self.aabb.clone()
-        self.unbounded = bool(unbounded)
-        self.scene_code.fill_(SCENE_UNBOUNDED if unbounded else SCENE_BOUNDED)
-        for m in (self.coarse_density, self.coarse_color, self.field, self.field.density_grid, self.field.feature_grid):
-            m.aabb.copy_(box)
-        self._cache_extents()
-
-    def set_ndc(self, camera: Tuple[float, float, float, float]) -> None:
-        """Fix the NDC parameterization with the NDC camera ``(H, W, focal, near)``: the grids span the data
-        parser's box, which is already in NDC space."""
-        self.set_scene(False)
-        self.scene_code.fill_(SCENE_NDC)
-        self.ndc_camera.copy_(torch.tensor(camera, dtype=torch.float64))
-        self.ndc_cam = tuple(float(v) for v in camera)  # type: ignore[assignment]
-
-    @property
-    def ndc(self) -> bool:
-        """The scene is marched in NDC (forward-facing capture)."""
-        return self.ndc_cam is not None
-
-
-    def detect_scene(self, camera_origins: Tensor) -> bool:
-        """``scene="auto"``: choose from the training camera centres ``[N, 3]`` unless already decided."""
-        if int(self.scene_code) == SCENE_UNDECIDED:
-            self.set_scene(looks_unbounded(camera_origins, self.aabb))
-        return self.unbounded
-
-    def data_near_clip(self, cameras: Any, points: Tensor | None) -> float:
-        """``near_clip=-1``: :func:`~.scene.data_near_clip`, 0 in bounded scenes (DVGO has no near-clip loss)."""
-        return data_near_clip(cameras, points) if self.unbounded else 0.0
-
+    # -- scene (the parameterization itself: :class:`~.scene_rays.SceneRaysMixin`) ---------------------
     def _restore_flags(self) -> None:
         self.coarse_to_fine.cache.restored()
         self.unbounded = int(self.scene_code) == SCENE_UNBOUNDED
@@ -294,18 +251,6 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         return {"grids": grids, "mlp": mlp}
 
     # -- rendering --------------------------------------------------------------------------------
-    def marching_rays(self, origins: Tensor, dirs: Tensor) -> MarchingRays:
-        """The one place world rays ``[R, 3]`` (unit ``dirs``) become the rays the samples lie on: themselves,
-        or in NDC scenes their NDC images (:func:`~.ndc.ndc_rays_for_marching`: unit NDC directions, so a step
-        is in NDC units and uniform in inverse depth; rays that do not face the scene are marked invalid and
-        render as background). :meth:`sample` and :meth:`lookup_points` both go through it, so the cache's
-        ray mask and the per-voxel lr's view counts do too."""
-        if self.ndc_cam is None:
-            return MarchingRays(origins, dirs, None, None)
-        h, w, focal, near = self.ndc_cam
-        nd = ndc_rays_for_marching(int(h), int(w), focal, near, origins, dirs)
-        return MarchingRays(nd.origins, nd.directions, nd.length, nd.valid)
-
     def sample(self, origins: Tensor, dirs: Tensor, fine: bool) -> tuple[Marched, float]:
         """Samples every ``step_ratio`` voxels of the current stage (:func:`~.sampling.sample_along_rays`) along
         the world rays ``[R, 3]``: in the stage's box (bounded), along the contracted lattice (unbounded) or in
@@ -323,25 +268,6 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
         if rays.valid is not None:
             marched = marched._replace(valid=marched.valid & rays.valid[:, None])
         return marched, step
-
-    def lookup_points(self, origins: Tensor, dirs: Tensor, t: Tensor) -> Tensor:
-        """``[R, S, 3]`` grid look-up points of samples at distances ``t`` ``[R, S]`` of :meth:`sample` along
-        the world rays ``[R, 3]``: the world points, their contraction (:func:`~.contraction.contract`) in
-        unbounded scenes, the NDC points in NDC scenes."""
-        rays = self.marching_rays(origins, dirs)
-        xyz = rays.origins[:, None] + rays.directions[:, None] * t[..., None]
-        return contract(xyz, self.aabb, self.config.bg_len) if self.unbounded else xyz
-
-    def world_distance(self, origins: Tensor, dirs: Tensor, t: Tensor, valid: Tensor) -> Tensor:
-        """``[R, S]`` world distances along the world rays ``[R, 3]`` (unit ``dirs``) of samples at distances
-        ``t`` ``[R, S]`` of :meth:`sample` (only NDC scenes differ: :func:`~.ndc.ndc_t_to_world_t`); 0 where
-        not ``valid``. A sample on the NDC box's far face (``t' = 1``) is at infinity: kept finite, far."""
-        rays = self.marching_rays(origins, dirs)
-        if rays.length is None:
-            return t
-        t_ndc = (t / rays.length[:, None]).clamp(0.0, 1.0 - 1e-6)
-        world = ndc_t_to_world_t(t_ndc, origins, dirs, self.ndc_cam[3])  # type: ignore[index]
-        return torch.where(valid, world, torch.zeros_like(world))
 
     def raw_density(self, xyz: Tensor, fine: bool) -> Tensor:
         """The stage's density grid at look-up points ``[N, 3]``, before the shift and activation ``[N]``."""
@@ -428,19 +354,6 @@ class SpikingNeRFModel(NerfstudioToolsMixin, Model):
     def sigma(self, xyz: Tensor) -> Tensor:
         """Fine volume density per world unit ``[N]`` at points ``[N, 3]``."""
         return self.field.density(xyz) / self.fine_voxel_base
-
-    @torch.no_grad()
-    def world_density(self, xyz: Tensor) -> Tensor:
-        """Fine density ``[N]`` at world points ``[N, 3]``: per world unit, contracted first in unbounded scenes;
-        NDC scenes: mapped to NDC first (:func:`~.ndc.world_to_ndc_points`), per NDC unit, and 0 in front of
-        the near plane. The density grid only, no colour network (``ns-export`` normals)."""
-        if self.ndc_cam is not None:
-            h, w, focal, near = self.ndc_cam
-            ahead = xyz[:, 2] < -near
-            pts = world_to_ndc_points(torch.where(ahead[:, None], xyz, torch.full_like(xyz, -2.0 * near)),
-                                      int(h), int(w), focal, near)
-            return torch.where(ahead, self.sigma(pts), torch.zeros(xyz.shape[0], dtype=xyz.dtype, device=xyz.device))
-        return self.sigma(contract(xyz, self.aabb, self.config.bg_len) if self.unbounded else xyz)
 
     @torch.no_grad()
     def query_points(self, xyz: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
