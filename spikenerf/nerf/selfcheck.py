@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, ContextManager, Dict, List, Literal
 
 import torch
@@ -34,7 +34,7 @@ from .nerf_mlp import NeRFMLPModelConfig
 from .tensorf_model import SpikingNeRFTModelConfig
 from .tensorf_render import TensoRFSchedule
 
-__all__ = ["CHECKED_METHODS", "SceneKind", "SCENES", "is_grid_method", "TINY_GRID", "TINY_MLP", "TINY_TENSORF",
+__all__ = ["CHECKED_METHODS", "SceneKind", "SCENES", "TINY_NDC_CAMERA", "is_grid_method", "TINY_GRID", "TINY_MLP", "TINY_TENSORF",
            "GRID_STEPS", "MLP_STEPS", "TENSORF_STEPS", "RunResult", "tiny_model",
            "randomize_grids", "tiny_rays", "tiny_camera", "train_and_render"]
 
@@ -44,9 +44,12 @@ CHECKED_METHODS: tuple[str, ...] = ("spikingnerf", "spikingnerf-ann", "spiknerf"
 twin; the presets differ only in sizes). A new method is one entry here (and its tiny sizes in :func:`tiny_model`)."""
 
 SceneKind = Literal["bounded", "unbounded", "ndc"]
-SCENES: tuple[str, ...] = ("bounded", "unbounded")
-"""Scene kinds :func:`train_and_render` builds today. ``"ndc"`` (forward-facing captures) is the slot for the
-NDC parameterization once the model has one; asking for it now raises."""
+SCENES: tuple[str, ...] = ("bounded", "unbounded", "ndc")
+"""Scene kinds :func:`train_and_render` builds for the voxel-grid methods: the box, the contraction, and NDC
+(forward-facing: the model is given ``llff-data``'s NDC metadata, :data:`TINY_NDC_CAMERA`, and the box is the NDC
+box)."""
+TINY_NDC_CAMERA: Dict[str, Any] = dict(scene_kind="ndc", ndc_hw=(12, 16), ndc_focal=0.9 * 16, ndc_near=1.0)
+"""The NDC camera of :func:`tiny_camera` in the form ``llff-data`` writes it into its metadata."""
 
 TINY_GRID: Dict[str, Any] = dict(coarse_steps=2, coarse_resolution=10, fine_resolution=16, pg_scale_steps=(1, 2),
                                  hidden_dim=16, eval_num_rays_per_chunk=64)
@@ -75,7 +78,7 @@ the TV losses are on (LEGO has none; they are TensoRF's LLFF losses, the same co
 
 BOX = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 DENSITY_STD = 3.0
-DENSITY_OFFSET = {"bounded": 13.0, "unbounded": 11.0}
+DENSITY_OFFSET = {"bounded": 13.0, "unbounded": 11.0, "ndc": 10.0}  # NDC steps are shorter: denser grids
 """Raw densities ~ N(-shift - offset, 3^2): about half the cache cells set after the coarse stage (bounded:
 2,160 of 4,096), and colour samples left in the render of either scene kind."""
 CAMERA_Z = 3.0  # every ray starts near (0, 0, 3) and looks at the box
@@ -94,11 +97,13 @@ def tiny_model(method: str, scene: SceneKind = "bounded", **overrides: Any) -> M
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: one of {sorted(METHODS)}")
-    if scene == "ndc":
-        raise NotImplementedError("NDC scenes are not in the model yet: add them to selfcheck.SCENES when they are")
     cfg = copy.deepcopy(METHODS[method].config.pipeline.model)
+    metadata: Dict[str, Any] = {}
     if isinstance(cfg, SpikingNeRFModelConfig):
         tiny: Dict[str, Any] = {**TINY_GRID, "scene": scene}
+        if scene == "ndc":  # chosen from the parser's metadata, as llff-data does; the NDC settings at tiny sizes
+            metadata = dict(TINY_NDC_CAMERA)
+            tiny["ndc"] = replace(cfg.ndc, fine_resolution=TINY_GRID["fine_resolution"])
     elif isinstance(cfg, NeRFMLPModelConfig):
         if scene != "bounded":
             raise ValueError(f"{method} has bounded scenes only (the NeRF MLP on Blender), got scene={scene!r}")
@@ -111,7 +116,7 @@ def tiny_model(method: str, scene: SceneKind = "bounded", **overrides: Any) -> M
         raise TypeError(f"{method}: no tiny sizes for {type(cfg).__name__}; add them to spikenerf/nerf/selfcheck.py")
     for name, value in {**tiny, **overrides}.items():
         setattr(cfg, name, value)
-    return cfg.setup(scene_box=SceneBox(aabb=BOX.clone()), num_train_data=1, metadata={})
+    return cfg.setup(scene_box=SceneBox(aabb=BOX.clone()), num_train_data=1, metadata=metadata)
 
 
 def tiny_rays(num_rays: int, seed: int, device: torch.device | str = "cpu") -> tuple[RayBundle, Tensor]:

@@ -18,7 +18,8 @@ cache built from it, two up-scalings of the fine grids each followed by an occup
 condensing layouts, bounded and unbounded (contracted) scenes; the NeRF-MLP methods' occupancy warm-up and
 refreshes (bounded only: they are the Blender NeRF); SpikingNeRF-T's first alpha mask with the shrink of its planes,
 two up-samplings and a second alpha mask (selfcheck.TINY_TENSORF; bounded: TensoRF has no contraction).
-NDC scenes have a slot (``NDC``) until the model has them.
+NDC scenes (the grid methods, given llff-data's metadata: selfcheck.TINY_NDC_CAMERA) cross the same steps
+with NDC rays: samples uniform in inverse depth, world view directions, world depth.
 
 Sampled for CI time (all cases: 25 s on a quiet 2-core machine, 75 s when 7 other jobs share it; the ANN twins
 in one layout, theirs has no time axis): 64 rays a step, 5 grid / 4 MLP steps, grids of
@@ -40,8 +41,7 @@ GRID_METHODS = [m for m in CHECKED_METHODS if is_grid_method(m)]  # a new method
 TENSORF_METHODS = [m for m in CHECKED_METHODS
                    if isinstance(METHODS[m].config.pipeline.model, SpikingNeRFTModelConfig)]
 MLP_METHODS = [m for m in CHECKED_METHODS if not is_grid_method(m) and m not in TENSORF_METHODS]
-NDC = pytest.param("ndc", marks=pytest.mark.skip(reason="NDC scenes are not in the model yet (another branch)"))
-SCENES = ["bounded", "unbounded", NDC]
+SCENES = ["bounded", "unbounded", "ndc"]
 
 pytestmark = pytest.mark.skipif(not c_kernel_available(), reason="needs the C kernels (a C compiler) to compare")
 

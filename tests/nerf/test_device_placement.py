@@ -61,9 +61,9 @@ def test_the_mode_catches_a_deviceless_factory():
 
 
 # every checked method on its bounded scene (ANN twins of the grids sampled: the same code as theirs bar the
-# colour net), the contraction once
+# colour net), the contraction and NDC once
 CASES = [(m, "bounded") for m in CHECKED_METHODS if not (is_grid_method(m) and m.endswith("-ann"))] + [
-    ("spikingnerf", "unbounded")]
+    ("spikingnerf", "unbounded"), ("spikingnerf", "ndc")]
 
 
 @pytest.mark.parametrize("method,scene", CASES)
