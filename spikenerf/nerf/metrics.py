@@ -25,6 +25,7 @@ from spikenerf.snn.energy import E_MAC_PJ, energy_pj
 from .rendering import background_rgb
 
 __all__ = ["ground_truth", "psnr", "build_lpips", "image_quality", "image_quality_of", "batch_op_metrics", "image_op_metrics",
+           "ray_spike_outputs", "image_firing_rates",
            "render_images"]
 
 
@@ -136,6 +137,25 @@ def image_op_metrics(outputs: Dict[str, Tensor], num_rays: int, convention: str 
     if not convention:
         out.update({"sops_per_image": sops, "sops_per_ray": sops / num_rays})
     return out
+
+
+def ray_spike_outputs(stats: Any, like: Tensor) -> Dict[str, Tensor]:
+    """Per-ray spike counts ``[R, 1]`` of a colour pass's ``ColorStats`` in ``like``'s dtype: ``ray_spikes``
+    (all LIF layers) and ``ray_spikes_lif{i}`` for each layer."""
+    out = {"ray_spikes": stats.ray_spikes[:, None].to(like.dtype)}
+    for i, sp in enumerate(stats.ray_spikes_per_layer):
+        out[f"ray_spikes_lif{i + 1}"] = sp[:, None].to(like.dtype)
+    return out
+
+
+def image_firing_rates(outputs: Dict[str, Tensor], n_col: float, width: int, layers: int) -> Dict[str, float]:
+    """Firing rates of an image (spikes over neuron-steps: ``n_col`` colour samples x ``width``), over all
+    ``layers`` LIF layers and per layer, from :func:`ray_spike_outputs`' per-ray counts."""
+    neurons = n_col * width
+    rates = {"firing_rate": float(outputs["ray_spikes"].sum()) / (layers * neurons)}
+    for i in range(layers):
+        rates[f"firing_rate_lif{i + 1}"] = float(outputs[f"ray_spikes_lif{i + 1}"].sum()) / neurons
+    return rates
 
 
 def render_images(outputs: Dict[str, Tensor], rgb: Tensor, gt: Tensor) -> Dict[str, Tensor]:

@@ -28,8 +28,8 @@ from .export import NerfstudioToolsMixin
 from .field import ColorStats, SpikingNeRFField
 from .grid import DenseGrid, Marched
 from .grid_training import axis_resolution
-from .metrics import (batch_op_metrics, build_lpips, ground_truth, image_op_metrics, image_quality_of, psnr,
-                      render_images)
+from .metrics import (batch_op_metrics, build_lpips, ground_truth, image_firing_rates, image_op_metrics,
+                      image_quality_of, psnr, ray_spike_outputs, render_images)
 from .renderer_energy import RendererShape, renderer_energy_metrics
 from .rendering import background_rgb, composite, density_shift, density_to_alpha, distortion_loss, sample_masks
 from .sampling import render_in_groups, sample_along_rays
@@ -380,12 +380,9 @@ class SpikingNeRFModel(NerfstudioToolsMixin, SceneRaysMixin, Model):
                     "ray_spikes": torch.zeros_like(n_col), "ray_macs_dir_once": ann - repeated_dir,
                     "ray_ann_macs_dir_once": ann - repeated_dir}
         macs = n_col * (f.in_dim * f.hidden_dim)
-        out = {"ray_macs": macs, "ray_sops": stats.ray_sops[:, None].to(n_col.dtype), "ray_ann_macs": ann,
-               "ray_spikes": stats.ray_spikes[:, None].to(n_col.dtype), "ray_macs_dir_once": macs - repeated_dir,
-               "ray_ann_macs_dir_once": ann - repeated_dir}
-        for i, sp in enumerate(stats.ray_spikes_per_layer):
-            out[f"ray_spikes_lif{i + 1}"] = sp[:, None].to(n_col.dtype)
-        return out
+        return {"ray_macs": macs, "ray_sops": stats.ray_sops[:, None].to(n_col.dtype), "ray_ann_macs": ann,
+                "ray_macs_dir_once": macs - repeated_dir, "ray_ann_macs_dir_once": ann - repeated_dir,
+                **ray_spike_outputs(stats, n_col)}
 
     # -- losses / metrics ---------------------------------------------------------------------------
     def _gt(self, batch: Dict[str, Tensor], ref: Tensor) -> Tensor:
@@ -445,11 +442,7 @@ class SpikingNeRFModel(NerfstudioToolsMixin, SceneRaysMixin, Model):
             if "ray_macs_dir_once" in outputs:
                 metrics.update(image_op_metrics(outputs, num_rays, convention="_dir_once"))
             if self.field.spiking and n_col > 0:
-                neurons = n_col * self.field.hidden_dim
-                layers = len(self.field.lif_layers())
-                metrics["firing_rate"] = float(outputs["ray_spikes"].sum()) / (layers * neurons)
-                for i in range(layers):
-                    metrics[f"firing_rate_lif{i + 1}"] = float(outputs[f"ray_spikes_lif{i + 1}"].sum()) / neurons
+                metrics.update(image_firing_rates(outputs, n_col, self.field.hidden_dim, len(self.field.lif_layers())))
                 # the whole renderer's energy beside the colour net's, for the SNN and its twin on these samples
                 metrics.update(renderer_energy_metrics(outputs["num_density_samples"], outputs["num_color_samples"],
                                                        outputs["ray_sops"], RendererShape.of_field(self.field)))

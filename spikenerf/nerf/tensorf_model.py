@@ -35,8 +35,8 @@ from .contraction import looks_unbounded
 from .export import NerfstudioToolsMixin
 from .field import ColorStats, SpikingNeRFField, color_stats
 from .grid_training import sync_optimizers
-from .metrics import batch_op_metrics, build_lpips, ground_truth, image_op_metrics, image_quality_of, psnr, \
-    render_images
+from .metrics import (batch_op_metrics, build_lpips, ground_truth, image_firing_rates, image_op_metrics,
+                      image_quality_of, psnr, ray_spike_outputs, render_images)
 from .ndc import ndc_rays_for_marching, ndc_t_to_world_t
 from .rendering import background_rgb
 from .tensorf import TensoRFBackbone, n_to_reso
@@ -329,11 +329,8 @@ class SpikingNeRFTModel(NerfstudioToolsMixin, Model):
         if not f.spiking:
             zero = torch.zeros_like(n_col)
             return {"ray_macs": ann, "ray_sops": zero, "ray_ann_macs": ann, "ray_spikes": zero}
-        out = {"ray_macs": n_col * (f.in_dim * f.hidden_dim), "ray_sops": stats.ray_sops[:, None].to(n_col.dtype),
-               "ray_ann_macs": ann, "ray_spikes": stats.ray_spikes[:, None].to(n_col.dtype)}
-        for i, sp in enumerate(stats.ray_spikes_per_layer):
-            out[f"ray_spikes_lif{i + 1}"] = sp[:, None].to(n_col.dtype)
-        return out
+        return {"ray_macs": n_col * (f.in_dim * f.hidden_dim), "ray_sops": stats.ray_sops[:, None].to(n_col.dtype),
+                "ray_ann_macs": ann, **ray_spike_outputs(stats, n_col)}
 
     @torch.no_grad()
     def world_density(self, xyz: Tensor) -> Tensor:
@@ -384,11 +381,8 @@ class SpikingNeRFTModel(NerfstudioToolsMixin, Model):
         num_rays = rgb.shape[0] * rgb.shape[1]
         n_col = float(outputs["num_color_samples"].sum())
         metrics.update(image_op_metrics(outputs, num_rays))
-        if self.field.spiking and n_col > 0:  # spikes over neuron-steps (kept samples x width), per layer
-            spikes = [float(outputs[f"ray_spikes_lif{i + 1}"].sum()) for i in range(len(self.field.lif_layers()))]
-            neurons = n_col * self.field.hidden_dim
-            metrics.update({f"firing_rate_lif{i + 1}": s / neurons for i, s in enumerate(spikes)})
-            metrics["firing_rate"] = sum(spikes) / (len(spikes) * neurons)
+        if self.field.spiking and n_col > 0:
+            metrics.update(image_firing_rates(outputs, n_col, self.field.hidden_dim, len(self.field.lif_layers())))
         metrics["color_samples_per_ray"] = n_col / num_rays
         metrics["grid_resolution_x"] = float(self.backbone.resolution[0])
         return metrics, render_images(outputs, rgb, gt)
