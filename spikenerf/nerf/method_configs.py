@@ -100,15 +100,14 @@ CAPTURE = Schedule(coarse_steps=500, fine_steps=3500, coarse_resolution=64, fine
 sized for about 30 minutes on a 2-core CPU. The scene parameterization is the model's ``scene="auto"`` (the
 contracted space for cameras inside the data parser's box), as for the first look with plain ``spikingnerf``."""
 
-GRID_LLFF = Schedule(coarse_steps=500, fine_steps=2500, coarse_resolution=64, fine_resolution=160,
-                pg_scale_steps=(500, 1000, 1500), rays_per_batch=1024, hidden_dim=64)
-"""``spikingnerf-llff``: a forward-facing ``llff-data`` scene in NDC at the papers' 1/8 resolution, sized for about
-30 minutes on a 2-core CPU - an estimate, not measured: the first look's ~0.35 CPU s per 512-ray step at 128
-vertices (docs/benchmarks.md) x 2 rays x ~1.25 samples per ray at 160 vertices, over 3,000 steps, is ~45 CPU
-minutes, ~25 minutes on both cores. 3.1 M training rays (each of fern's training pixels about once), 160 fine
-vertices along the NDC box's ``x'`` (~3 of fern's 504 pixels per voxel), the first look's width-64 net (a
-width-128 net would cost ~1.6x per step). The coarse stage stays (its cache keeps the fine stage's samples to the
-occupied depths); the other NDC settings are :class:`~.scene.NDCSettings`'."""
+GRID_LLFF = Schedule(coarse_steps=100, fine_steps=3000, coarse_resolution=64, fine_resolution=160,
+                     pg_scale_steps=(500, 1000, 1500), rays_per_batch=2048, hidden_dim=64)
+"""``spikingnerf-llff``: a forward-facing ``llff-data`` scene in NDC at the papers' 1/8 resolution, for about 30
+minutes on a 2-core CPU (measured in docs/benchmarks.md). 6.1 M training rays (each of fern's 3.2 M training pixels
+about twice; DVGO's LLFF schedule is 123 M) in batches of 2,048 (a step's Adam and TV passes over the whole grid
+cost the same at any batch), 160 fine vertices along the NDC box's ``x'`` (~3 of fern's 504 pixels per voxel), the
+first look's width-64 net (DVGO's LLFF ``rgbnet_width``). The NDC coarse stage (:class:`~.scene.NDCSettings`) is
+short: the fine stage is where the quality comes from."""
 
 
 # ----------------------------------------------------------------------------- the one trainer skeleton
@@ -144,7 +143,7 @@ def make_trainer_config(method_name: str, model: ModelConfig, optimizers: Dict[s
     return SpikingNeRFTrainerConfig(
         method_name=method_name,
         steps_per_eval_batch=100,
-        steps_per_eval_image=max(200, max_steps // 4),
+        steps_per_eval_image=max(200, max_steps // 2),  # a 504x378 NDC image is ~10 s on 2 cores
         steps_per_eval_all_images=100_000,  # ns-eval does the full test set
         steps_per_save=max(200, max_steps // 8),
         save_only_latest_checkpoint=True,
@@ -197,7 +196,7 @@ def llff_trainer_config(method_name: str, spiking: bool) -> TrainerConfig:
     """:func:`grid_trainer_config` on :data:`GRID_LLFF`, its fine resolution kept in NDC scenes (the NDC settings'
     own would replace it) and the ``llff-data`` parser as the default data."""
     cfg = grid_trainer_config(method_name, spiking, schedule=GRID_LLFF)
-    cfg.pipeline.model.ndc = NDCSettings(fine_resolution=GRID_LLFF.fine_resolution)
+    cfg.pipeline.model.ndc = NDCSettings(coarse_steps=GRID_LLFF.coarse_steps, fine_resolution=GRID_LLFF.fine_resolution)
     cfg.pipeline.datamanager.dataparser = LLFFDataParserConfig()
     return cfg
 
