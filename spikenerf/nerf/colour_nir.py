@@ -208,7 +208,6 @@ def _tensorf_outside(model: Any) -> Dict[str, Any]:
                           "direction; a ray not facing the scene renders the background")
     else:
         scene["near_plane"] = model.config.near_plane
-    shift = f"softplus(raw + {b.density_shift:g})" if b.activation == "softplus" else "relu(raw)"
     return {
         "checkpoint_tensors": "pipeline's _model.field.backbone.density / app .planes.{0,1,2} ([1, C_i, R_b, R_a]) "
                               "and .lines.{0,1,2} ([1, C_i, R_w, 1]), .basis_mat.weight, .alpha_mask.volume / "
@@ -219,7 +218,9 @@ def _tensorf_outside(model: Any) -> Dict[str, Any]:
                       "product": "component c of pair i: plane_i[c](x_n[a_i], x_n[b_i]) * line_i[c](x_n[w_i]), "
                                  "bilinear / linear (grid_sample, align_corners=True), zero outside",
                       "density_components": list(b.density.components), "app_components": list(b.app.components)},
-        "density": {"raw": "sum of all density products", "sigma": shift},
+        "density": {"raw": "sum of all density products",
+                    **({"sigma": "softplus(raw + shift)", "shift": b.density_shift} if b.activation == "softplus"
+                       else {"sigma": "relu(raw)"})},
         "features": {"size": b.basis_mat.out_features,
                      "rule": "basis_mat.weight [features, sum(app_components)] @ the appearance products (no bias)"},
         "alpha_mask": {"resolution": list(mask.volume.shape), "aabb": _box(mask.aabb),

@@ -124,7 +124,7 @@ def test_sidecar_describes_the_vm_planes_masks_and_compositing(trained, tmp_path
     assert side["vm_planes"]["resolution"] == list(b.resolution)
     assert np.allclose(side["vm_planes"]["aabb"], b.aabb.numpy())  # the shrunk box
     assert side["vm_planes"]["app_components"] == list(b.app.components)
-    assert side["features"]["size"] == 27 and side["density"]["sigma"] == "softplus(raw + -10)"
+    assert side["features"]["size"] == 27 and side["density"] == {"raw": "sum of all density products", "sigma": "softplus(raw + shift)", "shift": -10.0}
     assert side["alpha_mask"]["resolution"] == list(b.alpha_mask.volume.shape) != [0, 0, 0]
     assert "weight > 0.0001" in side["samples"]["masks"] and side["samples"]["distance_scale"] == 25.0
     assert side["time"]["pack_mode"] == "condensing" and side["time"]["flip"] is False
