@@ -1,14 +1,18 @@
 """``spikenerf-export nir``: a trained spiking colour net as a NIR graph, and what the graph needs from outside.
 
 The graph (``nir.write``, read back with ``nir.read``) is the colour net of
-:class:`~spikenerf.nerf.field.SpikingNeRFField`, one node per module:
+:class:`~spikenerf.nerf.field.SpikingNeRFField` or of its TensoRF subclass
+:class:`~spikenerf.nerf.tensorf_model.SpikingNeRFTField`, one node per module:
 
     input [in_dim] -> fc1 (Linear, no bias) -> lif1 (LIF) -> fc2 (Affine) -> lif2 (LIF) -> fc3 (Affine) -> output [3]
 
-The input of one time step is one sample's ``[features, PE(view direction)]`` (what ``fc1`` reads,
-:meth:`~spikenerf.nerf.field.SpikingNeRFField.first_layer`); the output is the read-out before the sigmoid. A ray's
-samples near -> far (far -> near with ``flip``) are the time steps of one sequence: the membranes are carried along
-the ray. Which samples become time steps (masking, padding holes / condensing) is the sidecar's.
+The input of one time step is one sample's whole ``fc1`` input, built by the field's ``colour_net_inputs``
+(one function per backbone; its blocks from ``colour_net_input_parts``): ``[features (C), PE(view direction)]`` on
+the voxel grids, ``[features (27), view direction (3), PE(features) (108), PE(view direction) (12)]`` = 150 on
+TensoRF's VM planes. The output is the read-out before the sigmoid. A ray's samples near -> far (far -> near with
+``flip``) are the time steps of one sequence: the membranes are carried along the ray. Which samples become time
+steps (masking, padding holes / condensing) and everything else outside the graph is the sidecar's
+(:func:`sidecar`: the grids' or the VM planes' look-up, masks, sigmoid, compositing).
 
 LIF map (:mod:`spikenerf.snn.nir`): the project's ``h_t = (1 - 1/tau_s) v_{t-1} + b x_t + v_reset / tau_s`` (``b =
 1/tau_s`` with ``decay_input``, else 1; ``tau_s`` in steps) is NIR's forward-Euler step with the graph's ``dt`` for
@@ -23,7 +27,9 @@ threshold is a constant: its current value is written), and ``spiknerf`` / ``spi
 the read-out, said in the metadata and the sidecar). Refused, with the feature and the flag that avoids it: the
 soft reset (``spikingnerf``'s default), Spik-NeRF's ternary codes ({0,1,2}: its two thresholds share one reset, so
 two binary NIR neurons with their own resets are not the same neuron; {-1,0,1} with an amplitude), the ANN twins
-(nothing spiking) and the NeRF-MLP backbone (``spiknerf-mlp*``).
+(nothing spiking) and the NeRF-MLP backbone (``spiknerf-mlp*``). SpikingNeRF-T (``spikingnerf-t``,
+``spikingnerf-t-cpu``) exports as trained by default (hard reset to 0, condensing, no biases); its soft-reset
+variant (``--pipeline.model.reset soft``) and its ANN twin (``spikingnerf-t-ann*``) are refused.
 """
 
 from __future__ import annotations
@@ -38,8 +44,10 @@ from torch import Tensor, nn
 
 from spikenerf.snn.nir import NIRExportError, check_exportable, lif_map, need_nir, neuron_to_nir
 
-from .field import SpikingNeRFField, positional_encoding
+from .field import SpikingNeRFField
 from .spiknerf import SpikNeRFField
+from .tensorf import MAT_MODE, VEC_MODE
+from .tensorf_model import SpikingNeRFTField
 
 try:  # optional at run time: only the export needs it
     import nir
@@ -68,11 +76,13 @@ def time_layout_meta(field: SpikingNeRFField) -> Dict[str, Any]:
 def check_colour_net(field: nn.Module) -> None:
     """Refuse, in one line naming the feature and what avoids it, a colour net NIR cannot express."""
     if not isinstance(field, SpikingNeRFField):
-        raise NIRExportError(f"NIR export covers the voxel-grid presets' colour net; {type(field).__name__} (the "
-                             "NeRF-MLP backbone of spiknerf-mlp*) is not exported: export spikingnerf or spiknerf")
+        raise NIRExportError(f"NIR export covers the voxel-grid and TensoRF presets' colour net; "
+                             f"{type(field).__name__} (the NeRF-MLP backbone of spiknerf-mlp*) is not exported: "
+                             "export spikingnerf, spikingnerf-t or spiknerf")
     if not field.spiking:
         raise NIRExportError("NIR export: the ANN twin's colour net has no spiking neurons (ReLU); export the "
-                             f"spiking preset (spikingnerf, spikingnerf-full, ...) trained with {HARD_RESET_FLAG}")
+                             "spiking preset (spikingnerf-t; spikingnerf, spikingnerf-full, ... trained with "
+                             f"{HARD_RESET_FLAG})")
     layout = time_layout_meta(field)
     if layout["mode"] == "ray" and layout["pack_mode"] == "padding" and field.fc2.bias is not None:
         raise NIRExportError("NIR export: the padding layout's holes give lif2 no input, but fc2's bias would flow "
@@ -124,7 +134,7 @@ def colour_net_graph(field: SpikingNeRFField, dt: float = DEFAULT_DT, method: st
                  if layout["mode"] == "ray" else f"each sample alone, its input repeated {layout['time_steps']} "
                  "steps; colour = sigmoid(mean over steps of the output)"),
         "time_mode": layout["mode"], "readout": "rgb = sigmoid(output) per sample",
-        "input": f"[features ({field.in_dim - field.dir_dim}), PE(view direction) ({field.dir_dim})]",
+        "input": "[" + ", ".join(f"{p['name']} ({p['size']})" for p in field.colour_net_input_parts()) + "]",
     }
     for lif, p in maps.items():
         meta[f"{lif}_project_abc"] = np.array([p["a"], p["b"], p["c"]])
@@ -137,32 +147,33 @@ def colour_net_graph(field: SpikingNeRFField, dt: float = DEFAULT_DT, method: st
 
 def colour_net_inputs(field: SpikingNeRFField, xyz: Tensor, dirs: Tensor) -> Tensor:
     """The graph's input ``[N, in_dim]`` of samples at look-up points ``xyz`` ``[N, 3]`` with unit view
-    directions ``dirs`` ``[N, 3]``: the feature grid's trilinear look-up and the view direction's encoding."""
-    return torch.cat([field.feature_grid(xyz), positional_encoding(dirs, field.dir_freqs)], -1)
+    directions ``dirs`` ``[N, 3]``: the field's own ``colour_net_inputs`` (feature grid + PE(view direction), or
+    TensoRF's 150)."""
+    return field.colour_net_inputs(xyz, dirs)
 
 
 def _box(t: Tensor) -> list:
     return [[float(v) for v in row] for row in t.detach().cpu()]
 
 
-def sidecar(model: Any, graph_name: str) -> Dict[str, Any]:
-    """What the graph needs from outside, as a JSON-able dict: the grid look-up that makes the input features,
-    the view-direction encoding, the density and masks that choose the time steps, the sigmoid and compositing.
-    ``model`` is a :class:`~spikenerf.nerf.model.SpikingNeRFModel` (or Spik-NeRF's)."""
+def _input_block(f: SpikingNeRFField) -> Dict[str, Any]:
+    """The field's input blocks (``colour_net_input_parts``) with their column slices."""
+    parts, start = [], 0
+    for p in f.colour_net_input_parts():
+        parts.append({"name": p["name"], "slice": [start, start + p["size"]],
+                      **{k: v for k, v in p.items() if k not in ("name", "size")}})
+        start += p["size"]
+    return {"size": f.in_dim, "parts": parts}
+
+
+def _grid_outside(model: Any) -> Dict[str, Any]:
+    """The voxel-grid model's side of the sidecar: grids, scene, sample spacing and masks, compositing."""
     f, cfg = model.field, model.config
-    C = f.in_dim - f.dir_dim
     step = cfg.step_ratio * model.fine_voxel()
-    layout = time_layout_meta(f)
     return {
-        "graph": graph_name,
         "checkpoint_tensors": "pipeline's _model.field.density_grid.grid / feature_grid.grid ([X, Y, Z, C], the "
                               "ns-train checkpoint); the occupancy cache is _model.occupancy",
-        "input": {"size": f.in_dim, "parts": [
-            {"name": "features", "slice": [0, C], "from": "feature grid at the sample's look-up point"},
-            {"name": "PE(view direction)", "slice": [C, f.in_dim], "freqs": f.dir_freqs,
-             "formula": "d, sin(2^k d), cos(2^k d) for k < freqs, each block ordered (x: k..., y: k..., z: k...); "
-                        "d the unit ray direction"}]},
-        "feature_grid": {"channels": C, "resolution": list(f.feature_grid.resolution),
+        "feature_grid": {"channels": f.in_dim - f.dir_dim, "resolution": list(f.feature_grid.resolution),
                          "aabb": _box(f.feature_grid.aabb),
                          "interpolation": "trilinear over vertices spanning aabb (grid_sample, align_corners=True), "
                                           "zero outside"},
@@ -177,6 +188,68 @@ def sidecar(model: Any, graph_name: str) -> Dict[str, Any]:
         "samples": {"spacing": f"every {step:g} along the ray inside the fine box, only in the occupancy cache",
                     "masks": f"kept = in cache & alpha > {cfg.alpha_threshold:g} & compositing weight > "
                              f"{cfg.weight_threshold:g} (weights from the alpha-kept samples)"},
+        "compositing": {"weights": "w_i = alpha_i prod_{j<i} (1 - alpha_j + 1e-10) over the alpha-kept samples, "
+                                   "zero for samples the weight mask drops",
+                        "rgb": "sum_i w_i colour_i + T_last * background", "background": cfg.background_color},
+    }
+
+
+def _tensorf_outside(model: Any) -> Dict[str, Any]:
+    """SpikingNeRF-T's side of the sidecar: the VM planes' look-ups, the alpha mask, the sampling and the weight
+    mask, NDC, compositing (:func:`~.tensorf_render.render_tensorf`)."""
+    b, sc = model.backbone, model.schedule
+    mask = b.alpha_mask
+    scene: Dict[str, Any] = {"kind": "ndc" if model.ndc else "bounded"}
+    if model.ndc_params is not None:
+        near, focal, hw = model.ndc_params
+        scene.update(ndc_near=near, ndc_focal=focal, ndc_hw=list(hw),
+                     rays="world rays -> NDC (spikenerf.nerf.ndc.ndc_rays_for_marching: unit NDC directions), "
+                          "marched from t = 0 through the aabb in NDC units; the colour net reads the world "
+                          "direction; a ray not facing the scene renders the background")
+    else:
+        scene["near_plane"] = model.config.near_plane
+    return {
+        "checkpoint_tensors": "pipeline's _model.field.backbone.density / app .planes.{0,1,2} ([1, C_i, R_b, R_a]) "
+                              "and .lines.{0,1,2} ([1, C_i, R_w, 1]), .basis_mat.weight, .alpha_mask.volume / "
+                              ".alpha_mask.aabb (the ns-train checkpoint)",
+        "vm_planes": {"aabb": _box(b.aabb), "resolution": list(b.resolution),
+                      "normalise": "x_n = (x - aabb[0]) * 2 / (aabb[1] - aabb[0]) - 1",
+                      "plane_axes": [list(m) for m in MAT_MODE], "line_axes": list(VEC_MODE),
+                      "product": "component c of pair i: plane_i[c](x_n[a_i], x_n[b_i]) * line_i[c](x_n[w_i]), "
+                                 "bilinear / linear (grid_sample, align_corners=True), zero outside",
+                      "density_components": list(b.density.components), "app_components": list(b.app.components)},
+        "density": {"raw": "sum of all density products",
+                    **({"sigma": "softplus(raw + shift)", "shift": b.density_shift} if b.activation == "softplus"
+                       else {"sigma": "relu(raw)"})},
+        "features": {"size": b.basis_mat.out_features,
+                     "rule": "basis_mat.weight [features, sum(app_components)] @ the appearance products (no bias)"},
+        "alpha_mask": {"resolution": list(mask.volume.shape), "aabb": _box(mask.aabb),
+                       "rule": "a sample is kept where the trilinear look-up of the bool volume is > 0 (every sample "
+                               "while the volume is empty); a dropped sample has sigma 0"},
+        "scene": scene,
+        "samples": {"spacing": f"{min(sc.max_samples, b.n_samples)} samples {b.step_size:g} apart from where the ray "
+                               "enters the aabb (not before the near plane); outside the aabb sigma 0",
+                    "alpha": "1 - exp(-sigma * dist * distance_scale), dist to the next sample (the last one's 0)",
+                    "distance_scale": sc.distance_scale,
+                    "masks": f"the colour net sees the samples inside the aabb and the alpha mask with compositing "
+                             f"weight > {sc.weight_threshold:g}"},
+        "compositing": {"weights": "w_i = alpha_i prod_{j<i} (1 - alpha_j + 1e-10) over all samples",
+                        "rgb": "sum_i w_i colour_i over the samples the colour net saw + (1 - sum_i w_i) * "
+                               "background: a sample the weight mask drops keeps its weight and adds no colour",
+                        "background": model.background_color},
+    }
+
+
+def sidecar(model: Any, graph_name: str) -> Dict[str, Any]:
+    """What the graph needs from outside, as a JSON-able dict: the input blocks (look-up, direction and
+    encodings), the backbone's side (grids or VM planes, masks, scene, compositing) and the time layout and
+    sigmoid. ``model`` is a :class:`~spikenerf.nerf.model.SpikingNeRFModel` (or Spik-NeRF's) or a
+    :class:`~spikenerf.nerf.tensorf_model.SpikingNeRFTModel`."""
+    f = model.field
+    layout = time_layout_meta(f)
+    outside = _tensorf_outside(model) if isinstance(f, SpikingNeRFTField) else _grid_outside(model)
+    return {
+        "graph": graph_name, "input": _input_block(f), **outside,
         "time": dict(layout, rule=(
             "each ray is one sequence of its kept samples near -> far (far -> near when flip); padding: step = "
             "sample index on the ray's lattice, dropped samples are zero-input steps (membranes keep leaking); "
@@ -184,9 +257,6 @@ def sidecar(model: Any, graph_name: str) -> Dict[str, Any]:
             if layout["mode"] == "ray" else
             "each kept sample is its own sequence of time_steps equal inputs; read-out averaged over the steps")),
         "readout": "sample colour = sigmoid(graph output)",
-        "compositing": {"weights": "w_i = alpha_i prod_{j<i} (1 - alpha_j + 1e-10) over the alpha-kept samples, "
-                                   "zero for samples the weight mask drops",
-                        "rgb": "sum_i w_i colour_i + T_last * background", "background": cfg.background_color},
     }
 
 

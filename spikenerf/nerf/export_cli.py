@@ -1,8 +1,9 @@
 """``spikenerf-export``: take a trained run out of PyTorch.
 
-``spikenerf-export nir --load-config CONFIG --output-path FILE.nir`` writes the spiking colour net as a NIR graph
-and ``FILE.json`` beside it (:mod:`~spikenerf.nerf.colour_nir`); ``--replay norse,snntorch --views N`` then reads
-the file back into each framework and renders N test views through it with the project's grids and compositing
+``spikenerf-export nir --load-config CONFIG --output-path FILE.nir`` writes the spiking colour net of a voxel-grid
+run (``spikingnerf*``, ``spiknerf*``) or of SpikingNeRF-T (``spikingnerf-t*``) as a NIR graph and ``FILE.json``
+beside it (:mod:`~spikenerf.nerf.colour_nir`); ``--replay norse,snntorch --views N`` then reads the file back into
+each framework and renders N test views through it with the project's grids (or VM planes) and compositing
 (:mod:`~spikenerf.nerf.nir_replay`), one line per framework::
 
     replay norse: max |rgb diff| 0, PSNR 25.51 dB (project 25.51 dB)

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -206,6 +206,21 @@ class SpikingNeRFField(nn.Module):
 
     def ann_macs_per_sample(self) -> int:
         return self.in_dim * self.hidden_dim + self.hidden_dim * self.hidden_dim + self.hidden_dim * 3
+
+    def colour_net_inputs(self, xyz: Tensor, dirs: Tensor) -> Tensor:
+        """fc1's whole input ``[N, in_dim]`` (the NIR graph's, :mod:`~.colour_nir`) of samples at look-up points
+        ``xyz`` ``[N, 3]`` with unit view directions ``dirs`` ``[N, 3]``: ``[features, PE(view direction)]``.
+        :meth:`color` never builds it (:meth:`first_layer` adds the direction part once per ray)."""
+        return torch.cat([self.feature_grid(xyz), positional_encoding(dirs, self.dir_freqs)], -1)
+
+    def colour_net_input_parts(self) -> list[Dict[str, Any]]:
+        """The blocks of :meth:`colour_net_inputs` in order, each ``name``, ``size`` and where it comes from
+        (the NIR export's metadata and sidecar)."""
+        return [{"name": "features", "size": self.in_dim - self.dir_dim,
+                 "from": "feature_grid: trilinear look-up at the sample's look-up point"},
+                {"name": "PE(view direction)", "size": self.dir_dim, "freqs": self.dir_freqs,
+                 "formula": "d, sin(2^k d), cos(2^k d) for k < freqs, each block ordered (x: k..., y: k..., "
+                            "z: k...); d the unit ray direction"}]
 
     # -- colour ----------------------------------------------------------------------------------
     def first_layer(self, feat: Tensor, dirs: Tensor, ray_of: Tensor) -> Tensor:

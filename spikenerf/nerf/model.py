@@ -283,11 +283,16 @@ class SpikingNeRFModel(NerfstudioToolsMixin, SceneRaysMixin, Model):
         alpha[idx] = density_to_alpha(raw, shift, step / unit)
         return alpha, raw
 
+    def colour_net(self) -> SpikingNeRFField:
+        """What colours the fine stage's kept samples: the field (its :meth:`~.field.SpikingNeRFField.color`).
+        The seam :mod:`~.nir_replay` swaps for a render; SpikingNeRF-T's model has the same one."""
+        return self.field
+
     def sample_color(self, xyz: Tensor, dirs: Tensor, keep: Tensor, marched: Marched,
                      fine: bool) -> tuple[Tensor, ColorStats | None]:
         """Colour ``[R, S, 3]`` of the kept samples: the field's colour network (fine) or the coarse RGB grid."""
         if fine:
-            return self.field.color(xyz, dirs, keep, time_index=marched.index)
+            return self.colour_net().color(xyz, dirs, keep, time_index=marched.index)
         rgb_s = xyz.new_zeros(*keep.shape, 3)
         rgb_s[keep] = torch.sigmoid(self.coarse_color(xyz[keep]))
         return rgb_s, None

@@ -3,8 +3,9 @@ renderer: ``spikenerf-export nir ... --replay norse,snntorch --views N``.
 
 Each framework reads the NIR graph with its own importer and runs it one time step per call; this module only lays
 the samples out in time around it (:func:`run_layout`: the project's packing, one sequence per ray) and hooks the
-result in place of the field's colour net for a render (:func:`replay_colours`), so grids, masks and compositing
-are the project's own.
+result in place of the field's colour net for a render (:func:`replay_colours`: the models' one seam,
+``model.colour_net()``, returns a stand-in for the field), so grids or VM planes, masks and compositing are the
+project's own. The voxel-grid presets and SpikingNeRF-T replay through the same code.
 
 How each importer discretises NIR's LIF ``tau dv/dt = (v_leak - v) + r I`` (with the graph's ``dt``):
 
@@ -28,7 +29,7 @@ import contextlib
 import copy
 import io
 import math
-from typing import Any, Callable, Dict, Iterator
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ from torch import Tensor
 
 from spikenerf.snn.nir import NIRExportError
 
-from .colour_nir import DEFAULT_DT, colour_net_inputs, time_layout_meta
+from .colour_nir import DEFAULT_DT, time_layout_meta
 from .packing import pack_index, scatter_valid
 
 __all__ = ["FRAMEWORKS", "StepNet", "load_replay", "run_layout", "replay_colours", "project_colours"]
@@ -127,44 +128,69 @@ def run_layout(net: StepNet, x: Tensor, mask: Tensor, layout: Dict[str, Any],
     return y[info.t_idx, info.b_idx]
 
 
+KeptRGB = Callable[[Tensor, Tensor, Optional[Tensor]], Tensor]
+"""``(graph inputs [K, in_dim], keep [R, S], time_index [R, S] or None) -> rgb [K, 3]`` of the kept samples."""
+
+
+class _ColourNet:
+    """What ``model.colour_net()`` returns within :func:`replay_colours` / :func:`project_colours`: the field's
+    colour entry points, on a ``dtype`` copy of the field, with the kept samples' colours from ``kept_rgb`` (a
+    replay) or from the field's own pass (``None``), cast back to the render's dtype. ``color`` is what the
+    voxel-grid model calls, ``colour_net_inputs`` then ``color_inputs`` what SpikingNeRF-T's renderer calls; the
+    inputs are looked up in ``dtype`` in both."""
+
+    def __init__(self, field: Any, dtype: torch.dtype, kept_rgb: Optional[KeptRGB]) -> None:
+        self.field = copy.deepcopy(field).to(dtype)
+        self.dtype, self.kept_rgb = dtype, kept_rgb
+        self.render_dtype = next(field.parameters()).dtype
+
+    def color(self, xyz: Tensor, dirs: Tensor, mask: Tensor, time_index: Optional[Tensor] = None
+              ) -> tuple[Tensor, None]:
+        """:meth:`~.field.SpikingNeRFField.color`'s call: ``xyz`` ``[R, S, 3]``, ``dirs`` ``[R, 3]`` -> rgb
+        ``[R, S, 3]`` (no op counts)."""
+        xyz_d, dirs_d = xyz.to(self.dtype), dirs.to(self.dtype)
+        if self.kept_rgb is None:
+            rgb, _ = self.field.color(xyz_d, dirs_d, mask, time_index=time_index)
+        else:
+            r, s = mask.nonzero(as_tuple=True)
+            rgb = xyz_d.new_zeros(*mask.shape, 3)
+            rgb[r, s] = self.kept_rgb(self.field.colour_net_inputs(xyz_d[r, s], dirs_d[r]), mask, time_index)
+        return rgb.to(self.render_dtype), None
+
+    def colour_net_inputs(self, xyz: Tensor, dirs: Tensor) -> Tensor:
+        """SpikingNeRF-T's inputs ``[K, in_dim]`` of the kept samples, looked up in ``dtype``."""
+        return self.field.colour_net_inputs(xyz.to(self.dtype), dirs.to(self.dtype))
+
+    def color_inputs(self, inputs: Tensor, keep: Tensor) -> tuple[Tensor, None]:
+        """SpikingNeRF-T's call: rgb ``[K, 3]`` of the kept samples from their inputs (condensed time)."""
+        x = inputs.to(self.dtype)
+        rgb = self.field.color_inputs(x, keep)[0] if self.kept_rgb is None else self.kept_rgb(x, keep, None)
+        return rgb.to(self.render_dtype), None
+
+
 @contextlib.contextmanager
-def _hooked(model: Any, colour: Callable[..., Tensor]) -> Iterator[None]:
-    """Within the block, the model's fine-stage sample colours come from ``colour(xyz, dirs, keep, index)``."""
-    original = model.sample_color
-
-    def sample_color(xyz: Tensor, dirs: Tensor, keep: Tensor, marched: Any, fine: bool):
-        if not fine:
-            return original(xyz, dirs, keep, marched, fine)
-        rgb = xyz.new_zeros(*keep.shape, 3)
-        rgb[keep] = colour(xyz, dirs, keep, marched.index).to(rgb.dtype)
-        return rgb, None
-
-    model.sample_color = sample_color
+def _swapped(model: Any, net: _ColourNet) -> Iterator[None]:
+    """Within the block, ``model.colour_net()`` (the seam of both the voxel-grid and SpikingNeRF-T's models)
+    returns ``net``."""
+    model.colour_net = lambda: net
     try:
         yield
     finally:
-        del model.sample_color  # the class's method again
+        del model.colour_net  # the class's method again
 
 
 def replay_colours(model: Any, net: StepNet, dtype: torch.dtype = torch.float64):
     """Context manager: renders of ``model`` take their sample colours from the replayed ``net``, fed with the
-    project's own features (its feature grid and view encoding, in ``dtype``) and time layout."""
-    field = copy.deepcopy(model.field).to(dtype)
-    layout = time_layout_meta(field)
+    project's own inputs (the field's ``colour_net_inputs``: feature grid and view encoding, or TensoRF's 150,
+    looked up in ``dtype``) and time layout."""
+    layout = time_layout_meta(model.field)
 
-    def colour(xyz: Tensor, dirs: Tensor, keep: Tensor, index: Tensor) -> Tensor:
-        r, s = keep.nonzero(as_tuple=True)
-        x = colour_net_inputs(field, xyz[r, s].to(dtype), dirs[r].to(dtype))
-        return torch.sigmoid(run_layout(net, x, keep, layout, index))
-    return _hooked(model, colour)
+    def kept_rgb(x: Tensor, keep: Tensor, time_index: Optional[Tensor]) -> Tensor:
+        return torch.sigmoid(run_layout(net, x, keep, layout, time_index))
+    return _swapped(model, _ColourNet(model.field, dtype, kept_rgb))
 
 
 def project_colours(model: Any, dtype: torch.dtype = torch.float64):
-    """Context manager: the project's own colour net (:meth:`~.field.SpikingNeRFField.color`) run in ``dtype``
+    """Context manager: the project's own colour net (the field's ``color`` / ``color_inputs``) run in ``dtype``
     (float64: the reference the replays are compared with)."""
-    field = copy.deepcopy(model.field).to(dtype)
-
-    def colour(xyz: Tensor, dirs: Tensor, keep: Tensor, index: Tensor) -> Tensor:
-        rgb, _ = field.color(xyz.to(dtype), dirs.to(dtype), keep, time_index=index)
-        return rgb[keep]
-    return _hooked(model, colour)
+    return _swapped(model, _ColourNet(model.field, dtype, None))

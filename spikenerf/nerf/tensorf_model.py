@@ -39,7 +39,7 @@ from .metrics import (batch_op_metrics, build_lpips, ground_truth, image_firing_
                       image_quality_of, psnr, ray_spike_outputs, render_images)
 from .ndc import ndc_rays_for_marching, ndc_t_to_world_t
 from .rendering import background_rgb
-from .tensorf import TensoRFBackbone, n_to_reso
+from .tensorf import TensoRFBackbone, n_to_reso, tensorf_color_input
 from .tensorf_render import LEGO, LLFF, TensoRFSchedule, render_tensorf
 from .time_layout import PackMode
 
@@ -76,6 +76,24 @@ class SpikingNeRFTField(SpikingNeRFField):
         del self.density_grid, self.feature_grid, self.aabb  # the VM planes hold the scene (and its box)
         self.backbone = backbone
         self.feat_pe, self.view_pe = int(feat_pe), int(view_pe)
+
+    def colour_net_inputs(self, xyz: Tensor, dirs: Tensor) -> Tensor:
+        """The ``[N, 150]`` inputs (:func:`~.tensorf.tensorf_color_input`) of samples at world points ``xyz``
+        ``[N, 3]`` (NDC points on NDC scenes) read with unit view directions ``dirs`` ``[N, 3]``: the VM planes'
+        appearance features, the direction and both encodings."""
+        return tensorf_color_input(self.backbone.app_features(xyz), dirs, self.feat_pe, self.view_pe)
+
+    def colour_net_input_parts(self) -> List[Dict[str, Any]]:
+        """The blocks of :meth:`colour_net_inputs` in order (the official column order), as the parent's."""
+        app = self.backbone.basis_mat.out_features
+        pe = "sin(2^k x_d) for every d and k < freqs (d slowest), then cos(2^k x_d) likewise (TensoRF's " \
+             "positional_encoding: no copy of x)"
+        return [{"name": "features", "size": app,
+                 "from": "TensoRF appearance: basis_mat(VM plane x line products at the point normalised to the "
+                         "aabb)"},
+                {"name": "view direction", "size": 3, "from": "the unit ray direction (world, also on NDC scenes)"},
+                {"name": "PE(features)", "size": 2 * self.feat_pe * app, "freqs": self.feat_pe, "formula": pe},
+                {"name": "PE(view direction)", "size": 6 * self.view_pe, "freqs": self.view_pe, "formula": pe}]
 
     def first_layer(self, feat: Tensor, dirs: Optional[Tensor], ray_of: Tensor) -> Tensor:
         """``fc1`` of the full inputs ``feat`` ``[N, 150]`` (the direction is already in each row)."""
@@ -276,6 +294,12 @@ class SpikingNeRFTModel(NerfstudioToolsMixin, Model):
         dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-9)
         return self.render_rays(origins, dirs)
 
+    def colour_net(self) -> SpikingNeRFTField:
+        """What colours the kept samples: the field (its :meth:`~SpikingNeRFTField.colour_net_inputs` and
+        :meth:`~SpikingNeRFTField.color_inputs`). The seam :mod:`~.nir_replay` swaps for a render; the grid model
+        has the same one."""
+        return self.field
+
     def render_rays(self, origins: Tensor, dirs: Tensor) -> Dict[str, Any]:
         """Outputs ``[R, k]`` of rays ``origins`` / unit ``dirs`` ``[R, 3]`` (:func:`~.tensorf_render.
         render_tensorf`): ``rgb``, ``depth`` (world distance), ``accumulation``, ``spike_rate``,
@@ -296,13 +320,15 @@ class SpikingNeRFTModel(NerfstudioToolsMixin, Model):
         n_samples = min(sc.max_samples, b.n_samples)
         holder: Dict[str, ColorStats] = {}
 
+        net = self.colour_net()
+
         def color_fn(inputs: Tensor, keep: Tensor) -> Tensor:
-            rgb, holder["stats"] = self.field.color_inputs(inputs, keep)
+            rgb, holder["stats"] = net.color_inputs(inputs, keep)
             return rgb
 
         bg = background_rgb(self.background_color, origins)
         out = render_tensorf(b, color_fn, march_o, march_d, near, far, n_samples, bg, sc.distance_scale,
-                             sc.weight_threshold, jitter, self.field.feat_pe, self.field.view_pe, viewdirs)
+                             sc.weight_threshold, jitter, viewdirs=viewdirs, color_inputs=net.colour_net_inputs)
         stats = holder.get("stats") or self.field.empty_stats(R, origins.device)
         depth = out.depth
         if self.ndc_params is not None:  # NDC distance r along the unit NDC ray -> t' = r / |d'| -> world t

@@ -23,11 +23,13 @@ from .rendering import composite, compositing_weights
 from .tensorf import (Activation, TensoRFBackbone, n_to_reso, sample_ray, tensorf_color_input, tensorf_color_mask,
                       tensorf_lr, tv_weight_at, upsampling_voxel_counts)
 
-__all__ = ["TensoRFSchedule", "LEGO", "LLFF", "ColorFn", "TensoRFRender", "render_tensorf"]
+__all__ = ["TensoRFSchedule", "LEGO", "LLFF", "ColorFn", "InputFn", "TensoRFRender", "render_tensorf"]
 
 ColorFn = Callable[[Tensor, Tensor], Tensor]
 """``(inputs [K, 150], keep [R, S]) -> rgb [K, 3]``: the colour net on the kept samples, in the row-major
 order of ``keep`` (each ray's samples near -> far, the order condensing packs them in)."""
+InputFn = Callable[[Tensor, Tensor], Tensor]
+"""``(points [K, 3], view directions [K, 3]) -> inputs [K, 150]`` of the kept samples."""
 
 
 @dataclass
@@ -117,7 +119,8 @@ class TensoRFRender(NamedTuple):
 def render_tensorf(backbone: TensoRFBackbone, color_fn: ColorFn, origins: Tensor, dirs: Tensor, near: float,
                    far: float, n_samples: int, background: Tensor, distance_scale: float = 25.0,
                    weight_threshold: float = 1e-4, jitter: Optional[Tensor] = None, feat_pe: int = 2,
-                   view_pe: int = 2, viewdirs: Optional[Tensor] = None) -> TensoRFRender:
+                   view_pe: int = 2, viewdirs: Optional[Tensor] = None,
+                   color_inputs: Optional[InputFn] = None) -> TensoRFRender:
     """TensoRF's ``forward`` with SpikingNeRF-T's colour path, for rays ``origins`` / unit ``dirs`` ``[R, 3]``.
 
     ``background`` ``[3]`` or ``[R, 3]``; ``jitter`` ``[R]`` in ``[0, 1)`` when training. A sample outside
@@ -125,6 +128,9 @@ def render_tensorf(backbone: TensoRFBackbone, color_fn: ColorFn, origins: Tensor
     passes :func:`~.tensorf.tensorf_color_mask`, and a dropped sample adds no colour (its weight still counts
     in the accumulation, as in TensoRF). ``viewdirs`` ``[R, 3]``: the direction the colour net reads when it
     is not ``dirs`` (NDC scenes march NDC rays but encode the world direction, :mod:`~.ndc`).
+    ``color_inputs``: the colour net's inputs of the kept samples (the model passes its field's, so a swapped
+    colour net can look them up itself, :mod:`~.nir_replay`); default TensoRF's 150 of ``backbone`` with
+    ``feat_pe`` / ``view_pe``.
     """
     pts, t, inside = sample_ray(origins, dirs, backbone.aabb, backbone.step_size, n_samples, near, far, jitter)
     valid = inside.clone()
@@ -139,7 +145,10 @@ def render_tensorf(backbone: TensoRFBackbone, color_fn: ColorFn, origins: Tensor
     rgb = pts.new_zeros(*keep.shape, 3)
     if bool(keep.any()):
         view = (dirs if viewdirs is None else viewdirs)[:, None].expand_as(pts)[keep]
-        inputs = tensorf_color_input(backbone.app_features(pts[keep]), view, feat_pe, view_pe)
+        if color_inputs is None:
+            inputs = tensorf_color_input(backbone.app_features(pts[keep]), view, feat_pe, view_pe)
+        else:
+            inputs = color_inputs(pts[keep], view)
         rgb[keep] = color_fn(inputs, keep)
     out = composite(weights, rgb, t, background)
     return TensoRFRender(out.rgb, out.depth, out.accumulation, keep, weights, t)
