@@ -109,14 +109,20 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> bool:
 
 
 def looks_rendered(png: bytes, panel_fraction: float = 0.3) -> bool:
-    """True when the scene area (left of the control panel) holds a render: a large near-white region (the
-    scene's white background, drawn by the server) and a coloured object, i.e. many distinct colours."""
+    """True when the scene area (left of the control panel) holds a render: either a large near-white region
+    (an object scene's white background, drawn by the server) with a coloured object, or a view the scene fills
+    (a forward-facing capture has no background): most pixels brighter than the viewer's dark empty canvas, in
+    many distinct colours. An empty viewer (the dark canvas, a grid, camera frustums) is neither."""
     img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int32)
     h, w, _ = img.shape
     area = img[h // 10: h - h // 10, w // 20: int(w * (1.0 - panel_fraction))]
     white = (area.min(-1) > 225).mean()
     colourful = ((area.max(-1) - area.min(-1)) > 40).mean()
-    return bool(white > 0.2 and colourful > 0.01)
+    if white > 0.2 and colourful > 0.01:
+        return True
+    lit = (area.max(-1) > 60).mean()
+    distinct = len(np.unique(area.reshape(-1, 3) // 8, axis=0))  # colours at 5 bits per channel
+    return bool(lit > 0.5 and colourful > 0.05 and distinct > 500)
 
 
 class DevTools:

@@ -173,6 +173,10 @@ def test_screenshot_check_tells_a_render_from_an_empty_viewer():
 
     shot = Path(__file__).resolve().parents[2] / "docs" / "img" / "viewer.png"
     assert looks_rendered(shot.read_bytes())  # the README's screenshot of a trained lego
+    fern = shot.with_name("viewer_fern_ndc.jpg")  # a forward-facing NDC run: the scene fills the view
+    buf = io.BytesIO()
+    Image.open(fern).save(buf, format="png")
+    assert looks_rendered(buf.getvalue())
     buf = io.BytesIO()
     Image.new("RGB", (1200, 800), (30, 30, 30)).save(buf, format="png")  # connected, nothing drawn
     assert not looks_rendered(buf.getvalue())
