@@ -115,23 +115,56 @@ def loihi_lif(a_in: Tensor, du: int, dv: int, vth: int, bias: Tensor | int = 0,
         raise ValueError(f"vth must be an unsigned 17-bit integer (0..{VTH_MAX}), got {vth}")
     if torch.is_floating_point(a_in):
         raise TypeError("a_in must be an integer tensor (the chip's synaptic sums); round and cast it first")
-    a_in = a_in.to(torch.int64)
+    spikes, vs = _lif_steps(a_in.to(torch.int64), du, dv, int(vth) << ACT_SHIFT, bias, reset, return_v)
+    spikes = spikes.to(torch.int64)
+    return (spikes, vs) if return_v else spikes
+
+
+def _lif_steps(a_in: Tensor, du: int, dv: int, vth_eff: int, bias: Tensor | int, reset: str,
+               return_v: bool) -> tuple[Tensor, Tensor | None]:
+    """:func:`loihi_lif`'s loop on validated int64 input ``[T, B, N]``: bool spikes and the membrane trace.
+
+    One tensor op per step and state update over all ``[B, N]`` neurons, in place. Exact integer rewrites of
+    the chip's equations: ``rz(x * (4096 - d) / 4096)`` is a truncating division; with ``du = 4096`` the
+    current keeps nothing of itself, so every step's ``u`` is computed at once before the loop; the bias is
+    added to ``u`` beforehand (integer addition is associative: the same ``v``).
+    """
     T = a_in.shape[0]
-    u = torch.zeros_like(a_in[0])
-    v = torch.zeros_like(a_in[0])
     bias_t = torch.as_tensor(bias, dtype=torch.int64, device=a_in.device)
-    vth_eff = int(vth) << ACT_SHIFT
-    spikes = torch.empty_like(a_in)
+    if du == DECAY_UNITY:
+        ub = _wrap24(a_in << ACT_SHIFT)
+    else:
+        ub = torch.empty_like(a_in)
+        u = torch.zeros_like(a_in[0])
+        for t in range(T):
+            u = _wrap24(_decay_trunc(u, du) + (a_in[t] << ACT_SHIFT))
+            ub[t] = u
+    if bias_t.numel() > 1 or bool(bias_t != 0):
+        ub = ub + bias_t
+    spikes = torch.empty(a_in.shape, dtype=torch.bool, device=a_in.device)
     vs = torch.empty_like(a_in) if return_v else None
+    v = torch.zeros_like(a_in[0])
+    keep = DECAY_UNITY - int(dv)
     for t in range(T):
-        u = _wrap24(decay_rz(u, du) + (a_in[t] << ACT_SHIFT))
-        v = (decay_rz(v, dv) + u + bias_t).clamp(-MEMBRANE_MAX, MEMBRANE_MAX)
-        s = v > vth_eff
-        v = torch.where(s, v - vth_eff, v) if reset == "soft" else torch.where(s, torch.zeros_like(v), v)
-        spikes[t] = s.to(torch.int64)
+        if keep == 0:
+            v.copy_(ub[t])
+        else:
+            v.mul_(keep).div_(DECAY_UNITY, rounding_mode="trunc").add_(ub[t])
+        v.clamp_(-MEMBRANE_MAX, MEMBRANE_MAX)
+        s = spikes[t]
+        torch.gt(v, vth_eff, out=s)
+        if reset == "soft":
+            v.sub_(s * vth_eff)
+        else:
+            v.masked_fill_(s, 0)
         if vs is not None:
             vs[t] = v
-    return (spikes, vs) if return_v else spikes
+    return spikes, vs
+
+
+def _decay_trunc(x: Tensor, d: int) -> Tensor:
+    """:func:`decay_rz` as one truncating division (the same integers: ``trunc(p / 4096) = sign(p)(|p| >> 12)``)."""
+    return torch.div(x * (DECAY_UNITY - int(d)), DECAY_UNITY, rounding_mode="trunc")
 
 
 def lif_to_cuba(tau: float) -> tuple[int, int]:
@@ -171,10 +204,29 @@ class ChipLayer:
     bias_mant: Tensor | None = None  # [O], mantissas of the bias synapse (same exponent)
 
     def synaptic_sum(self, s: Tensor, valid: Tensor) -> Tensor:
-        """``a_in`` ``[T, B, O]`` from integer inputs ``s`` ``[T, B, I]`` and the valid flag ``[T, B]``."""
-        a = torch.einsum("tbi,oi->tbo", s.to(torch.int64), self.mant)
-        if self.bias_mant is not None:
-            a = a + valid.to(torch.int64)[..., None] * self.bias_mant
+        """``a_in`` ``[T, B, O]`` (int64) from integer inputs ``s`` ``[T, B, I]`` (int or bool) and the valid flag
+        ``[T, B]``.
+
+        The integer sum runs as a float matmul (BLAS; an int64 einsum has none) where that is exact: every
+        partial sum is an integer no larger than ``max|s| * max_o sum_i |m_oi| + max|bias|``, and a float
+        holds every integer below ``2^24`` (float32) or ``2^53`` (float64) exactly, whatever the order of the
+        additions. Larger sums fall back to int64.
+        """
+        peak_in = 1 if s.dtype == torch.bool else (int(s.abs().max()) if s.numel() else 0)
+        bound = peak_in * int(self.mant.abs().sum(1).max()) if self.mant.numel() else 0
+        if self.bias_mant is not None and self.bias_mant.numel():
+            bound += int(self.bias_mant.abs().max())
+        dtype = _exact_float(bound)
+        if dtype is None:
+            a = torch.einsum("tbi,oi->tbo", s.to(torch.int64), self.mant)
+            if self.bias_mant is not None:
+                a = a + valid.to(torch.int64)[..., None] * self.bias_mant
+        else:
+            w = self.mant.to(dtype)
+            if self.bias_mant is not None:  # the bias synapse as one more input column, driven by valid
+                s = torch.cat([s.to(dtype), valid.to(dtype)[..., None]], -1)
+                w = torch.cat([w, self.bias_mant.to(dtype)[:, None]], 1)
+            a = torch.matmul(s.to(dtype), w.t()).to(torch.int64)
         return a << self.exp if self.exp >= 0 else _shift_right_rz(a, -self.exp)
 
     @property
@@ -182,6 +234,14 @@ class ChipLayer:
         """Bits of weight memory: 8 per mantissa (the bias synapse included) plus the 4-bit exponent."""
         n = self.mant.numel() + (0 if self.bias_mant is None else self.bias_mant.numel())
         return 8 * n + 4
+
+
+def _exact_float(bound: int) -> torch.dtype | None:
+    """The narrowest float dtype whose matmul sums integers up to ``bound`` exactly, or None (use int64).
+    float32 only at the "highest" matmul precision: lower ones may round the inputs to bfloat16 / TF32."""
+    if bound < (1 << 24) and torch.get_float32_matmul_precision() == "highest":
+        return torch.float32
+    return torch.float64 if bound < (1 << 53) else None
 
 
 def _shift_right_rz(a: Tensor, k: int) -> Tensor:
@@ -200,6 +260,10 @@ class ChipColourNet:
     def __init__(self, fc1: ChipLayer | Tensor, fc2: ChipLayer, fc3: ChipLayer, du: int, dv: int, vth: int,
                  reset: Literal["hard", "soft"], first_layer: Literal["off-chip", "on-chip"],
                  input_scale: float = 1.0, fc1_scale: float = 1.0) -> None:
+        if not (0 <= du <= DECAY_UNITY and 0 <= dv <= DECAY_UNITY):
+            raise ValueError(f"du and dv must be in 0..{DECAY_UNITY} (12-bit decays), got du={du}, dv={dv}")
+        if not 0 <= vth <= VTH_MAX:
+            raise ValueError(f"vth must be an unsigned 17-bit integer (0..{VTH_MAX}), got {vth}: lower vth_bits")
         self.fc1, self.fc2, self.fc3 = fc1, fc2, fc3
         self.du, self.dv, self.vth, self.reset = du, dv, vth, reset
         self.first_layer = first_layer
@@ -250,14 +314,16 @@ class ChipColourNet:
         return torch.round(F.linear(x.double(), self.fc1) * self.fc1_scale).to(torch.int64)
 
     @torch.no_grad()
-    def run(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Logits ``[T, B, 3]`` and spikes ``[T, B, H]`` of LIF1 and LIF2 for the input ``x`` ``[T, B, in]``
-        with holes where ``valid`` ``[T, B]`` is False (their input is zeroed)."""
+    def run(self, x: Tensor, valid: Tensor, spikes_dtype: torch.dtype = torch.int64) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits ``[T, B, 3]`` and spikes ``[T, B, H]`` of LIF1 and LIF2 (``spikes_dtype``; ``torch.bool``
+        saves two int64 copies) for the input ``x`` ``[T, B, in]`` with holes where ``valid`` ``[T, B]`` is
+        False (their input is zeroed)."""
         x = x * valid[..., None].to(x.dtype)
-        s1 = loihi_lif(self.first_current(x), self.du, self.dv, self.vth, reset=self.reset)
-        s2 = loihi_lif(self.fc2.synaptic_sum(s1, valid), self.du, self.dv, self.vth, reset=self.reset)
+        vth_eff = int(self.vth) << ACT_SHIFT
+        s1, _ = _lif_steps(self.first_current(x), self.du, self.dv, vth_eff, 0, self.reset, False)
+        s2, _ = _lif_steps(self.fc2.synaptic_sum(s1, valid), self.du, self.dv, vth_eff, 0, self.reset, False)
         current = self.fc3.synaptic_sum(s2, valid) << ACT_SHIFT  # the read-out compartment's current
-        return current.double() / self.fc3.scale, s1, s2
+        return current.double() / self.fc3.scale, s1.to(spikes_dtype), s2.to(spikes_dtype)
 
     @property
     def weight_bits(self) -> int:
