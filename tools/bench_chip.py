@@ -21,10 +21,14 @@ import argparse
 import json
 from pathlib import Path
 
+import time
+
 import torch
 from energy_map import load, render_view
+from torch import Tensor
 
 from spikenerf.nerf.field import ColorStats, positional_encoding
+from spikenerf.nerf.metrics import ground_truth, psnr
 from spikenerf.nerf.packing import pack_index, scatter_valid
 from spikenerf.nerf.renderer_energy import RendererShape, renderer_energy_metrics
 from spikenerf.snn.chip import ChipColourNet, ChipCounts, chip_cost
@@ -44,118 +48,256 @@ def chip_net(field, first_layer: str, vth_bits: int) -> ChipColourNet:
                                     float(field.lif1.v_threshold), "hard", first_layer, input_max, vth_bits)
 
 
-def chip_color(field, net: ChipColourNet, chunk_rays: int = 256):
-    """A drop-in for ``field.color`` that runs the colour net on the chip model, ``chunk_rays`` rays at a time
-    (each chunk packed in the field's layout; a padding chunk starts at its first valid step, exact because
-    a LIF with no input stays at rest)."""
+# the table's columns: (name, packing layout, fc1 placement on the chip or None for the float model)
+COLUMNS: tuple[tuple[str, str, str | None], ...] = (
+    ("float TP", "padding", None),
+    ("chip TP, fc1 off-chip", "padding", "off-chip"),
+    ("chip TP, fc1 on-chip", "padding", "on-chip"),
+    ("float TCP", "condensing", None),
+    ("chip TCP, fc1 off-chip", "condensing", "off-chip"),
+)
+
+
+def chip_columns(field, nets: dict[str, tuple[ChipColourNet, str]], xyz: Tensor, dirs: Tensor, mask: Tensor,
+                 time_index: Tensor | None = None, chunk_rays: int = 2048) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+    """Colour of the masked samples through each chip net ``{name: (net, layout)}``: per name ``rgb``
+    ``[R, S, 3]`` and the spikes of LIF1 / LIF2 per ray ``[R]`` (float64).
+
+    The grid look-up and each layout's packing are made once per chunk of ``chunk_rays`` rays and shared by
+    the nets. Under padding each ray's time starts at its first valid sample: the steps before it are a LIF
+    at rest (no input, and the bias synapse is driven by the valid flag), skipped exactly; the image's
+    padded step count is the probe's, unchanged.
+    """
+    R, S = mask.shape
+    out = {k: (xyz.new_zeros(R, S, 3), torch.zeros(R, dtype=torch.float64), torch.zeros(R, dtype=torch.float64))
+           for k in nets}
+    r_of, s_of = mask.nonzero(as_tuple=True)
+    if not r_of.numel():
+        return out
+    x = torch.cat([field.feature_grid(xyz[r_of, s_of]), positional_encoding(dirs, field.dir_freqs)[r_of]], -1)
+    x = x.double()
+    ti = torch.arange(S, device=mask.device).expand(R, S) if time_index is None else time_index
+    rel = ti - ti.masked_fill(~mask, torch.iinfo(ti.dtype).max).amin(1, keepdim=True)
+    layouts = sorted({layout for _, layout in nets.values()})
+    start = 0
+    for rows in mask.any(1).nonzero(as_tuple=True)[0].split(chunk_rays):
+        sub = mask[rows]
+        k = int(sub.sum())
+        r, s, xs = r_of[start:start + k], s_of[start:start + k], x[start:start + k]
+        for layout in layouts:
+            info = pack_index(sub, layout, field.flip, rel[rows] if layout == "padding" else None)
+            xp = scatter_valid(xs, info)
+            at = (info.t_idx, info.b_idx)
+            for name, (net, lay) in nets.items():
+                if lay != layout:
+                    continue
+                logits, s1, s2 = net.run(xp, info.packed_mask, spikes_dtype=torch.bool)
+                rgb, sp1, sp2 = out[name]
+                rgb[r, s] = torch.sigmoid(logits[at]).to(rgb.dtype)
+                sp1.index_add_(0, r, s1.sum(-1)[at].double())  # spikes on valid steps, as the float model counts
+                sp2.index_add_(0, r, s2.sum(-1)[at].double())
+        start += k
+    return out
+
+
+def chip_color(field, net: ChipColourNet, chunk_rays: int = 2048):
+    """A drop-in for ``field.color`` that runs the colour net on the chip model in the field's layout
+    (:func:`chip_columns`)."""
     H = field.hidden_dim
 
     def color(xyz, dirs, mask, time_index=None):
-        R, S = mask.shape
-        r_of, s_of = mask.nonzero(as_tuple=True)
-        n = int(r_of.numel())
-        rgb = xyz.new_zeros(R, S, 3)
-        sp1, sp2 = torch.zeros(R, dtype=torch.float64), torch.zeros(R, dtype=torch.float64)
-        ti = torch.arange(S, device=mask.device).expand(R, S) if time_index is None else time_index
-        if n:
-            x = torch.cat([field.feature_grid(xyz[r_of, s_of]), positional_encoding(dirs, field.dir_freqs)[r_of]], -1)
-            start = 0
-            for rows in mask.any(1).nonzero(as_tuple=True)[0].split(chunk_rays):
-                sub = mask[rows]
-                k = int(sub.sum())
-                sub_time = ti[rows] - ti[rows][sub].min() if field.pack_mode == "padding" else None
-                info = pack_index(sub, field.pack_mode, field.flip, sub_time)
-                logits, s1, s2 = net.run(scatter_valid(x[start:start + k].double(), info), info.packed_mask)
-                r, s = r_of[start:start + k], s_of[start:start + k]
-                rgb[r, s] = torch.sigmoid(logits[info.t_idx, info.b_idx]).to(rgb.dtype)
-                sp1.index_add_(0, r, s1[info.t_idx, info.b_idx].sum(-1).double())
-                sp2.index_add_(0, r, s2[info.t_idx, info.b_idx].sum(-1).double())
-                start += k
-        f32 = torch.float32
-        stats = ColorStats(n, [sp1.sum(), sp2.sum()], [float(n * H)] * 2, float(n * field.in_dim * H),
-                           sp1.sum() * H + sp2.sum() * 3, float(n * field.ann_macs_per_sample()), 1.0,
-                           (sp1 + sp2).to(f32), (mask.sum(1) * 2 * H).to(f32), (sp1 * H + sp2 * 3).to(f32),
-                           [sp1.to(f32), sp2.to(f32)])
-        return rgb, stats
+        rgb, sp1, sp2 = chip_columns(field, {"chip": (net, field.pack_mode)}, xyz, dirs, mask, time_index,
+                                     chunk_rays)["chip"]
+        return rgb, _chip_stats(field, mask, sp1, sp2, H)
 
     return color
 
 
-def measure(pipeline, views: list[int], color=None) -> dict[str, float]:
-    """Mean per-image PSNR and counts over ``views``."""
+def _chip_stats(field, mask: Tensor, sp1: Tensor, sp2: Tensor, H: int) -> ColorStats:
+    """:class:`ColorStats` of a chip pass from its per-ray spikes ``[R]`` (read-out fan-out 3)."""
+    n = int(mask.sum())
+    f32 = torch.float32
+    return ColorStats(n, [sp1.sum(), sp2.sum()], [float(n * H)] * 2, float(n * field.in_dim * H),
+                      sp1.sum() * H + sp2.sum() * 3, float(n * field.ann_macs_per_sample()), 1.0,
+                      (sp1 + sp2).to(f32), (mask.sum(1) * 2 * H).to(f32), (sp1 * H + sp2 * 3).to(f32),
+                      [sp1.to(f32), sp2.to(f32)])
+
+
+class Columns:
+    """Renders every column of the table in one pass of the renderer (a context manager).
+
+    The marching, the density look-ups and the compositing weights do not depend on the colour net, so one
+    render serves all columns: the colour hook runs the float model in each layout and the chip nets on the
+    same samples and returns their colours side by side (``[R, S, 3 * columns]``); compositing is linear in
+    the colour, so the rendered ``rgb`` comes back as ``[H, W, 3 * columns]`` (the background is repeated to
+    match). The hook returns the first column's :class:`ColorStats` (the float model's, as a plain render
+    would); each column's spike totals are in :attr:`spikes`.
+    """
+
+    def __init__(self, model, nets: dict[str, tuple[ChipColourNet, str]], chunk_rays: int = 2048) -> None:
+        self.model, self.nets, self.chunk_rays = model, nets, chunk_rays
+        self.names = [name for name, _, _ in COLUMNS]
+        self.spikes: dict[str, list[float]] = {}
+
+    def __enter__(self) -> "Columns":
+        model = self.model
+        self._float_color, self._mode = model.field.color, model.field.pack_mode
+        background = model.background
+        model.background = lambda ref: background(ref[..., :3]).repeat(len(self.names))  # shadows the method
+        self.spikes = {k: [0.0, 0.0] for k in self.names}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del self.model.background
+        self.model.field.pack_mode = self._mode
+
+    def color(self, xyz, dirs, mask, time_index=None):
+        field = self.model.field
+        chip = chip_columns(field, self.nets, xyz, dirs, mask, time_index, self.chunk_rays)
+        rgbs, first = [], None
+        for name, layout, fc1 in COLUMNS:
+            if fc1 is None:
+                field.pack_mode = layout
+                rgb, stats = self._float_color(xyz, dirs, mask, time_index)
+                sp = [float(t.sum()) for t in stats.ray_spikes_per_layer]
+                first = first or stats
+            else:
+                rgb, sp1, sp2 = chip[name]
+                sp = [float(sp1.sum()), float(sp2.sum())]
+            rgbs.append(rgb)
+            self.spikes[name] = [a + b for a, b in zip(self.spikes[name], sp)]
+        field.pack_mode = self._mode
+        return torch.cat(rgbs, -1), first
+
+
+def render_columns(pipeline, view: int, nets: dict[str, tuple[ChipColourNet, str]],
+                   chunk_rays: int = 2048) -> dict:
+    """One test view rendered once for every column: per column its PSNR against the ground truth and
+    against the float render of its layout, max |rgb diff| to that render, and spikes; and the image's counts
+    and whole-renderer energy (the float TP model's)."""
     model = pipeline.model
-    acc: dict[str, float] = {}
-    for v in views:
-        out, batch = render_view(pipeline, v, color)
-        m, _ = model.get_image_metrics_and_images(out, batch)
-        row = {"psnr": m["psnr"], "steps_tp": float(out["ray_padded_steps"].sum()),
-               "valid": float(out["num_color_samples"].sum()), "density": float(out["num_density_samples"].sum()),
-               "spikes1": float(out["ray_spikes_lif1"].sum()), "spikes2": float(out["ray_spikes_lif2"].sum()),
-               "pixels": float(out["rgb"].shape[0] * out["rgb"].shape[1])}
-        e = renderer_energy_metrics(out["num_density_samples"], out["num_color_samples"], out["ray_sops"],
-                                    RendererShape.of_field(model.field))
-        row.update({k: e[k] for k in ("renderer_snn_energy_uj_per_image", "renderer_ann_energy_uj_per_image",
-                                      "colour_net_snn_energy_uj_per_image", "colour_net_ann_energy_uj_per_image",
-                                      "colour_net_reduction", "renderer_reduction")})
-        for k, val in row.items():
-            acc[k] = acc.get(k, 0.0) + val / len(views)
-    return acc
+    with Columns(model, nets, chunk_rays) as cols:
+        out, batch = render_view(pipeline, view, cols.color)
+    images = dict(zip(cols.names, out["rgb"].clamp(0, 1).split(3, -1)))
+    gt = ground_truth(batch, images[cols.names[0]], model.config.background_color)[..., :3]
+    row: dict = {"view": view, "steps_tp": float(out["ray_padded_steps"].sum()),
+                 "valid": float(out["num_color_samples"].sum()), "density": float(out["num_density_samples"].sum()),
+                 "pixels": float(gt.shape[0] * gt.shape[1]), "columns": {}}
+    for name, layout, fc1 in COLUMNS:
+        ref = images["float TP" if layout == "padding" else "float TCP"]
+        img = images[name]
+        row["columns"][name] = {"psnr": float(psnr(img, gt)), "psnr_vs_float": float(psnr(img, ref)),
+                                "max_abs_diff_vs_float": float((img - ref).abs().max()),
+                                "spikes1": cols.spikes[name][0], "spikes2": cols.spikes[name][1]}
+    e = renderer_energy_metrics(out["num_density_samples"], out["num_color_samples"], out["ray_sops"],
+                                RendererShape.of_field(model.field))
+    row.update({k: e[k] for k in ("renderer_snn_energy_uj_per_image", "renderer_ann_energy_uj_per_image",
+                                  "colour_net_snn_energy_uj_per_image", "colour_net_ann_energy_uj_per_image",
+                                  "colour_net_reduction", "renderer_reduction")})
+    return row
+
+
+def mean_rows(per_view: list[dict]) -> dict[str, dict[str, float]]:
+    """Per column, the views' mean of its numbers and of the image's counts and energies (the old ``rows``)."""
+    shared = [k for k, v in per_view[0].items() if isinstance(v, float)]
+    rows = {}
+    for name, _, _ in COLUMNS:
+        acc: dict[str, float] = {}
+        for v in per_view:
+            for k, val in [*((k, v[k]) for k in shared), *v["columns"][name].items()]:
+                acc[k] = acc.get(k, 0.0) + val / len(per_view)
+        rows[name] = acc
+    return rows
+
+
+def summarise(rows: dict[str, dict[str, float]], field, copies: int) -> tuple[dict, list[str]]:
+    """Per-image chip cost of each column from its mean counts, the twin's and the renderer's energy: the
+    report's ``cost`` / ``twin_uj`` and the printed table."""
+    widths = (field.in_dim, field.hidden_dim, field.hidden_dim, 3)
+    bias = field.fc2.bias is not None
+    report: dict = {"cost": {}}
+    lines = [f"{'':26s} {'PSNR dB':>8s} {'vs float':>8s} {'steps':>10s} {'spikes':>10s} {'chip uJ':>9s} "
+             f"{'latency ms':>10s}"]
+    for name, r in rows.items():
+        c = chip_cost(ChipCounts(r["steps_tp"] if "TP" in name else r["valid"], r["valid"],
+                                 (r["spikes1"], r["spikes2"]), widths, bias,
+                                 "on-chip" if "on-chip" in name else "off-chip"), cores_in_parallel=copies)
+        report["cost"][name] = {"energy_pj": c.energy_pj, "total_uj": c.total_pj * 1e-6,
+                                "latency_ms": c.latency_ns * 1e-6, "steps": c.steps, "synops": c.synops,
+                                "messages": c.messages, "weight_bits": c.weight_bits}
+        vs = "" if name.startswith("float") else f"{r['psnr_vs_float']:8.2f}"
+        lines.append(f"{name:26s} {r['psnr']:8.2f} {vs:>8s} {c.steps:10.0f} {r['spikes1'] + r['spikes2']:10.0f} "
+                     f"{c.total_pj * 1e-6:9.2f} {c.latency_ns * 1e-6:10.3f}")
+    base = rows["float TP"]
+    twin_uj = base["valid"] * field.ann_macs_per_sample() * E_MAC_PJ * 1e-6
+    report["twin_uj"] = twin_uj
+    lines += [
+        f"{'ANN twin (4.6 pJ/MAC)':26s} {'':8s} {'':8s} {base['valid']:10.0f} {'':10s} {twin_uj:9.2f}",
+        f"colour net (project's count: fc1 MACs + 0.9 pJ SOPs): SNN {base['colour_net_snn_energy_uj_per_image']:.2f}"
+        f" uJ, twin {base['colour_net_ann_energy_uj_per_image']:.2f} uJ ({100 * base['colour_net_reduction']:.1f} % less)",
+        f"whole renderer: SNN {base['renderer_snn_energy_uj_per_image']:.2f} uJ, twin "
+        f"{base['renderer_ann_energy_uj_per_image']:.2f} uJ ({100 * base['renderer_reduction']:.1f} % less)",
+        f"fixed point: off-chip fc1 {rows['chip TP, fc1 off-chip']['psnr'] - base['psnr']:+.3f} dB, "
+        f"on-chip fc1 {rows['chip TP, fc1 on-chip']['psnr'] - base['psnr']:+.3f} dB against float TP "
+        f"(TCP off-chip {rows['chip TCP, fc1 off-chip']['psnr'] - rows['float TCP']['psnr']:+.3f} dB)",
+    ]
+    return report, lines
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--load-config", type=Path, required=True)
-    ap.add_argument("--views", type=int, default=2, help="test views, evenly spaced")
+    ap.add_argument("--views", type=int, default=2, help="test views, evenly spaced (0: all)")
     ap.add_argument("--vth-bits", type=int, default=10, help="threshold mantissa 2^vth_bits")
     ap.add_argument("--copies", type=int, default=128 // 3, help="copies of the 3-core net sharing the rays "
                     "(Loihi: 128 cores)")
-    ap.add_argument("--output-json", type=Path, default=None)
+    ap.add_argument("--chunk-rays", type=int, default=2048, help="rays per chip-model chunk (memory: about "
+                    "chunk_rays x steps x hidden x 30 bytes)")
+    ap.add_argument("--max-seconds", type=float, default=None, help="start no view that would end past this "
+                    "(the views so far are reported)")
+    ap.add_argument("--output-json", type=Path, default=None, help="written after every view")
     args = ap.parse_args(argv)
 
+    t0 = time.perf_counter()
     pipeline = load(args.load_config)
     model, field = pipeline.model, pipeline.model.field
     if not field.spiking:
         raise SystemExit(f"{args.load_config} is an ANN run: give the spiking run (its twin is priced from it)")
+    model.compute_normals = False  # not part of the colour; saves the density probes
     n = len(pipeline.datamanager.eval_dataset)
-    views = torch.linspace(0, n - 1, min(args.views, n)).round().long().tolist()
-    trained_mode = field.pack_mode
-    field.pack_mode = "padding"
-    rows = {"float TP": measure(pipeline, views)}
-    for fl in ("off-chip", "on-chip"):
-        rows[f"chip TP, fc1 {fl}"] = measure(pipeline, views, chip_color(field, chip_net(field, fl, args.vth_bits)))
-    field.pack_mode = "condensing"
-    rows["float TCP"] = measure(pipeline, views)
-    rows["chip TCP, fc1 off-chip"] = measure(pipeline, views, chip_color(field, chip_net(field, "off-chip",
-                                                                                          args.vth_bits)))
-    field.pack_mode = trained_mode
-
-    widths = (field.in_dim, field.hidden_dim, field.hidden_dim, 3)
-    bias = field.fc2.bias is not None
-    report = {"views": views, "trained_layout": trained_mode, "rows": rows, "cost": {}}
-    print(f"{len(views)} test views {views}; trained layout {trained_mode}; per image:")
-    print(f"{'':26s} {'PSNR dB':>8s} {'steps':>10s} {'spikes':>10s} {'chip uJ':>9s} {'latency ms':>10s}")
-    for name, r in rows.items():
-        tp = "TP" in name
-        c = chip_cost(ChipCounts(r["steps_tp"] if tp else r["valid"], r["valid"], (r["spikes1"], r["spikes2"]),
-                                 widths, bias, "on-chip" if "on-chip" in name else "off-chip"),
-                      cores_in_parallel=args.copies)
-        report["cost"][name] = {"energy_pj": c.energy_pj, "total_uj": c.total_pj * 1e-6,
-                                "latency_ms": c.latency_ns * 1e-6, "steps": c.steps, "synops": c.synops,
-                                "messages": c.messages, "weight_bits": c.weight_bits}
-        print(f"{name:26s} {r['psnr']:8.2f} {c.steps:10.0f} {r['spikes1'] + r['spikes2']:10.0f} "
-              f"{c.total_pj * 1e-6:9.2f} {c.latency_ns * 1e-6:10.3f}")
-    base = rows["float TP"]
-    twin_uj = base["valid"] * field.ann_macs_per_sample() * E_MAC_PJ * 1e-6
-    report["twin_uj"] = twin_uj
-    print(f"{'ANN twin (4.6 pJ/MAC)':26s} {'':8s} {base['valid']:10.0f} {'':10s} {twin_uj:9.2f}")
-    print(f"colour net (project's count: fc1 MACs + 0.9 pJ SOPs): SNN {base['colour_net_snn_energy_uj_per_image']:.2f} uJ, "
-          f"twin {base['colour_net_ann_energy_uj_per_image']:.2f} uJ ({100 * base['colour_net_reduction']:.1f} % less)")
-    print(f"whole renderer: SNN {base['renderer_snn_energy_uj_per_image']:.2f} uJ, twin "
-          f"{base['renderer_ann_energy_uj_per_image']:.2f} uJ ({100 * base['renderer_reduction']:.1f} % less)")
-    print(f"fixed point: off-chip fc1 {rows['chip TP, fc1 off-chip']['psnr'] - base['psnr']:+.3f} dB, "
-          f"on-chip fc1 {rows['chip TP, fc1 on-chip']['psnr'] - base['psnr']:+.3f} dB against float TP")
-    if args.output_json:
-        args.output_json.write_text(json.dumps(report, indent=1))
+    k = n if args.views <= 0 else min(args.views, n)
+    views = torch.linspace(0, n - 1, k).round().long().tolist()
+    nets = {name: (chip_net(field, fc1, args.vth_bits), layout) for name, layout, fc1 in COLUMNS if fc1}
+    report: dict = {"views_planned": views, "trained_layout": field.pack_mode, "per_view": []}
+    print(f"{len(views)} of {n} test views {views}; trained layout {field.pack_mode}; loaded in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    t_views = time.perf_counter()
+    for i, v in enumerate(views):
+        spent = time.perf_counter() - t0
+        per_view = (time.perf_counter() - t_views) / i if i else 0.0
+        if args.max_seconds is not None and i and spent + per_view > args.max_seconds:
+            print(f"stopping after {i} views: the next would end past --max-seconds {args.max_seconds:.0f} "
+                  f"({spent:.0f} s spent, {per_view:.0f} s per view)", flush=True)
+            break
+        t1 = time.perf_counter()
+        row = render_columns(pipeline, v, nets, args.chunk_rays)
+        row["seconds"] = time.perf_counter() - t1
+        report["per_view"].append(row)
+        c = row["columns"]
+        print(f"view {v} ({i + 1}/{len(views)}, {row['seconds']:.1f} s, {row['valid'] / row['pixels']:.1f} "
+              f"colour samples/ray): float TP {c['float TP']['psnr']:.2f} dB; chip vs float (dB, against GT / "
+              f"PSNR to float): off-chip {c['chip TP, fc1 off-chip']['psnr'] - c['float TP']['psnr']:+.3f} / "
+              f"{c['chip TP, fc1 off-chip']['psnr_vs_float']:.1f}, on-chip "
+              f"{c['chip TP, fc1 on-chip']['psnr'] - c['float TP']['psnr']:+.3f} / "
+              f"{c['chip TP, fc1 on-chip']['psnr_vs_float']:.1f}, TCP "
+              f"{c['chip TCP, fc1 off-chip']['psnr'] - c['float TCP']['psnr']:+.3f}", flush=True)
+        rows = mean_rows(report["per_view"])
+        summary, lines = summarise(rows, field, args.copies)
+        report.update({"views": [r["view"] for r in report["per_view"]], "rows": rows, **summary})
+        if args.output_json:
+            args.output_json.write_text(json.dumps(report, indent=1))
+    print(f"per image, mean of {len(report['per_view'])} views:")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
