@@ -256,7 +256,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-seconds", type=float, default=None, help="start no view that would end past this "
                     "(the views so far are reported)")
     ap.add_argument("--output-json", type=Path, default=None, help="written after every view")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the chip model's "
+                    "per-step ops are small, and on a loaded 2-core machine a second OpenMP thread made each "
+                    "step ~40x slower)")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
     pipeline = load(args.load_config)

@@ -124,8 +124,8 @@ def _lif_steps(a_in: Tensor, du: int, dv: int, vth_eff: int, bias: Tensor | int,
                return_v: bool) -> tuple[Tensor, Tensor | None]:
     """:func:`loihi_lif`'s loop on validated int64 input ``[T, B, N]``: bool spikes and the membrane trace.
 
-    One tensor op per step and state update over all ``[B, N]`` neurons, in place. Exact integer rewrites of
-    the chip's equations: ``rz(x * (4096 - d) / 4096)`` is a truncating division; with ``du = 4096`` the
+    One tensor op per step and state update over all ``[B, N]`` neurons, in place. Exact rewrites of the
+    chip's integer equations: ``rz(x * (4096 - d) / 4096)`` is a truncating division; with ``du = 4096`` the
     current keeps nothing of itself, so every step's ``u`` is computed at once before the loop; the bias is
     added to ``u`` beforehand (integer addition is associative: the same ``v``).
     """
@@ -141,24 +141,28 @@ def _lif_steps(a_in: Tensor, du: int, dv: int, vth_eff: int, bias: Tensor | int,
             ub[t] = u
     if bias_t.numel() > 1 or bool(bias_t != 0):
         ub = ub + bias_t
+    # the membrane loop in float64, exact: |v| < 2^23 and keep <= 4096, so v * keep / 4096 has at most 35
+    # significant bits (one exact multiply by keep / 2^12), trunc is the round toward zero, and the sums stay
+    # below 2^25; float64 ops vectorise where int64 multiply / divide do not (2x faster per step)
+    ub = ub.to(torch.float64)
     spikes = torch.empty(a_in.shape, dtype=torch.bool, device=a_in.device)
     vs = torch.empty_like(a_in) if return_v else None
-    v = torch.zeros_like(a_in[0])
-    keep = DECAY_UNITY - int(dv)
+    v = torch.zeros_like(ub[0])
+    keep = (DECAY_UNITY - int(dv)) / DECAY_UNITY
     for t in range(T):
-        if keep == 0:
+        if keep == 0.0:
             v.copy_(ub[t])
         else:
-            v.mul_(keep).div_(DECAY_UNITY, rounding_mode="trunc").add_(ub[t])
+            v.mul_(keep).trunc_().add_(ub[t])
         v.clamp_(-MEMBRANE_MAX, MEMBRANE_MAX)
         s = spikes[t]
         torch.gt(v, vth_eff, out=s)
         if reset == "soft":
             v.sub_(s * vth_eff)
         else:
-            v.masked_fill_(s, 0)
+            v.masked_fill_(s, 0.0)
         if vs is not None:
-            vs[t] = v
+            vs[t] = v.to(torch.int64)
     return spikes, vs
 
 
