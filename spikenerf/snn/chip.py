@@ -132,7 +132,10 @@ def _lif_steps(a_in: Tensor, du: int, dv: int, vth_eff: int, bias: Tensor | int,
     T = a_in.shape[0]
     bias_t = torch.as_tensor(bias, dtype=torch.int64, device=a_in.device)
     if du == DECAY_UNITY:
-        ub = _wrap24(a_in << ACT_SHIFT)
+        ub = a_in << ACT_SHIFT
+        lo, hi = torch.aminmax(ub) if ub.numel() else (ub.new_zeros(()), ub.new_zeros(()))
+        if int(lo) <= -(1 << (MEMBRANE_BITS - 1)) or int(hi) > 1 << (MEMBRANE_BITS - 1):
+            ub = _wrap24(ub)  # one pass to find that nothing wraps saves the wrap's four
     else:
         ub = torch.empty_like(a_in)
         u = torch.zeros_like(a_in[0])
