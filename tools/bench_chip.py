@@ -59,14 +59,18 @@ COLUMNS: tuple[tuple[str, str, str | None], ...] = (
 
 
 def chip_columns(field, nets: dict[str, tuple[ChipColourNet, str]], xyz: Tensor, dirs: Tensor, mask: Tensor,
-                 time_index: Tensor | None = None, chunk_rays: int = 2048) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+                 time_index: Tensor | None = None, chunk_steps: int = 1 << 16
+                 ) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
     """Colour of the masked samples through each chip net ``{name: (net, layout)}``: per name ``rgb``
     ``[R, S, 3]`` and the spikes of LIF1 / LIF2 per ray ``[R]`` (float64).
 
-    The grid look-up and each layout's packing are made once per chunk of ``chunk_rays`` rays and shared by
-    the nets. Under padding each ray's time starts at its first valid sample: the steps before it are a LIF
-    at rest (no input, and the bias synapse is driven by the valid flag), skipped exactly; the image's
-    padded step count is the probe's, unchanged.
+    The grid look-up is made once, and each layout's packing once per chunk and shared by its nets. Each ray
+    runs alone (no state crosses rays), so the rays are sorted by their sequence length in the layout and
+    chunked: a chunk's packed tensor is then barely longer than its rays (in the
+    order the renderer gives them, half of it was holes of short rays). A chunk holds at most ``chunk_steps``
+    ray-steps (its rays times its longest), which bounds memory: about ``chunk_steps x hidden x 40`` bytes. Under padding each ray's time starts
+    at its first valid sample: the steps before it are a LIF at rest (no input, and the bias synapse is
+    driven by the valid flag), skipped exactly; the image's padded step count is the probe's, unchanged.
     """
     R, S = mask.shape
     out = {k: (xyz.new_zeros(R, S, 3), torch.zeros(R, dtype=torch.float64), torch.zeros(R, dtype=torch.float64))
@@ -78,36 +82,51 @@ def chip_columns(field, nets: dict[str, tuple[ChipColourNet, str]], xyz: Tensor,
     x = x.double()
     ti = torch.arange(S, device=mask.device).expand(R, S) if time_index is None else time_index
     rel = ti - ti.masked_fill(~mask, torch.iinfo(ti.dtype).max).amin(1, keepdim=True)
-    layouts = sorted({layout for _, layout in nets.values()})
-    start = 0
-    for rows in mask.any(1).nonzero(as_tuple=True)[0].split(chunk_rays):
-        sub = mask[rows]
-        k = int(sub.sum())
-        r, s, xs = r_of[start:start + k], s_of[start:start + k], x[start:start + k]
-        for layout in layouts:
+    counts = mask.sum(1)
+    first_sample = counts.cumsum(0) - counts  # [R] where each ray's samples start in r_of's row-major order
+    rank = mask.cumsum(1) - 1  # [R, S] a sample's rank within its ray
+    lengths = {"padding": rel.masked_fill(~mask, -1).amax(1) + 1, "condensing": counts}
+    for layout in sorted({lay for _, lay in nets.values()}):
+        order = lengths[layout].argsort(stable=True)
+        order = order[counts[order] > 0]
+        for rows in _chunks(order, lengths[layout][order].tolist(), chunk_steps):
+            sub = mask[rows]
+            i, j = sub.nonzero(as_tuple=True)  # the chunk's samples, row-major in its own row order
+            idx = first_sample[rows][i] + rank[rows][i, j]  # their place in r_of / x
             info = pack_index(sub, layout, field.flip, rel[rows] if layout == "padding" else None)
-            xp = scatter_valid(xs, info)
-            at = (info.t_idx, info.b_idx)
+            xp = scatter_valid(x[idx], info)
+            at, r, s = (info.t_idx, info.b_idx), r_of[idx], s_of[idx]
             for name, (net, lay) in nets.items():
                 if lay != layout:
                     continue
-                logits, s1, s2 = net.run(xp, info.packed_mask, spikes_dtype=torch.bool)
+                logits, n1, n2 = net.run_counts(xp, info.packed_mask)
                 rgb, sp1, sp2 = out[name]
                 rgb[r, s] = torch.sigmoid(logits[at]).to(rgb.dtype)
-                sp1.index_add_(0, r, s1.sum(-1)[at].double())  # spikes on valid steps, as the float model counts
-                sp2.index_add_(0, r, s2.sum(-1)[at].double())
-        start += k
+                sp1.index_add_(0, r, n1[at].double())  # spikes on valid steps, as the float model counts
+                sp2.index_add_(0, r, n2[at].double())
     return out
 
 
-def chip_color(field, net: ChipColourNet, chunk_rays: int = 2048):
+def _chunks(order: Tensor, lengths: list[int], budget: int) -> list[Tensor]:
+    """``order`` (rays sorted by ``lengths``, ascending) cut into runs of at most ``budget`` ray-steps each (a
+    run's size times its longest ray; a single ray longer than the budget is a run of its own)."""
+    runs, i, n = [], 0, len(lengths)
+    while i < n:
+        guess = max(1, budget // max(lengths[i], 1))  # from the shortest: the most rays a run can hold
+        k = max(1, min(guess, budget // max(lengths[min(i + guess, n) - 1], 1)))
+        runs.append(order[i:i + k])
+        i += k
+    return runs
+
+
+def chip_color(field, net: ChipColourNet, chunk_steps: int = 1 << 16):
     """A drop-in for ``field.color`` that runs the colour net on the chip model in the field's layout
     (:func:`chip_columns`)."""
     H = field.hidden_dim
 
     def color(xyz, dirs, mask, time_index=None):
         rgb, sp1, sp2 = chip_columns(field, {"chip": (net, field.pack_mode)}, xyz, dirs, mask, time_index,
-                                     chunk_rays)["chip"]
+                                     chunk_steps)["chip"]
         return rgb, _chip_stats(field, mask, sp1, sp2, H)
 
     return color
@@ -134,8 +153,8 @@ class Columns:
     would); each column's spike totals are in :attr:`spikes`.
     """
 
-    def __init__(self, model, nets: dict[str, tuple[ChipColourNet, str]], chunk_rays: int = 2048) -> None:
-        self.model, self.nets, self.chunk_rays = model, nets, chunk_rays
+    def __init__(self, model, nets: dict[str, tuple[ChipColourNet, str]], chunk_steps: int = 1 << 16) -> None:
+        self.model, self.nets, self.chunk_steps = model, nets, chunk_steps
         self.names = [name for name, _, _ in COLUMNS]
         self.spikes: dict[str, list[float]] = {}
 
@@ -153,7 +172,7 @@ class Columns:
 
     def color(self, xyz, dirs, mask, time_index=None):
         field = self.model.field
-        chip = chip_columns(field, self.nets, xyz, dirs, mask, time_index, self.chunk_rays)
+        chip = chip_columns(field, self.nets, xyz, dirs, mask, time_index, self.chunk_steps)
         rgbs, first = [], None
         for name, layout, fc1 in COLUMNS:
             if fc1 is None:
@@ -171,12 +190,12 @@ class Columns:
 
 
 def render_columns(pipeline, view: int, nets: dict[str, tuple[ChipColourNet, str]],
-                   chunk_rays: int = 2048) -> dict:
+                   chunk_steps: int = 1 << 16) -> dict:
     """One test view rendered once for every column: per column its PSNR against the ground truth and
     against the float render of its layout, max |rgb diff| to that render, and spikes; and the image's counts
     and whole-renderer energy (the float TP model's)."""
     model = pipeline.model
-    with Columns(model, nets, chunk_rays) as cols:
+    with Columns(model, nets, chunk_steps) as cols:
         out, batch = render_view(pipeline, view, cols.color)
     images = dict(zip(cols.names, out["rgb"].clamp(0, 1).split(3, -1)))
     gt = ground_truth(batch, images[cols.names[0]], model.config.background_color)[..., :3]
@@ -251,8 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--vth-bits", type=int, default=10, help="threshold mantissa 2^vth_bits")
     ap.add_argument("--copies", type=int, default=128 // 3, help="copies of the 3-core net sharing the rays "
                     "(Loihi: 128 cores)")
-    ap.add_argument("--chunk-rays", type=int, default=2048, help="rays per chip-model chunk (memory: about "
-                    "chunk_rays x steps x hidden x 30 bytes)")
+    ap.add_argument("--chunk-steps", type=int, default=1 << 16, help="ray-steps per chip-model chunk (memory: "
+                    "about chunk_steps x hidden x 40 bytes)")
     ap.add_argument("--max-seconds", type=float, default=None, help="start no view that would end past this "
                     "(the views so far are reported)")
     ap.add_argument("--output-json", type=Path, default=None, help="written after every view")
@@ -283,12 +302,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"stopping after {i} views: the next would end past --max-seconds {args.max_seconds:.0f} "
                   f"({spent:.0f} s spent, {per_view:.0f} s per view)", flush=True)
             break
-        t1 = time.perf_counter()
-        row = render_columns(pipeline, v, nets, args.chunk_rays)
-        row["seconds"] = time.perf_counter() - t1
+        t1, c1 = time.perf_counter(), time.process_time()
+        row = render_columns(pipeline, v, nets, args.chunk_steps)
+        row["seconds"], row["cpu_seconds"] = time.perf_counter() - t1, time.process_time() - c1
         report["per_view"].append(row)
         c = row["columns"]
-        print(f"view {v} ({i + 1}/{len(views)}, {row['seconds']:.1f} s, {row['valid'] / row['pixels']:.1f} "
+        print(f"view {v} ({i + 1}/{len(views)}, {row['seconds']:.1f} s, CPU {row['cpu_seconds']:.1f} s, "
+              f"{row['valid'] / row['pixels']:.1f} "
               f"colour samples/ray): float TP {c['float TP']['psnr']:.2f} dB; chip vs float (dB, against GT / "
               f"PSNR to float): off-chip {c['chip TP, fc1 off-chip']['psnr'] - c['float TP']['psnr']:+.3f} / "
               f"{c['chip TP, fc1 off-chip']['psnr_vs_float']:.1f}, on-chip "

@@ -249,7 +249,14 @@ def test_fast_net_equals_reference(first_layer, tau, vth_bits):
     # bool spikes are the same trains
     _, b1, _ = net.run(x, valid, spikes_dtype=torch.bool)
     assert b1.dtype == torch.bool and torch.equal(b1.to(torch.int64), r1)
-    # larger integer inputs take the float64 matmul (sums past 2^24) and the int64 einsum (past 2^53)
-    for peak in (2 ** 20, 2 ** 47):
+    # spike counts per step from the ones row of the next layer's matmul
+    c_logits, n1, n2 = net.run_counts(x, valid)
+    assert torch.equal(c_logits, r_logits) and torch.equal(n1, r1.sum(-1)) and torch.equal(n2, r2.sum(-1))
+    # larger integer inputs take the float64 matmul (sums past 2^24) and the int64 einsum (past 2^53); the
+    # current (<< 6) leaves float64 for int64 where it would pass 2^53
+    for peak in (2 ** 20, 2 ** 40, 2 ** 47):
         big = torch.randint(-peak, peak, (T, B, H))
-        assert torch.equal(net.fc2.synaptic_sum(big, valid), _ref_sum(net.fc2, big, valid))
+        ref = _ref_sum(net.fc2, big, valid)
+        assert torch.equal(net.fc2.synaptic_sum(big, valid), ref)
+        cur, cnt = net.fc2.current(big, valid, count=True)
+        assert torch.equal(cur.to(torch.int64), ref << 6) and torch.equal(cnt, big.sum(-1))
