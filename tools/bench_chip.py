@@ -1,18 +1,22 @@
 """The colour net on a Loihi-class chip: PSNR in fixed point against float, and the per-image cost of padding
 (TP), condensing (TCP) and the ANN twin on the same rendered views (issue 32; ``docs/energy.md``).
 
-    PYTHONPATH=. .venv/bin/python tools/bench_chip.py --load-config outputs/.../config.yml --views 2
+    PYTHONPATH=. .venv/bin/python tools/bench_chip.py --load-config outputs/.../config.yml --views 20 \
+        --max-seconds 600 --output-json chip.json
 
 The run must use the paper's neuron (``--pipeline.model.reset hard``, a fixed ``lif``): that is the chip's.
-For each of ``--views`` test views it renders
+Each of ``--views`` test views (evenly spaced; 0: all) is rendered once for every column (:class:`Columns`):
 
-- ``float``: the model as trained (its layout, e.g. padding);
-- ``chip off-chip fc1`` / ``chip on-chip fc1``: the colour net in Loihi fixed point
-  (:class:`~spikenerf.snn.chip.ChipColourNet`), fc1 on the host or on the chip with 8-bit inputs;
-- ``float condensing``: the same samples in the condensing layout (TCP's spikes);
+- ``float TP`` / ``float TCP``: the model in the padding / condensing layout;
+- ``chip TP, fc1 off-chip`` / ``chip TP, fc1 on-chip`` / ``chip TCP, fc1 off-chip``: the colour net in Loihi
+  fixed point (:class:`~spikenerf.snn.chip.ChipColourNet`), fc1 on the host or on the chip with 8-bit inputs;
 
-then prices one image (the views' mean) with :func:`~spikenerf.snn.chip.chip_cost` and the whole renderer with
-:mod:`spikenerf.nerf.renderer_energy`.
+then one image (the views' mean) is priced with :func:`~spikenerf.snn.chip.chip_cost` and the whole renderer
+with :mod:`spikenerf.nerf.renderer_energy`. A line is printed per view as it finishes (wall and CPU seconds,
+PSNR of each chip column against the ground truth and against its float render) and the JSON (``per_view``,
+``rows``: the means, ``cost``) is rewritten after every view, so a stopped run keeps its views.
+``--max-seconds`` starts no view that would end past the limit. ``--threads`` defaults to 1: the chip model's
+per-step ops are small, and a second OpenMP thread on a busy 2-core machine slowed a view ~9x.
 """
 
 from __future__ import annotations
