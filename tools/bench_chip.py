@@ -62,6 +62,11 @@ COLUMNS: tuple[tuple[str, str, str | None], ...] = (
 )
 
 
+def active_columns(nets: dict[str, tuple[ChipColourNet, str]]) -> list[tuple[str, str, str | None]]:
+    """The float columns and the chip columns that have a net in ``nets``."""
+    return [c for c in COLUMNS if c[2] is None or c[0] in nets]
+
+
 def chip_columns(field, nets: dict[str, tuple[ChipColourNet, str]], xyz: Tensor, dirs: Tensor, mask: Tensor,
                  time_index: Tensor | None = None, chunk_steps: int = 1 << 16
                  ) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
@@ -159,7 +164,8 @@ class Columns:
 
     def __init__(self, model, nets: dict[str, tuple[ChipColourNet, str]], chunk_steps: int = 1 << 16) -> None:
         self.model, self.nets, self.chunk_steps = model, nets, chunk_steps
-        self.names = [name for name, _, _ in COLUMNS]
+        self.columns = active_columns(nets)
+        self.names = [name for name, _, _ in self.columns]
         self.spikes: dict[str, list[float]] = {}
 
     def __enter__(self) -> "Columns":
@@ -178,7 +184,7 @@ class Columns:
         field = self.model.field
         chip = chip_columns(field, self.nets, xyz, dirs, mask, time_index, self.chunk_steps)
         rgbs, first = [], None
-        for name, layout, fc1 in COLUMNS:
+        for name, layout, fc1 in self.columns:
             if fc1 is None:
                 field.pack_mode = layout
                 rgb, stats = self._float_color(xyz, dirs, mask, time_index)
@@ -206,7 +212,7 @@ def render_columns(pipeline, view: int, nets: dict[str, tuple[ChipColourNet, str
     row: dict = {"view": view, "steps_tp": float(out["ray_padded_steps"].sum()),
                  "valid": float(out["num_color_samples"].sum()), "density": float(out["num_density_samples"].sum()),
                  "pixels": float(gt.shape[0] * gt.shape[1]), "columns": {}}
-    for name, layout, fc1 in COLUMNS:
+    for name, layout, fc1 in cols.columns:
         ref = images["float TP" if layout == "padding" else "float TCP"]
         img = images[name]
         row["columns"][name] = {"psnr": float(psnr(img, gt)), "psnr_vs_float": float(psnr(img, ref)),
@@ -224,7 +230,7 @@ def mean_rows(per_view: list[dict]) -> dict[str, dict[str, float]]:
     """Per column, the views' mean of its numbers and of the image's counts and energies (the old ``rows``)."""
     shared = [k for k, v in per_view[0].items() if isinstance(v, float)]
     rows = {}
-    for name, _, _ in COLUMNS:
+    for name in per_view[0]["columns"]:
         acc: dict[str, float] = {}
         for v in per_view:
             for k, val in [*((k, v[k]) for k in shared), *v["columns"][name].items()]:
@@ -260,11 +266,19 @@ def summarise(rows: dict[str, dict[str, float]], field, copies: int) -> tuple[di
         f" uJ, twin {base['colour_net_ann_energy_uj_per_image']:.2f} uJ ({100 * base['colour_net_reduction']:.1f} % less)",
         f"whole renderer: SNN {base['renderer_snn_energy_uj_per_image']:.2f} uJ, twin "
         f"{base['renderer_ann_energy_uj_per_image']:.2f} uJ ({100 * base['renderer_reduction']:.1f} % less)",
-        f"fixed point: off-chip fc1 {rows['chip TP, fc1 off-chip']['psnr'] - base['psnr']:+.3f} dB, "
-        f"on-chip fc1 {rows['chip TP, fc1 on-chip']['psnr'] - base['psnr']:+.3f} dB against float TP "
-        f"(TCP off-chip {rows['chip TCP, fc1 off-chip']['psnr'] - rows['float TCP']['psnr']:+.3f} dB)",
+        "fixed point against float (dB): " + _deltas(rows),
     ]
     return report, lines
+
+
+def _deltas(rows: dict[str, dict[str, float]]) -> str:
+    """Each chip column's PSNR change against its layout's float render, and its PSNR to that render."""
+    parts = []
+    for name, layout, fc1 in COLUMNS:
+        if fc1 and name in rows:
+            ref = rows["float TP" if layout == "padding" else "float TCP"]
+            parts.append(f"{name[5:]} {rows[name]['psnr'] - ref['psnr']:+.3f} ({rows[name]['psnr_vs_float']:.1f} dB to float)")
+    return ", ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -276,9 +290,11 @@ def main(argv: list[str] | None = None) -> None:
                     "(Loihi: 128 cores)")
     ap.add_argument("--chunk-steps", type=int, default=1 << 16, help="ray-steps per chip-model chunk (memory: "
                     "about chunk_steps x hidden x 40 bytes)")
-    ap.add_argument("--max-seconds", type=float, default=None, help="start no view that would end past this "
-                    "(the views so far are reported)")
+    ap.add_argument("--max-seconds", type=float, default=None, help="start no view that would end past this many seconds from the start, loading included "
+                    "(at least one view runs; the views so far are reported)")
     ap.add_argument("--output-json", type=Path, default=None, help="written after every view")
+    ap.add_argument("--fc1", choices=("both", "off-chip"), default="both", help="off-chip: leave out the "
+                    "'chip TP, fc1 on-chip' column (a third of the chip model's time)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the chip model's "
                     "per-step ops are small, and on a loaded 2-core machine a second OpenMP thread made each "
                     "step ~40x slower)")
@@ -294,7 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     n = len(pipeline.datamanager.eval_dataset)
     k = n if args.views <= 0 else min(args.views, n)
     views = torch.linspace(0, n - 1, k).round().long().tolist()
-    nets = {name: (chip_net(field, fc1, args.vth_bits), layout) for name, layout, fc1 in COLUMNS if fc1}
+    nets = {name: (chip_net(field, fc1, args.vth_bits), layout) for name, layout, fc1 in COLUMNS
+            if fc1 and (args.fc1 == "both" or fc1 == "off-chip")}
     report: dict = {"views_planned": views, "trained_layout": field.pack_mode, "per_view": []}
     print(f"{len(views)} of {n} test views {views}; trained layout {field.pack_mode}; loaded in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
@@ -312,13 +329,8 @@ def main(argv: list[str] | None = None) -> None:
         report["per_view"].append(row)
         c = row["columns"]
         print(f"view {v} ({i + 1}/{len(views)}, {row['seconds']:.1f} s, CPU {row['cpu_seconds']:.1f} s, "
-              f"{row['valid'] / row['pixels']:.1f} "
-              f"colour samples/ray): float TP {c['float TP']['psnr']:.2f} dB; chip vs float (dB, against GT / "
-              f"PSNR to float): off-chip {c['chip TP, fc1 off-chip']['psnr'] - c['float TP']['psnr']:+.3f} / "
-              f"{c['chip TP, fc1 off-chip']['psnr_vs_float']:.1f}, on-chip "
-              f"{c['chip TP, fc1 on-chip']['psnr'] - c['float TP']['psnr']:+.3f} / "
-              f"{c['chip TP, fc1 on-chip']['psnr_vs_float']:.1f}, TCP "
-              f"{c['chip TCP, fc1 off-chip']['psnr'] - c['float TCP']['psnr']:+.3f}", flush=True)
+              f"{row['valid'] / row['pixels']:.1f} colour samples/ray): float TP {c['float TP']['psnr']:.2f} dB; "
+              f"chip: {_deltas({k: c[k] for k in c})}", flush=True)
         rows = mean_rows(report["per_view"])
         summary, lines = summarise(rows, field, args.copies)
         report.update({"views": [r["view"] for r in report["per_view"]], "rows": rows, **summary})
