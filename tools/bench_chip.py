@@ -290,8 +290,9 @@ def main(argv: list[str] | None = None) -> None:
                     "(Loihi: 128 cores)")
     ap.add_argument("--chunk-steps", type=int, default=1 << 16, help="ray-steps per chip-model chunk (memory: "
                     "about chunk_steps x hidden x 40 bytes)")
-    ap.add_argument("--max-seconds", type=float, default=None, help="start no view that would end past this many seconds from the start, loading included "
-                    "(at least one view runs; the views so far are reported)")
+    ap.add_argument("--max-seconds", type=float, default=None, help="start no view that would end past this "
+                    "many seconds from the start, loading included (at least one view runs; the views so far "
+                    "are reported)")
     ap.add_argument("--output-json", type=Path, default=None, help="written after every view")
     ap.add_argument("--fc1", choices=("both", "off-chip"), default="both", help="off-chip: leave out the "
                     "'chip TP, fc1 on-chip' column (a third of the chip model's time)")
