@@ -115,23 +115,68 @@ def loihi_lif(a_in: Tensor, du: int, dv: int, vth: int, bias: Tensor | int = 0,
         raise ValueError(f"vth must be an unsigned 17-bit integer (0..{VTH_MAX}), got {vth}")
     if torch.is_floating_point(a_in):
         raise TypeError("a_in must be an integer tensor (the chip's synaptic sums); round and cast it first")
-    a_in = a_in.to(torch.int64)
-    T = a_in.shape[0]
-    u = torch.zeros_like(a_in[0])
-    v = torch.zeros_like(a_in[0])
-    bias_t = torch.as_tensor(bias, dtype=torch.int64, device=a_in.device)
-    vth_eff = int(vth) << ACT_SHIFT
-    spikes = torch.empty_like(a_in)
-    vs = torch.empty_like(a_in) if return_v else None
-    for t in range(T):
-        u = _wrap24(decay_rz(u, du) + (a_in[t] << ACT_SHIFT))
-        v = (decay_rz(v, dv) + u + bias_t).clamp(-MEMBRANE_MAX, MEMBRANE_MAX)
-        s = v > vth_eff
-        v = torch.where(s, v - vth_eff, v) if reset == "soft" else torch.where(s, torch.zeros_like(v), v)
-        spikes[t] = s.to(torch.int64)
-        if vs is not None:
-            vs[t] = v
+    spikes, vs = _lif_steps(a_in.to(torch.int64) << ACT_SHIFT, du, dv, int(vth) << ACT_SHIFT, bias, reset,
+                            return_v)
+    spikes = spikes.to(torch.int64)
     return (spikes, vs) if return_v else spikes
+
+
+def _lif_steps(current: Tensor, du: int, dv: int, vth_eff: int, bias: Tensor | int, reset: str,
+               return_v: bool) -> tuple[Tensor, Tensor | None]:
+    """:func:`loihi_lif`'s loop on the validated input current ``a_in << 6`` ``[T, B, N]`` (int64, or float64
+    holding exact integers): bool spikes and the membrane trace (int64).
+
+    One tensor op per step and state update over all ``[B, N]`` neurons, in place. Exact rewrites of the
+    chip's integer equations: ``rz(x * (4096 - d) / 4096)`` is a truncating division; with ``du = 4096`` the
+    current keeps nothing of itself, so every step's ``u`` is computed at once before the loop; the bias is
+    added to ``u`` beforehand (integer addition is associative: the same ``v``).
+    """
+    T = current.shape[0]
+    bias_t = torch.as_tensor(bias, dtype=current.dtype, device=current.device)
+    if du == DECAY_UNITY:
+        ub = current
+        lo, hi = torch.aminmax(ub) if ub.numel() else (ub.new_zeros(()), ub.new_zeros(()))
+        if float(lo) <= -(1 << (MEMBRANE_BITS - 1)) or float(hi) > 1 << (MEMBRANE_BITS - 1):
+            ub = _wrap24(ub)  # one pass to find that nothing wraps saves the wrap's four
+    else:
+        current = current.to(torch.int64)
+        bias_t = bias_t.to(torch.int64)
+        ub = torch.empty_like(current)
+        u = torch.zeros_like(current[0])
+        for t in range(T):
+            u = _wrap24(_decay_trunc(u, du) + current[t])
+            ub[t] = u
+    if bias_t.numel() > 1 or bool(bias_t != 0):
+        ub = ub + bias_t
+    # the membrane loop in float64, exact: |v| < 2^23 and keep <= 4096, so v * keep / 4096 has at most 35
+    # significant bits (one exact multiply by keep / 2^12) and trunc is the round toward zero; a sum is exact
+    # below 2^53, and one beyond (|ub| past 2^53) saturates like the exact one (rounding keeps the order).
+    # float64 ops vectorise where int64 multiply / divide do not (2x faster per step)
+    ub = ub.to(torch.float64)
+    spikes = torch.empty(ub.shape, dtype=torch.bool, device=ub.device)
+    vs = torch.empty(ub.shape, dtype=torch.int64, device=ub.device) if return_v else None
+    v = torch.zeros_like(ub[0])
+    keep = (DECAY_UNITY - int(dv)) / DECAY_UNITY
+    for t in range(T):
+        if keep == 0.0:
+            v.copy_(ub[t])
+        else:
+            v.mul_(keep).trunc_().add_(ub[t])
+        v.clamp_(-MEMBRANE_MAX, MEMBRANE_MAX)
+        s = spikes[t]
+        torch.gt(v, vth_eff, out=s)
+        if reset == "soft":
+            v.sub_(s * vth_eff)
+        else:
+            v.masked_fill_(s, 0.0)
+        if vs is not None:
+            vs[t] = v.to(torch.int64)
+    return spikes, vs
+
+
+def _decay_trunc(x: Tensor, d: int) -> Tensor:
+    """:func:`decay_rz` as one truncating division (the same integers: ``trunc(p / 4096) = sign(p)(|p| >> 12)``)."""
+    return torch.div(x * (DECAY_UNITY - int(d)), DECAY_UNITY, rounding_mode="trunc")
 
 
 def lif_to_cuba(tau: float) -> tuple[int, int]:
@@ -171,17 +216,70 @@ class ChipLayer:
     bias_mant: Tensor | None = None  # [O], mantissas of the bias synapse (same exponent)
 
     def synaptic_sum(self, s: Tensor, valid: Tensor) -> Tensor:
-        """``a_in`` ``[T, B, O]`` from integer inputs ``s`` ``[T, B, I]`` and the valid flag ``[T, B]``."""
-        a = torch.einsum("tbi,oi->tbo", s.to(torch.int64), self.mant)
-        if self.bias_mant is not None:
-            a = a + valid.to(torch.int64)[..., None] * self.bias_mant
+        """``a_in`` ``[T, B, O]`` (int64) from integer inputs ``s`` ``[T, B, I]`` (int or bool) and the valid flag
+        ``[T, B]``."""
+        a, _ = self._sum(s, valid, False)
+        a = a.to(torch.int64)
         return a << self.exp if self.exp >= 0 else _shift_right_rz(a, -self.exp)
+
+    def current(self, s: Tensor, valid: Tensor, count: bool = False) -> tuple[Tensor, Tensor | None]:
+        """The next compartment's input current ``synaptic_sum(s, valid) << 6`` ``[T, B, O]``, as float64 when it
+        holds it exactly (else int64), and with ``count`` the inputs' row sums ``[T, B]`` (spikes per step of
+        the layer feeding ``s``: a ones row in the same matmul)."""
+        a, counts = self._sum(s, valid, count)
+        if a.dtype == torch.int64 or self._bound(s) * 2.0 ** (self.exp + ACT_SHIFT) >= 2.0 ** 53:
+            a = a.to(torch.int64)
+            a = a << self.exp if self.exp >= 0 else _shift_right_rz(a, -self.exp)
+            return a << ACT_SHIFT, counts
+        a = a.to(torch.float64)
+        if self.exp >= 0:
+            return a.mul_(2.0 ** (self.exp + ACT_SHIFT)), counts
+        return a.mul_(2.0 ** self.exp).trunc_().mul_(1 << ACT_SHIFT), counts  # rz of a negative exponent
+
+    def _bound(self, s: Tensor) -> int:
+        """An upper bound on every partial sum of the synaptic sum (the bias synapse and the count row included)."""
+        peak_in = 1 if s.dtype == torch.bool else (int(s.abs().max()) if s.numel() else 0)
+        bound = peak_in * max(int(self.mant.abs().sum(1).max()) if self.mant.numel() else 0, self.mant.shape[1])
+        if self.bias_mant is not None and self.bias_mant.numel():
+            bound += int(self.bias_mant.abs().max())
+        return bound
+
+    def _sum(self, s: Tensor, valid: Tensor, count: bool) -> tuple[Tensor, Tensor | None]:
+        """The raw integer sums ``sum_i s_i m_oi (+ valid * bias)`` ``[T, B, O]`` and, with ``count``, ``sum_i s_i``.
+
+        They run as a float matmul (BLAS; an int64 einsum has none) where that is exact: every partial sum is
+        an integer no larger than :meth:`_bound`, and a float holds every integer below ``2^24`` (float32)
+        or ``2^53`` (float64) exactly, whatever the order of the additions. Larger sums fall back to int64.
+        """
+        dtype = _exact_float(self._bound(s))
+        if dtype is None:
+            a = torch.einsum("tbi,oi->tbo", s.to(torch.int64), self.mant)
+            if self.bias_mant is not None:
+                a = a + valid.to(torch.int64)[..., None] * self.bias_mant
+            return a, (s.to(torch.int64).sum(-1) if count else None)
+        w = self.mant.to(dtype)
+        if count:
+            w = torch.cat([w, w.new_ones(1, w.shape[1])])
+        a = torch.matmul(s.to(dtype), w.t())
+        if self.bias_mant is not None:  # the bias synapse, driven by the valid flag (exact: within the bound)
+            a[..., : self.mant.shape[0]] += valid.to(dtype)[..., None] * self.bias_mant.to(dtype)
+        if count:
+            return a[..., :-1], a[..., -1].to(torch.int64)
+        return a, None
 
     @property
     def weight_bits(self) -> int:
         """Bits of weight memory: 8 per mantissa (the bias synapse included) plus the 4-bit exponent."""
         n = self.mant.numel() + (0 if self.bias_mant is None else self.bias_mant.numel())
         return 8 * n + 4
+
+
+def _exact_float(bound: int) -> torch.dtype | None:
+    """The narrowest float dtype whose matmul sums integers up to ``bound`` exactly, or None (use int64).
+    float32 only at the "highest" matmul precision: lower ones may round the inputs to bfloat16 / TF32."""
+    if bound < (1 << 24) and torch.get_float32_matmul_precision() == "highest":
+        return torch.float32
+    return torch.float64 if bound < (1 << 53) else None
 
 
 def _shift_right_rz(a: Tensor, k: int) -> Tensor:
@@ -200,6 +298,10 @@ class ChipColourNet:
     def __init__(self, fc1: ChipLayer | Tensor, fc2: ChipLayer, fc3: ChipLayer, du: int, dv: int, vth: int,
                  reset: Literal["hard", "soft"], first_layer: Literal["off-chip", "on-chip"],
                  input_scale: float = 1.0, fc1_scale: float = 1.0) -> None:
+        if not (0 <= du <= DECAY_UNITY and 0 <= dv <= DECAY_UNITY):
+            raise ValueError(f"du and dv must be in 0..{DECAY_UNITY} (12-bit decays), got du={du}, dv={dv}")
+        if not 0 <= vth <= VTH_MAX:
+            raise ValueError(f"vth must be an unsigned 17-bit integer (0..{VTH_MAX}), got {vth}: lower vth_bits")
         self.fc1, self.fc2, self.fc3 = fc1, fc2, fc3
         self.du, self.dv, self.vth, self.reset = du, dv, vth, reset
         self.first_layer = first_layer
@@ -245,19 +347,43 @@ class ChipColourNet:
     def first_current(self, x: Tensor) -> Tensor:
         """``a_in`` of LIF1 ``[T, B, H]`` (int64) from the real input ``x`` ``[T, B, in_dim]`` (zero at holes)."""
         if isinstance(self.fc1, ChipLayer):
-            q = torch.round(x.double() / self.input_scale).clamp(-WEIGHT_MANTISSA_MAX, WEIGHT_MANTISSA_MAX)
-            return self.fc1.synaptic_sum(q.to(torch.int64), torch.zeros(x.shape[:2], dtype=torch.bool))
+            return self.fc1.synaptic_sum(self._quantize_input(x), torch.zeros(x.shape[:2], dtype=torch.bool))
         return torch.round(F.linear(x.double(), self.fc1) * self.fc1_scale).to(torch.int64)
 
+    def _quantize_input(self, x: Tensor) -> Tensor:
+        """The 8-bit activations of the real input (float64 holding integers in ``-127..127``)."""
+        return torch.round(x.double() / self.input_scale).clamp(-WEIGHT_MANTISSA_MAX, WEIGHT_MANTISSA_MAX)
+
+    def _first_input(self, x: Tensor) -> Tensor:
+        """LIF1's input current ``first_current(x) << 6`` ``[T, B, H]``, float64 where exact (see
+        :meth:`ChipLayer.current`); off-chip, ``round(.) * 64`` is the same float as the int64 shifted."""
+        if isinstance(self.fc1, ChipLayer):
+            return self.fc1.current(self._quantize_input(x), torch.zeros(x.shape[:2], dtype=torch.bool))[0]
+        return torch.round(F.linear(x.double(), self.fc1).mul_(self.fc1_scale)).mul_(1 << ACT_SHIFT)
+
     @torch.no_grad()
-    def run(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Logits ``[T, B, 3]`` and spikes ``[T, B, H]`` of LIF1 and LIF2 for the input ``x`` ``[T, B, in]``
-        with holes where ``valid`` ``[T, B]`` is False (their input is zeroed)."""
+    def run(self, x: Tensor, valid: Tensor, spikes_dtype: torch.dtype = torch.int64) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits ``[T, B, 3]`` and spikes ``[T, B, H]`` of LIF1 and LIF2 (``spikes_dtype``; ``torch.bool``
+        saves two int64 copies) for the input ``x`` ``[T, B, in]`` with holes where ``valid`` ``[T, B]`` is
+        False (their input is zeroed)."""
+        logits, s1, s2, _, _ = self._forward(x, valid)
+        return logits, s1.to(spikes_dtype), s2.to(spikes_dtype)
+
+    @torch.no_grad()
+    def run_counts(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`run` with spike counts per step instead of the trains: logits ``[T, B, 3]`` and the spikes of
+        LIF1 and LIF2 summed over their neurons, ``[T, B]`` (int64)."""
+        logits, _, _, n1, n2 = self._forward(x, valid)
+        return logits, n1, n2
+
+    def _forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         x = x * valid[..., None].to(x.dtype)
-        s1 = loihi_lif(self.first_current(x), self.du, self.dv, self.vth, reset=self.reset)
-        s2 = loihi_lif(self.fc2.synaptic_sum(s1, valid), self.du, self.dv, self.vth, reset=self.reset)
-        current = self.fc3.synaptic_sum(s2, valid) << ACT_SHIFT  # the read-out compartment's current
-        return current.double() / self.fc3.scale, s1, s2
+        vth_eff = int(self.vth) << ACT_SHIFT
+        s1, _ = _lif_steps(self._first_input(x), self.du, self.dv, vth_eff, 0, self.reset, False)
+        a2, n1 = self.fc2.current(s1, valid, count=True)
+        s2, _ = _lif_steps(a2, self.du, self.dv, vth_eff, 0, self.reset, False)
+        current, n2 = self.fc3.current(s2, valid, count=True)  # the read-out compartment's current
+        return current.double() / self.fc3.scale, s1, s2, n1, n2
 
     @property
     def weight_bits(self) -> int:

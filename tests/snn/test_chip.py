@@ -165,3 +165,98 @@ def test_hops_and_exponent_limits():
     assert far.energy_pj["messages"] - near.energy_pj["messages"] == pytest.approx(44 * 2 * LOIHI_E_HOP_PJ)
     with pytest.raises(ValueError, match="lower vth_bits"):
         quantize_shared_exponent(torch.tensor([1.0]), 2.0 ** 30)  # 2^30 units: exponent 17 > 7
+
+
+# ---- the fast path against the obvious one --------------------------------------------------------------
+# A slow, literal transcription of the chip's equations (the package's first version): per step, the decay as
+# sign * (|x| >> 12), the 24-bit wrap, the saturation, the reset; synaptic sums as an int64 einsum. The
+# package's loop rewrites these (truncating division, u precomputed, float BLAS sums); they must agree bit
+# for bit.
+
+def _ref_decay(x, d):
+    prod = x * (4096 - d)
+    return torch.sign(prod) * (prod.abs() >> 12)
+
+
+def _ref_wrap24(x):
+    m = 1 << 23
+    y = torch.where(x > m, x - 2 * m, x)
+    return torch.where(y <= -m, x + 2 * m, y)
+
+
+def _ref_lif(a_in, du, dv, vth, bias=0, reset="hard"):
+    a_in = a_in.to(torch.int64)
+    u, v = torch.zeros_like(a_in[0]), torch.zeros_like(a_in[0])
+    bias = torch.as_tensor(bias, dtype=torch.int64)
+    spikes, vs = torch.empty_like(a_in), torch.empty_like(a_in)
+    for t in range(a_in.shape[0]):
+        u = _ref_wrap24(_ref_decay(u, du) + (a_in[t] << 6))
+        v = (_ref_decay(v, dv) + u + bias).clamp(-MEMBRANE_MAX, MEMBRANE_MAX)
+        s = v > (vth << 6)
+        v = torch.where(s, v - (vth << 6), v) if reset == "soft" else torch.where(s, torch.zeros_like(v), v)
+        spikes[t], vs[t] = s.to(torch.int64), v
+    return spikes, vs
+
+
+def _ref_sum(layer, s, valid):
+    a = torch.einsum("tbi,oi->tbo", s.to(torch.int64), layer.mant)
+    if layer.bias_mant is not None:
+        a = a + valid.to(torch.int64)[..., None] * layer.bias_mant
+    return a << layer.exp if layer.exp >= 0 else torch.sign(a) * (a.abs() >> -layer.exp)
+
+
+def _ref_run(net, x, valid):
+    x = x * valid[..., None].to(x.dtype)
+    if isinstance(net.fc1, torch.Tensor):
+        a1 = torch.round(torch.nn.functional.linear(x.double(), net.fc1) * net.fc1_scale).to(torch.int64)
+    else:
+        q = torch.round(x.double() / net.input_scale).clamp(-127, 127).to(torch.int64)
+        a1 = _ref_sum(net.fc1, q, torch.zeros(x.shape[:2], dtype=torch.bool))
+    s1, _ = _ref_lif(a1, net.du, net.dv, net.vth, reset=net.reset)
+    s2, _ = _ref_lif(_ref_sum(net.fc2, s1, valid), net.du, net.dv, net.vth, reset=net.reset)
+    return (_ref_sum(net.fc3, s2, valid) << 6).double() / net.fc3.scale, s1, s2
+
+
+@pytest.mark.parametrize("du,dv,reset", [(4096, 2048, "hard"), (1024, 1000, "hard"), (4096, 0, "soft"),
+                                         (300, 4096, "soft"), (0, 1365, "hard")])
+def test_fast_lif_equals_reference(du, dv, reset):
+    torch.manual_seed(du + dv)
+    # wide inputs: the wrap (|a| << 6 past 2^23), the saturation and both signs all occur
+    a = torch.randint(-2 ** 17, 2 ** 17, (40, 9, 11)) // torch.randint(1, 2 ** 12, (40, 9, 11))
+    bias = torch.randint(-5000, 5000, (11,))
+    s, v = loihi_lif(a, du, dv, vth=37, bias=bias, reset=reset, return_v=True)
+    rs, rv = _ref_lif(a, du, dv, 37, bias, reset)
+    assert torch.equal(s, rs) and torch.equal(v, rv)
+    assert s.dtype == torch.int64 and 0 < int(s.sum()) < s.numel()
+
+
+@pytest.mark.parametrize("first_layer,tau,vth_bits", [("off-chip", 2.0, 10), ("on-chip", 2.0, 10),
+                                                      ("off-chip", 3.0, 4), ("on-chip", 1.5, 12)])
+def test_fast_net_equals_reference(first_layer, tau, vth_bits):
+    torch.manual_seed(int(tau * 10) + vth_bits)
+    T, B, D, H = 24, 50, 13, 40
+    x = torch.rand(T, B, D, dtype=torch.float64) * 4 - 2
+    valid = torch.rand(T, B) < 0.6
+    w1 = torch.randn(H, D, dtype=torch.float64)
+    w2, b2 = torch.randn(H, H, dtype=torch.float64) * 0.5, torch.randn(H, dtype=torch.float64) * 0.3
+    w3, b3 = torch.randn(3, H, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    net = ChipColourNet.from_float(w1, w2, b2, w3, b3, tau, 1.0, first_layer=first_layer, input_max=2.0,
+                                   vth_bits=vth_bits)
+    logits, s1, s2 = net.run(x, valid)
+    r_logits, r1, r2 = _ref_run(net, x, valid)
+    assert torch.equal(s1, r1) and torch.equal(s2, r2) and torch.equal(logits, r_logits)
+    assert 0 < int(s2.sum()) < s2.numel()  # a live net, not an all-silent one
+    # bool spikes are the same trains
+    _, b1, _ = net.run(x, valid, spikes_dtype=torch.bool)
+    assert b1.dtype == torch.bool and torch.equal(b1.to(torch.int64), r1)
+    # spike counts per step from the ones row of the next layer's matmul
+    c_logits, n1, n2 = net.run_counts(x, valid)
+    assert torch.equal(c_logits, r_logits) and torch.equal(n1, r1.sum(-1)) and torch.equal(n2, r2.sum(-1))
+    # larger integer inputs take the float64 matmul (sums past 2^24) and the int64 einsum (past 2^53); the
+    # current (<< 6) leaves float64 for int64 where it would pass 2^53
+    for peak in (2 ** 20, 2 ** 40, 2 ** 47):
+        big = torch.randint(-peak, peak, (T, B, H))
+        ref = _ref_sum(net.fc2, big, valid)
+        assert torch.equal(net.fc2.synaptic_sum(big, valid), ref)
+        cur, cnt = net.fc2.current(big, valid, count=True)
+        assert torch.equal(cur.to(torch.int64), ref << 6) and torch.equal(cnt, big.sum(-1))
