@@ -264,8 +264,8 @@ spikingnerf_ann_capture = MethodSpecification(
 )
 spikingnerf_llff = MethodSpecification(
     config=llff_trainer_config("spikingnerf-llff", spiking=True),
-    description="SpikingNeRF for a forward-facing capture (llff-data, NDC): 160 fine vertices across, 3000 steps "
-                "of 1024 rays, ~25-30 min on a 2-core CPU (estimated, not yet run).",
+    description="SpikingNeRF for a forward-facing capture (llff-data, NDC): 160 fine vertices across, 100 coarse + "
+                "3000 fine steps of 2048 rays, ~30 min on a 2-core CPU (fern: 24.3 dB, docs/benchmarks.md).",
 )
 spikingnerf_ann_llff = MethodSpecification(
     config=llff_trainer_config("spikingnerf-ann-llff", spiking=False),
