@@ -347,10 +347,9 @@ TENSORF_CPU = replace(LEGO, num_steps=800, n_voxel_init=32 ** 3 + 4, n_voxel_fin
                       upsample_steps=(100, 150, 200, 275, 350), alpha_mask_steps=(100, 200), rays_per_batch=512)
 """``spikingnerf-t-cpu`` on bounded scenes: TensoRF's lego rules at CPU size: 32^3 -> 128^3 voxels, 512 rays,
 800 steps, the first alpha mask + shrink at step 100 (TensoRF: 128^3 -> 300^3, 4,096 rays, 30,000 steps, 2,000).
-Measured on this shared 2-core CPU (load ~7 from other jobs), ``--max-num-iterations 200`` (the rules scaled to
-steps 25 .. 88): 1.74 s/step (6 min), 22.43 dB / SSIM 0.853 on lego-mini's 8 test views (``ns-eval``). A step
-costs ~0.7 s of compute at 32^3 before the alpha mask (1,024 rays: density look-ups and their backward on every
-sample in the box) and less once the mask has cut the box to the object."""
+On lego-400, one thread beside its twin: 800 steps in 3.1 min; ``--max-num-iterations 6000`` in 10.8 min,
+28.93 dB on 8 test views; with 1,024 rays and ``--pipeline.model.tensorf.n-voxel-final 4096000`` (160^3) as well,
+22.5 min and **30.59 dB** on 25 test views (docs/benchmarks.md, "SpikingNeRF-T")."""
 TENSORF_CPU_NDC = replace(LLFF, num_steps=800, n_voxel_init=48 ** 3 + 4, n_voxel_final=128 ** 3,
                           upsample_steps=(100, 150, 200, 275), alpha_mask_steps=(125,), rays_per_batch=512)
 """``spikingnerf-t-cpu`` on NDC scenes: TensoRF's flower rules at CPU size (48^3 -> 128^3; TensoRF: 128^3 ->
