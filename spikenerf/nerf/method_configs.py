@@ -122,6 +122,9 @@ def preset_schedule(model: ModelConfig, optimizers: Dict[str, Dict[str, Any]]) -
     schedulers' ``max_steps`` and the model's :data:`~.trainer.SCHEDULE_FIELDS`."""
     steps: Dict[str, Any] = {f"pipeline.model.{name}": getattr(model, name) for name in SCHEDULE_FIELDS
                              if hasattr(model, name)}
+    ndc = getattr(model, "ndc", None)  # what NDC scenes train with instead (scene.NDCSettings): scaled alike
+    steps.update({f"pipeline.model.ndc.{name}": getattr(ndc, name) for name in SCHEDULE_FIELDS
+                  if getattr(ndc, name, None) is not None})
     for group, spec in optimizers.items():
         if getattr(spec.get("scheduler"), "max_steps", None) is not None:
             steps[f"optimizers.{group}.scheduler.max_steps"] = spec["scheduler"].max_steps
@@ -197,6 +200,7 @@ def llff_trainer_config(method_name: str, spiking: bool) -> TrainerConfig:
     own would replace it) and the ``llff-data`` parser as the default data."""
     cfg = grid_trainer_config(method_name, spiking, schedule=GRID_LLFF)
     cfg.pipeline.model.ndc = NDCSettings(coarse_steps=GRID_LLFF.coarse_steps, fine_resolution=GRID_LLFF.fine_resolution)
+    cfg.preset_schedule["pipeline.model.ndc.coarse_steps"] = GRID_LLFF.coarse_steps
     cfg.pipeline.datamanager.dataparser = LLFFDataParserConfig()
     return cfg
 

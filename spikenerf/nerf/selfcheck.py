@@ -103,7 +103,8 @@ def tiny_model(method: str, scene: SceneKind = "bounded", **overrides: Any) -> M
         tiny: Dict[str, Any] = {**TINY_GRID, "scene": scene}
         if scene == "ndc":  # chosen from the parser's metadata, as llff-data does; the NDC settings at tiny sizes
             metadata = dict(TINY_NDC_CAMERA)
-            tiny["ndc"] = replace(cfg.ndc, fine_resolution=TINY_GRID["fine_resolution"])
+            tiny["ndc"] = replace(cfg.ndc, coarse_steps=TINY_GRID["coarse_steps"],
+                                  fine_resolution=TINY_GRID["fine_resolution"])
     elif isinstance(cfg, NeRFMLPModelConfig):
         if scene != "bounded":
             raise ValueError(f"{method} has bounded scenes only (the NeRF MLP on Blender), got scene={scene!r}")
