@@ -31,7 +31,6 @@ import torch
 from energy_map import load, render_view
 from torch import Tensor
 
-from spikenerf.nerf.field import ColorStats, positional_encoding
 from spikenerf.nerf.metrics import ground_truth, psnr
 from spikenerf.nerf.packing import pack_index, scatter_valid
 from spikenerf.nerf.renderer_energy import RendererShape, renderer_energy_metrics
@@ -87,8 +86,7 @@ def chip_columns(field, nets: dict[str, tuple[ChipColourNet, str]], xyz: Tensor,
     r_of, s_of = mask.nonzero(as_tuple=True)
     if not r_of.numel():
         return out
-    x = torch.cat([field.feature_grid(xyz[r_of, s_of]), positional_encoding(dirs, field.dir_freqs)[r_of]], -1)
-    x = x.double()
+    x = field.colour_net_inputs(xyz[r_of, s_of], dirs[r_of]).double()
     ti = torch.arange(S, device=mask.device).expand(R, S) if time_index is None else time_index
     rel = ti - ti.masked_fill(~mask, torch.iinfo(ti.dtype).max).amin(1, keepdim=True)
     counts = mask.sum(1)
@@ -128,29 +126,6 @@ def _chunks(order: Tensor, lengths: list[int], budget: int) -> list[Tensor]:
     return runs
 
 
-def chip_color(field, net: ChipColourNet, chunk_steps: int = 1 << 16):
-    """A drop-in for ``field.color`` that runs the colour net on the chip model in the field's layout
-    (:func:`chip_columns`)."""
-    H = field.hidden_dim
-
-    def color(xyz, dirs, mask, time_index=None):
-        rgb, sp1, sp2 = chip_columns(field, {"chip": (net, field.pack_mode)}, xyz, dirs, mask, time_index,
-                                     chunk_steps)["chip"]
-        return rgb, _chip_stats(field, mask, sp1, sp2, H)
-
-    return color
-
-
-def _chip_stats(field, mask: Tensor, sp1: Tensor, sp2: Tensor, H: int) -> ColorStats:
-    """:class:`ColorStats` of a chip pass from its per-ray spikes ``[R]`` (read-out fan-out 3)."""
-    n = int(mask.sum())
-    f32 = torch.float32
-    return ColorStats(n, [sp1.sum(), sp2.sum()], [float(n * H)] * 2, float(n * field.in_dim * H),
-                      sp1.sum() * H + sp2.sum() * 3, float(n * field.ann_macs_per_sample()), 1.0,
-                      (sp1 + sp2).to(f32), (mask.sum(1) * 2 * H).to(f32), (sp1 * H + sp2 * 3).to(f32),
-                      [sp1.to(f32), sp2.to(f32)])
-
-
 class Columns:
     """Renders every column of the table in one pass of the renderer (a context manager).
 
@@ -158,7 +133,7 @@ class Columns:
     render serves all columns: the colour hook runs the float model in each layout and the chip nets on the
     same samples and returns their colours side by side (``[R, S, 3 * columns]``); compositing is linear in
     the colour, so the rendered ``rgb`` comes back as ``[H, W, 3 * columns]`` (the background is repeated to
-    match). The hook returns the first column's :class:`ColorStats` (the float model's, as a plain render
+    match). The hook returns the first column's :class:`~spikenerf.nerf.field.ColorStats` (the float model's, as a plain render
     would); each column's spike totals are in :attr:`spikes`.
     """
 

@@ -54,7 +54,7 @@ try:  # optional at run time: only the export needs it
 except ImportError:  # pragma: no cover - depends on the environment
     nir = None
 
-__all__ = ["DEFAULT_DT", "NIRExportError", "check_colour_net", "colour_net_graph", "colour_net_inputs", "sidecar",
+__all__ = ["DEFAULT_DT", "NIRExportError", "check_colour_net", "colour_net_graph", "sidecar",
            "export_nir", "read_graph", "sidecar_path", "time_layout_meta"]
 
 DEFAULT_DT = 1e-4
@@ -143,13 +143,6 @@ def colour_net_graph(field: SpikingNeRFField, dt: float = DEFAULT_DT, method: st
     else:
         meta["time_steps"] = int(layout["time_steps"])
     return nir.NIRGraph(nodes=nodes, edges=list(zip(order[:-1], order[1:])), metadata=meta)
-
-
-def colour_net_inputs(field: SpikingNeRFField, xyz: Tensor, dirs: Tensor) -> Tensor:
-    """The graph's input ``[N, in_dim]`` of samples at look-up points ``xyz`` ``[N, 3]`` with unit view
-    directions ``dirs`` ``[N, 3]``: the field's own ``colour_net_inputs`` (feature grid + PE(view direction), or
-    TensoRF's 150)."""
-    return field.colour_net_inputs(xyz, dirs)
 
 
 def _box(t: Tensor) -> list:

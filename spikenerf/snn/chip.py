@@ -59,6 +59,7 @@ __all__ = [
     "ACT_SHIFT",
     "decay_rz",
     "loihi_lif",
+    "check_lif_params",
     "lif_to_cuba",
     "quantize_shared_exponent",
     "ChipLayer",
@@ -109,16 +110,21 @@ def loihi_lif(a_in: Tensor, du: int, dv: int, vth: int, bias: Tensor | int = 0,
     Returns:
         spikes ``[T, B, N]`` int64 (0/1), and the membrane trace when ``return_v``.
     """
-    if not (0 <= du <= DECAY_UNITY and 0 <= dv <= DECAY_UNITY):
-        raise ValueError(f"du and dv must be in 0..{DECAY_UNITY} (12-bit decays), got du={du}, dv={dv}")
-    if not 0 <= vth <= VTH_MAX:
-        raise ValueError(f"vth must be an unsigned 17-bit integer (0..{VTH_MAX}), got {vth}")
+    check_lif_params(du, dv, vth)
     if torch.is_floating_point(a_in):
         raise TypeError("a_in must be an integer tensor (the chip's synaptic sums); round and cast it first")
     spikes, vs = _lif_steps(a_in.to(torch.int64) << ACT_SHIFT, du, dv, int(vth) << ACT_SHIFT, bias, reset,
                             return_v)
     spikes = spikes.to(torch.int64)
     return (spikes, vs) if return_v else spikes
+
+
+def check_lif_params(du: int, dv: int, vth: int, hint: str = "") -> None:
+    """Refuse decays outside ``0..4096`` (12 bits) and a threshold mantissa outside ``0..2^17 - 1``."""
+    if not (0 <= du <= DECAY_UNITY and 0 <= dv <= DECAY_UNITY):
+        raise ValueError(f"du and dv must be in 0..{DECAY_UNITY} (12-bit decays), got du={du}, dv={dv}")
+    if not 0 <= vth <= VTH_MAX:
+        raise ValueError(f"vth must be an unsigned 17-bit integer (0..{VTH_MAX}), got {vth}{hint}")
 
 
 def _lif_steps(current: Tensor, du: int, dv: int, vth_eff: int, bias: Tensor | int, reset: str,
@@ -298,10 +304,7 @@ class ChipColourNet:
     def __init__(self, fc1: ChipLayer | Tensor, fc2: ChipLayer, fc3: ChipLayer, du: int, dv: int, vth: int,
                  reset: Literal["hard", "soft"], first_layer: Literal["off-chip", "on-chip"],
                  input_scale: float = 1.0, fc1_scale: float = 1.0) -> None:
-        if not (0 <= du <= DECAY_UNITY and 0 <= dv <= DECAY_UNITY):
-            raise ValueError(f"du and dv must be in 0..{DECAY_UNITY} (12-bit decays), got du={du}, dv={dv}")
-        if not 0 <= vth <= VTH_MAX:
-            raise ValueError(f"vth must be an unsigned 17-bit integer (0..{VTH_MAX}), got {vth}: lower vth_bits")
+        check_lif_params(du, dv, vth, ": lower vth_bits")  # at build time, not at the first run
         self.fc1, self.fc2, self.fc3 = fc1, fc2, fc3
         self.du, self.dv, self.vth, self.reset = du, dv, vth, reset
         self.first_layer = first_layer
@@ -344,19 +347,14 @@ class ChipColourNet:
         m1, e1 = quantize_shared_exponent(w1 / tau * step, scale)
         return cls(ChipLayer(m1, e1, scale), fc2, fc3, du, dv, vth, reset, first_layer, input_scale=step)
 
-    def first_current(self, x: Tensor) -> Tensor:
-        """``a_in`` of LIF1 ``[T, B, H]`` (int64) from the real input ``x`` ``[T, B, in_dim]`` (zero at holes)."""
-        if isinstance(self.fc1, ChipLayer):
-            return self.fc1.synaptic_sum(self._quantize_input(x), torch.zeros(x.shape[:2], dtype=torch.bool))
-        return torch.round(F.linear(x.double(), self.fc1) * self.fc1_scale).to(torch.int64)
-
     def _quantize_input(self, x: Tensor) -> Tensor:
         """The 8-bit activations of the real input (float64 holding integers in ``-127..127``)."""
         return torch.round(x.double() / self.input_scale).clamp(-WEIGHT_MANTISSA_MAX, WEIGHT_MANTISSA_MAX)
 
     def _first_input(self, x: Tensor) -> Tensor:
-        """LIF1's input current ``first_current(x) << 6`` ``[T, B, H]``, float64 where exact (see
-        :meth:`ChipLayer.current`); off-chip, ``round(.) * 64`` is the same float as the int64 shifted."""
+        """LIF1's input current ``a_in << 6`` ``[T, B, H]`` from the real input ``x`` ``[T, B, in_dim]`` (zero at
+        holes), float64 where exact (see :meth:`ChipLayer.current`): on the chip fc1's synaptic sum of the
+        8-bit activations, off it ``round(fc1(x) * fc1_scale) * 64`` (the same float as the int64 shifted)."""
         if isinstance(self.fc1, ChipLayer):
             return self.fc1.current(self._quantize_input(x), torch.zeros(x.shape[:2], dtype=torch.bool))[0]
         return torch.round(F.linear(x.double(), self.fc1).mul_(self.fc1_scale)).mul_(1 << ACT_SHIFT)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from spikenerf.nerf.field import SpikingNeRFField
-from spikenerf.nerf.colour_nir import (DEFAULT_DT, NIRExportError, colour_net_graph, colour_net_inputs, read_graph,
+from spikenerf.nerf.colour_nir import (DEFAULT_DT, NIRExportError, colour_net_graph, read_graph,
                                        time_layout_meta)
 from spikenerf.nerf.nir_replay import FRAMEWORKS, load_replay, run_layout
 from spikenerf.nerf.spiknerf import SpikNeRFField
@@ -148,10 +148,10 @@ def test_replay_equals_the_projects_colour_net(framework, layout, tmp_path):
         ref, stats = f.color(xyz, dirs, mask)
     assert 0.05 < float(stats.spikes_per_layer[0]) / stats.neurons_per_layer[0] < 0.95  # the LIF layers work
     r, s = mask.nonzero(as_tuple=True)
-    out = torch.sigmoid(run_layout(net, colour_net_inputs(f, xyz[r, s], dirs[r]), mask, time_layout_meta(f)))
+    out = torch.sigmoid(run_layout(net, f.colour_net_inputs(xyz[r, s], dirs[r]), mask, time_layout_meta(f)))
     assert torch.allclose(out, ref[mask], atol=1e-12, rtol=0)
     if layout["pack_mode"] == "padding":  # the holes matter: condensing the same samples gives other colours
-        other = torch.sigmoid(run_layout(net, colour_net_inputs(f, xyz[r, s], dirs[r]), mask,
+        other = torch.sigmoid(run_layout(net, f.colour_net_inputs(xyz[r, s], dirs[r]), mask,
                                          dict(time_layout_meta(f), pack_mode="condensing")))
         assert not torch.allclose(other, ref[mask], atol=1e-3)
 
@@ -166,7 +166,7 @@ def test_padding_replay_uses_the_lattice_index(tmp_path):
     with torch.no_grad():
         ref, _ = f.color(xyz, dirs, mask, time_index=index)
     r, s = mask.nonzero(as_tuple=True)
-    out = torch.sigmoid(run_layout(net, colour_net_inputs(f, xyz[r, s], dirs[r]), mask, time_layout_meta(f), index))
+    out = torch.sigmoid(run_layout(net, f.colour_net_inputs(xyz[r, s], dirs[r]), mask, time_layout_meta(f), index))
     assert torch.allclose(out, ref[mask], atol=1e-12, rtol=0)
 
 
@@ -187,7 +187,7 @@ def test_spiknerf_binary_repeat_time_replays(framework, tmp_path):
     with torch.no_grad():
         ref, _ = f.color(xyz, dirs, mask)
     r, s = mask.nonzero(as_tuple=True)
-    out = torch.sigmoid(run_layout(net, colour_net_inputs(f, xyz[r, s], dirs[r]), mask, time_layout_meta(f)))
+    out = torch.sigmoid(run_layout(net, f.colour_net_inputs(xyz[r, s], dirs[r]), mask, time_layout_meta(f)))
     assert torch.allclose(out, ref[mask], atol=1e-12, rtol=0)
 
 
