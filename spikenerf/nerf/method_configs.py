@@ -106,9 +106,9 @@ GRID_LLFF = Schedule(coarse_steps=100, fine_steps=3000, coarse_resolution=64, fi
 minutes on a 2-core CPU (measured in docs/benchmarks.md). 6.1 M training rays (each of fern's 3.2 M training pixels
 about twice; DVGO's LLFF schedule is 123 M) in batches of 2,048 (a step's Adam and TV passes over the whole grid
 cost the same at any batch), 160 fine vertices along the NDC box's ``x'`` (~3 of fern's 504 pixels per voxel), the
-first look's width-64 net (DVGO's LLFF ``rgbnet_width``; ``--pipeline.model.hidden-dim 128`` saves 72 % of the colour
-net's energy against its twin instead of 58 %, for 1.47x the CPU time). The NDC coarse stage (:class:`~.scene.NDCSettings`) is
-short: the fine stage is where the quality comes from."""
+first look's width-64 net (DVGO's LLFF ``rgbnet_width``; ``--pipeline.model.hidden-dim 128`` saves 72 % of
+the colour net's energy against its twin instead of 58 %, for 1.47x the CPU time). The NDC coarse stage
+(:class:`~.scene.NDCSettings`) is short: the fine stage is where the quality comes from."""
 
 
 # ----------------------------------------------------------------------------- the one trainer skeleton
