@@ -354,7 +354,7 @@ TENSORF_CPU = replace(LEGO, num_steps=800, n_voxel_init=32 ** 3 + 4, n_voxel_fin
 800 steps, the first alpha mask + shrink at step 100 (TensoRF: 128^3 -> 300^3, 4,096 rays, 30,000 steps, 2,000).
 On lego-400, one thread beside its twin: 800 steps in 3.1 min; ``--max-num-iterations 6000`` in 10.8 min,
 28.93 dB on 8 test views; with 1,024 rays and ``--pipeline.model.tensorf.n-voxel-final 4096000`` (160^3) as well,
-22.5 min and **30.59 dB** on 25 test views (docs/benchmarks.md, "SpikingNeRF-T")."""
+22.5 min and **30.29 dB** on the 200 test views (docs/benchmarks.md, "SpikingNeRF-T")."""
 TENSORF_CPU_NDC = replace(LLFF, num_steps=800, n_voxel_init=48 ** 3 + 4, n_voxel_final=128 ** 3,
                           upsample_steps=(100, 150, 200, 275), alpha_mask_steps=(125,), rays_per_batch=512)
 """``spikingnerf-t-cpu`` on NDC scenes: TensoRF's flower rules at CPU size (48^3 -> 128^3; TensoRF: 128^3 ->
