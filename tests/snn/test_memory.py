@@ -17,7 +17,7 @@ glibc = pytest.mark.skipif(memory._glibc() is None, reason="the policy only chan
 # allocate, touch and free a 64 MB tensor 20 times (what a training step does with its activations); count
 # the page faults of the last eight. Why so many warm-ups: small allocations between the big ones (Python's,
 # torch's) can land in a freed block, so the heap takes a few rounds to hold enough blocks; how many depends on
-# the process's layout (even on the size of its environment): measured 2 to 6 rounds, never more in 30 tries
+# the process's layout (even on the size of its environment): 2 to 5 rounds here over 30 environments, 6 in CI
 _PROBE = """
 import json, resource, torch
 import spikenerf.snn as s
